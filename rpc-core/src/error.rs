@@ -1,0 +1,282 @@
+//! The framework's failures, kept apart from the application's own error types.
+//!
+//! A method declared `-> Result<T, MyError>` reaches the client as
+//! `Result<Result<T, MyError>, rpc::Error>`: the outer error says the call itself failed
+//! (the connection dropped, the deadline passed, ...), the inner one is whatever the handler
+//! returned.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::codec::CodecError;
+
+/// Why a call (or a connection) failed, from the framework's point of view.
+///
+/// Cloneable, so that one broken connection can fail every call pending on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client could not open a connection.
+    #[error("could not connect to {endpoint}: {source}; is the server running and reachable?")]
+    Connect {
+        /// What the client tried to reach.
+        endpoint: String,
+        /// The underlying failure.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The connection is gone; the call's outcome on the server is unknown.
+    #[error("connection closed: {reason}; reconnect to make new calls")]
+    ConnectionClosed {
+        /// What ended the connection.
+        reason: String,
+    },
+    /// The call's deadline passed before a reply arrived; the server stops the handler too.
+    #[error("deadline exceeded: no reply before the call's deadline")]
+    DeadlineExceeded,
+    /// The call was cancelled before it completed.
+    #[error("call cancelled")]
+    Cancelled,
+    /// The server does not implement the method (for example, it runs an older version of
+    /// the service).
+    #[error("the server has no method {method}; is it running an older version of the service?")]
+    UnknownMethod {
+        /// `Service.method`, or the raw id when the name is unknown.
+        method: String,
+    },
+    /// The server refused the call because it is at a limit; trying later may succeed.
+    #[error("server overloaded: {reason}")]
+    Overloaded {
+        /// Which limit was hit.
+        reason: String,
+    },
+    /// The server could not decode the call's arguments: client and server disagree on the
+    /// method's signature.
+    #[error("bad request: {reason}; do client and server use the same service definition?")]
+    BadRequest {
+        /// What the server could not decode.
+        reason: String,
+    },
+    /// The handler panicked; the server kept serving other calls.
+    #[error("the handler panicked: {message}")]
+    HandlerPanicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The server failed the call for a reason this client version does not know.
+    #[error("server error (code {code}): {message}")]
+    Server {
+        /// The wire error code.
+        code: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The peer broke the wire protocol; the connection is closed.
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A message is larger than the maximum frame length, so it was not sent.
+    #[error("message of {len} bytes exceeds the maximum frame length of {max} bytes; send less or raise max_frame_len on both sides")]
+    MessageTooLarge {
+        /// The encoded size of the message.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A value could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A local I/O failure.
+    #[error("i/o error: {0}")]
+    Io(#[source] Arc<io::Error>),
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Error::Io(Arc::new(err))
+    }
+}
+
+/// A peer that does not follow the wire protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The first bytes were not this protocol's magic: the peer speaks something else
+    /// (HTTP, TLS, random bytes).
+    #[error(
+        "peer does not speak this protocol (first bytes {got:02x?}, expected {expected:02x?})"
+    )]
+    BadMagic {
+        /// The bytes received.
+        got: [u8; 4],
+        /// The magic this protocol expects.
+        expected: [u8; 4],
+    },
+    /// The peer speaks another version of the protocol.
+    #[error("protocol version {theirs} is not supported (this side speaks {ours})")]
+    UnsupportedVersion {
+        /// The version this side speaks.
+        ours: u16,
+        /// The version the peer asked for or answered with.
+        theirs: u16,
+    },
+    /// The peer did not finish its preamble in time.
+    #[error("peer sent no complete preamble within {millis} ms")]
+    PreambleTimeout {
+        /// The limit, in milliseconds.
+        millis: u64,
+    },
+    /// A frame's length prefix exceeds the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum frame length of {max} bytes (raise max_frame_len on both sides if this is intended)")]
+    FrameTooLarge {
+        /// The length the frame claimed.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A frame's header could not be decoded.
+    #[error("malformed frame header: {reason}")]
+    MalformedHeader {
+        /// What the decoder reported.
+        reason: String,
+    },
+    /// A message of a kind this side never receives (say, a response sent to a server).
+    #[error("unexpected {kind} message from the peer")]
+    UnexpectedMessage {
+        /// The kind of message received.
+        kind: &'static str,
+    },
+    /// A request reused the id of a call still in flight on the same connection.
+    #[error("request id {id} is already in flight on this connection")]
+    DuplicateRequestId {
+        /// The reused id.
+        id: u64,
+    },
+    /// Call metadata exceeded the configured maximum.
+    #[error("call metadata of {len} bytes exceeds the maximum of {max} bytes")]
+    MetadataTooLarge {
+        /// The encoded size of the metadata.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// The error codes a server sends back in a failed response.
+///
+/// Stable numbers on the wire; a code this side does not know becomes [`Error::Server`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// See [`Error::UnknownMethod`].
+    UnknownMethod,
+    /// See [`Error::BadRequest`].
+    BadRequest,
+    /// See [`Error::HandlerPanicked`].
+    HandlerPanicked,
+    /// See [`Error::DeadlineExceeded`].
+    DeadlineExceeded,
+    /// See [`Error::Overloaded`].
+    Overloaded,
+    /// The handler's reply could not be encoded or is larger than a frame may be.
+    ResponseUnencodable,
+    /// The server is shutting down and did not run the call.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The number sent on the wire.
+    pub const fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::UnknownMethod => 1,
+            ErrorCode::BadRequest => 2,
+            ErrorCode::HandlerPanicked => 3,
+            ErrorCode::DeadlineExceeded => 4,
+            ErrorCode::Overloaded => 5,
+            ErrorCode::ResponseUnencodable => 6,
+            ErrorCode::ShuttingDown => 7,
+        }
+    }
+
+    /// Reads a number off the wire; `None` for codes from a newer peer.
+    pub const fn from_u16(code: u16) -> Option<ErrorCode> {
+        Some(match code {
+            1 => ErrorCode::UnknownMethod,
+            2 => ErrorCode::BadRequest,
+            3 => ErrorCode::HandlerPanicked,
+            4 => ErrorCode::DeadlineExceeded,
+            5 => ErrorCode::Overloaded,
+            6 => ErrorCode::ResponseUnencodable,
+            7 => ErrorCode::ShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
+impl Error {
+    /// Rebuilds the error a server reported for a call to `method`.
+    pub fn from_remote(code: u16, message: String, method: &dyn std::fmt::Display) -> Error {
+        match ErrorCode::from_u16(code) {
+            Some(ErrorCode::UnknownMethod) => Error::UnknownMethod {
+                method: method.to_string(),
+            },
+            Some(ErrorCode::BadRequest) => Error::BadRequest { reason: message },
+            Some(ErrorCode::HandlerPanicked) => Error::HandlerPanicked { message },
+            Some(ErrorCode::DeadlineExceeded) => Error::DeadlineExceeded,
+            Some(ErrorCode::Overloaded | ErrorCode::ShuttingDown) => {
+                Error::Overloaded { reason: message }
+            }
+            Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
+        }
+    }
+
+    /// A connection-level error as the reason string pending calls receive.
+    pub fn closed(reason: impl std::fmt::Display) -> Error {
+        Error::ConnectionClosed {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in 0..32u16 {
+            if let Some(known) = ErrorCode::from_u16(code) {
+                assert_eq!(known.to_u16(), code);
+            }
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(999), None);
+    }
+
+    #[test]
+    fn remote_errors_map_to_typed_variants() {
+        let m = crate::Method::new("S", "m");
+        assert!(matches!(
+            Error::from_remote(1, String::new(), &m),
+            Error::UnknownMethod { method } if method == "S.m"
+        ));
+        assert!(matches!(
+            Error::from_remote(3, "boom".into(), &m),
+            Error::HandlerPanicked { message } if message == "boom"
+        ));
+        assert!(matches!(
+            Error::from_remote(999, "new".into(), &m),
+            Error::Server { code: 999, .. }
+        ));
+    }
+
+    #[test]
+    fn messages_name_the_limit() {
+        let e = Error::from(ProtocolError::FrameTooLarge {
+            len: 1 << 32,
+            max: 16 << 20,
+        });
+        let text = e.to_string();
+        assert!(text.contains("4294967296"), "{text}");
+        assert!(text.contains("16777216"), "{text}");
+    }
+}

@@ -1,0 +1,279 @@
+//! The one writer per connection.
+//!
+//! Every task that has something to send (callers on the client, handlers on the server)
+//! encodes its frame straight into one shared buffer under a short lock. A single writer
+//! loop takes the whole buffer, swaps in an empty one, and writes it with one `write_all`:
+//! however many frames became ready meanwhile, they cost one syscall. Before taking the
+//! buffer the writer yields once, so that tasks woken at the same moment add their frames to
+//! the same write instead of each getting a write of their own.
+//!
+//! The buffer is bounded: producers call [`WriteQueue::ready`] first, which waits while the
+//! buffer holds more than the high-water mark, so a peer that stops reading slows its
+//! producers down instead of growing memory. Control messages (cancel, go-away) skip that
+//! wait; they are small and must not be stuck behind data.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::codec::CodecError;
+use crate::error::Error;
+use crate::message::{encode_frame, Header};
+
+/// Buffers above this capacity are dropped after a write instead of kept for reuse, so one
+/// large message does not pin its memory for the rest of the connection.
+const KEEP_CAPACITY: usize = 256 * 1024;
+const INITIAL_CAPACITY: usize = 8 * 1024;
+
+/// Frames waiting to be written, shared by producers and the writer loop.
+#[derive(Debug)]
+pub struct WriteQueue {
+    state: Mutex<State>,
+    writer_wake: Notify,
+    space: Notify,
+    max_frame_len: usize,
+    high_water: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    buf: BytesMut,
+    closing: bool,
+    failed: Option<Error>,
+}
+
+impl WriteQueue {
+    /// A queue for frames up to `max_frame_len` bytes, whose producers wait while more than
+    /// `high_water` bytes are buffered.
+    pub fn new(max_frame_len: usize, high_water: usize) -> Self {
+        WriteQueue {
+            state: Mutex::new(State {
+                buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                closing: false,
+                failed: None,
+            }),
+            writer_wake: Notify::new(),
+            space: Notify::new(),
+            max_frame_len,
+            high_water,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while encoding (a user's Serialize impl) rolls its frame back before the
+        // lock is released, so the state behind a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one frame now, without waiting for room.
+    ///
+    /// Fails if the connection is closing or broken, or the frame is too large; in every
+    /// failure case nothing is queued.
+    pub fn push(
+        &self,
+        header: &Header,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock();
+        if let Some(err) = &state.failed {
+            return Err(err.clone());
+        }
+        if state.closing {
+            return Err(Error::closed("the connection is closing"));
+        }
+        let was_empty = state.buf.is_empty();
+        encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
+        drop(state);
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until the buffer is below the high-water mark (or the connection is gone).
+    pub async fn ready(&self) -> Result<(), Error> {
+        loop {
+            // Created before the check: notify_waiters() reaches it from this point on.
+            let notified = self.space.notified();
+            {
+                let state = self.lock();
+                if let Some(err) = &state.failed {
+                    return Err(err.clone());
+                }
+                if state.buf.len() < self.high_water {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits for room, then appends one frame.
+    pub async fn send(
+        &self,
+        header: &Header,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    ) -> Result<(), Error> {
+        self.ready().await?;
+        self.push(header, body)
+    }
+
+    /// Lets the writer finish: it writes what is queued, then returns. New pushes fail.
+    pub fn close(&self) {
+        self.lock().closing = true;
+        self.writer_wake.notify_one();
+    }
+
+    /// Marks the connection broken: queued frames are dropped, pushes and waits fail with
+    /// `err`, and the writer loop returns.
+    pub fn fail(&self, err: Error) {
+        {
+            let mut state = self.lock();
+            if state.failed.is_none() {
+                state.failed = Some(err);
+            }
+            state.buf = BytesMut::new();
+        }
+        self.writer_wake.notify_one();
+        self.space.notify_waiters();
+    }
+
+    /// The error the queue failed with, if it did.
+    pub fn failure(&self) -> Option<Error> {
+        self.lock().failed.clone()
+    }
+
+    /// Bytes currently waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    /// The writer loop: runs until [`close`](Self::close) (after writing everything queued),
+    /// [`fail`](Self::fail), or a write error (which also fails the queue).
+    pub async fn run<W: AsyncWrite + Unpin>(&self, mut io: W) -> Result<(), Error> {
+        let mut out = BytesMut::with_capacity(INITIAL_CAPACITY);
+        loop {
+            let notified = self.writer_wake.notified();
+            let (has_data, closing) = {
+                let state = self.lock();
+                if let Some(err) = &state.failed {
+                    return Err(err.clone());
+                }
+                (!state.buf.is_empty(), state.closing)
+            };
+            if !has_data && closing {
+                // The peer sees a clean end of stream; an error here changes nothing.
+                let _ = io.shutdown().await;
+                return Ok(());
+            }
+            if !has_data {
+                notified.await;
+                continue;
+            }
+            // Let every task that is ready right now add its frame to this write.
+            tokio::task::yield_now().await;
+            {
+                let mut state = self.lock();
+                std::mem::swap(&mut state.buf, &mut out);
+            }
+            self.space.notify_waiters();
+            let written = async {
+                io.write_all(&out).await?;
+                io.flush().await
+            }
+            .await;
+            if let Err(err) = written {
+                let err = Error::closed(format_args!("write failed: {err}"));
+                self.fail(err.clone());
+                return Err(err);
+            }
+            if out.capacity() > KEEP_CAPACITY {
+                out = BytesMut::with_capacity(INITIAL_CAPACITY);
+            } else {
+                out.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Bincode, Codec};
+    use crate::frame::FrameDecoder;
+    use crate::message::decode_frame;
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    use tokio_util::codec::Decoder;
+
+    fn cancel(id: u64) -> Header {
+        Header::Cancel { id }
+    }
+
+    #[tokio::test]
+    async fn frames_queued_together_leave_in_one_write_and_in_order() {
+        let queue = Arc::new(WriteQueue::new(1024, 1 << 20));
+        for id in 0..100 {
+            queue.push(&cancel(id), |_| Ok(())).expect("push");
+        }
+        queue.close();
+        let (mut rx, tx) = tokio::io::duplex(1 << 20);
+        queue.run(tx).await.expect("run");
+        let mut bytes = Vec::new();
+        rx.read_to_end(&mut bytes).await.expect("read");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut decoder = FrameDecoder::new(1024);
+        for id in 0..100 {
+            let frame = decoder.decode(&mut buf).expect("frame").expect("complete");
+            assert_eq!(decode_frame(frame).expect("header").0, cancel(id));
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn producers_wait_above_high_water_until_the_writer_drains() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1000));
+        queue
+            .push(&cancel(1), |b| Bincode.encode(&vec![7u8; 2000], b))
+            .expect("push");
+        // Above the mark: ready() must not complete yet.
+        let ready = queue.ready();
+        tokio::pin!(ready);
+        assert!(futures::poll!(ready.as_mut()).is_pending());
+        // Start the writer; once it takes the buffer, the producer may go on.
+        let (mut rx, tx) = tokio::io::duplex(1 << 20);
+        let writer = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.run(tx).await })
+        };
+        ready.await.expect("room again");
+        queue.close();
+        writer.await.expect("join").expect("writer");
+        let mut bytes = Vec::new();
+        rx.read_to_end(&mut bytes).await.expect("read");
+        assert!(bytes.len() > 2000);
+    }
+
+    #[tokio::test]
+    async fn failure_reaches_pushers_and_waiters() {
+        let queue = WriteQueue::new(1024, 0);
+        queue.fail(Error::closed("peer went away"));
+        assert!(matches!(
+            queue.push(&cancel(1), |_| Ok(())),
+            Err(Error::ConnectionClosed { .. })
+        ));
+        assert!(queue.ready().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn write_error_fails_the_queue() {
+        let queue = WriteQueue::new(1024, 1 << 20);
+        queue.push(&cancel(1), |_| Ok(())).expect("push");
+        let (rx, tx) = tokio::io::duplex(16);
+        drop(rx);
+        assert!(queue.run(tx).await.is_err());
+        assert!(queue.failure().is_some());
+    }
+}
