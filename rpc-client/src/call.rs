@@ -1,0 +1,257 @@
+//! [`Call`]: one remote call, configured before it is awaited.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use rpc_core::error::ErrorCode;
+use rpc_core::message::{Header, RequestHeader, Status};
+use rpc_core::{Bincode, Codec, Context, Error, Metadata, Method};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::connection::Connection;
+
+/// A call to a remote method, returned by the generated stub methods.
+///
+/// Await it directly, or configure it first:
+///
+/// ```no_run
+/// # async fn demo(client: rpc_client::Client, method: rpc_core::Method) -> Result<(), rpc_core::Error> {
+/// use std::time::Duration;
+/// let sum: i64 = client
+///     .call(method, (2i64, 3i64))
+///     .timeout(Duration::from_millis(50))
+///     .metadata("authorization", "Bearer secret")
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// Dropping the future before it completes cancels the call: the server aborts the handler.
+#[must_use = "a call does nothing until it is awaited"]
+pub struct Call<Args, Out> {
+    client: Client,
+    method: Method,
+    args: Args,
+    deadline: Deadline,
+    metadata: Metadata,
+    _out: PhantomData<fn() -> Out>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// The client's default timeout, or the surrounding handler's deadline if sooner.
+    Default,
+    At(Instant),
+    Never,
+}
+
+impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// How many times a call the server refused unrun (it was shutting down) is sent again.
+const MAX_UNRUN_RETRIES: usize = 2;
+
+impl<Args, Out> Call<Args, Out> {
+    pub(crate) fn new(client: Client, method: Method, args: Args) -> Self {
+        Call {
+            client,
+            method,
+            args,
+            deadline: Deadline::Default,
+            metadata: Metadata::new(),
+            _out: PhantomData,
+        }
+    }
+
+    /// Fails the call with [`Error::DeadlineExceeded`] if no reply arrives within `timeout`;
+    /// the server stops the handler at the same moment.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = Deadline::At(Instant::now() + timeout);
+        self
+    }
+
+    /// Like [`timeout`](Self::timeout), with an absolute instant.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Deadline::At(deadline);
+        self
+    }
+
+    /// Waits as long as it takes, ignoring the client's default timeout.
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = Deadline::Never;
+        self
+    }
+
+    /// Adds a metadata pair, readable by the handler through `rpc::Context`.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.metadata.insert(key, value);
+        self
+    }
+
+    fn resolve_deadline(&self) -> Option<Instant> {
+        match self.deadline {
+            Deadline::At(at) => Some(at),
+            Deadline::Never => None,
+            Deadline::Default => {
+                let default = self
+                    .client
+                    .config()
+                    .default_timeout
+                    .map(|t| Instant::now() + t);
+                let inherited = Context::with_current(Context::deadline).flatten();
+                match (default, inherited) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+}
+
+impl<Args, Out> Call<Args, Out>
+where
+    Args: Serialize + Send + 'static,
+    Out: DeserializeOwned + Send + 'static,
+{
+    async fn run(self) -> Result<Out, Error> {
+        let deadline = self.resolve_deadline();
+        let Call {
+            client,
+            method,
+            args,
+            metadata,
+            ..
+        } = self;
+        let mut args = args;
+        let attempts = async {
+            let mut attempt = 0;
+            loop {
+                let conn = client.connection().await?;
+                // Cloning empty metadata (the common case) does not allocate.
+                match send(&conn, method, &mut args, metadata.clone(), deadline).await {
+                    Err(Error::Overloaded { .. })
+                        if attempt < MAX_UNRUN_RETRIES && !conn.is_usable() =>
+                    {
+                        attempt += 1;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempts)
+                .await
+                .unwrap_or(Err(Error::DeadlineExceeded)),
+            None => attempts.await,
+        }
+    }
+}
+
+/// One attempt on one connection. `args` is borrowed mutably (`&mut T` is `Send` when `T`
+/// is), so the call future is `Send` without demanding `Args: Sync`.
+async fn send<Args: Serialize, Out: DeserializeOwned>(
+    conn: &Connection,
+    method: Method,
+    args: &mut Args,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+) -> Result<Out, Error> {
+    // Bounded in-flight calls per connection: wait for room rather than queue without bound.
+    let _permit = conn
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| Error::closed("the connection is closing"))?;
+    let (id, reply) = conn.register()?;
+    let mut pending = PendingCall {
+        conn,
+        id,
+        done: false,
+    };
+    conn.queue.ready().await?;
+    let header = Header::Request(RequestHeader {
+        id,
+        method: method.id().as_u64(),
+        timeout_micros: deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
+        }),
+        metadata,
+    });
+    {
+        let args: &Args = args;
+        conn.queue.push(&header, |buf| Bincode.encode(args, buf))?;
+    }
+    let outcome = reply
+        .await
+        .unwrap_or_else(|_| Err(Error::closed("the connection ended")));
+    pending.done = true;
+    let (status, body) = outcome?;
+    match status {
+        Status::Ok => Ok(Bincode.decode(&body)?),
+        Status::Error { code, message } => {
+            if ErrorCode::from_u16(code) == Some(ErrorCode::ShuttingDown) {
+                // The server did not run it; new calls must go to a new connection.
+                conn.mark_going_away();
+            }
+            Err(Error::from_remote(code, message, &method))
+        }
+    }
+}
+
+/// Cancels the call on the server if the caller stops waiting (drop, timeout).
+struct PendingCall<'a> {
+    conn: &'a Connection,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.cancel(self.id);
+        }
+    }
+}
+
+/// The future of a [`Call`]; resolves to the method's return value or an [`Error`].
+#[must_use = "futures do nothing unless polled"]
+pub struct CallFuture<Out>(Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>);
+
+impl<Out> std::fmt::Debug for CallFuture<Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallFuture")
+    }
+}
+
+impl<Out> Future for CallFuture<Out> {
+    type Output = Result<Out, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl<Args, Out> IntoFuture for Call<Args, Out>
+where
+    Args: Serialize + Send + 'static,
+    Out: DeserializeOwned + Send + 'static,
+{
+    type Output = Result<Out, Error>;
+    type IntoFuture = CallFuture<Out>;
+
+    fn into_future(self) -> CallFuture<Out> {
+        CallFuture(Box::pin(self.run()))
+    }
+}

@@ -1,0 +1,54 @@
+//! Client limits and timeouts.
+
+use std::time::Duration;
+
+use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
+
+/// Limits and timeouts for a [`Client`](crate::Client). Every field has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_client::ClientConfig;
+/// let config = ClientConfig {
+///     default_timeout: Some(Duration::from_secs(5)),
+///     ..ClientConfig::default()
+/// };
+/// assert_eq!(config.max_in_flight, 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Deadline for calls that set none, measured from when the call starts. Inside a
+    /// server handler, a call inherits the handler's remaining deadline when that is sooner.
+    /// `None` waits forever. Default: 30 s.
+    pub default_timeout: Option<Duration>,
+    /// Time to open a connection, handshake included. Default: 5 s.
+    pub connect_timeout: Duration,
+    /// Calls in flight on the connection at once; further calls wait for one to finish
+    /// (their deadline keeps running). Default: 1024.
+    pub max_in_flight: usize,
+    /// Largest frame sent or accepted, in bytes. Default: 16 MiB (the server's default).
+    pub max_frame_len: usize,
+    /// Bytes of requests buffered before callers wait for the writer. Default: 1 MiB.
+    pub write_high_water: usize,
+    /// After a failed reconnect, calls fail fast for this long before the next attempt; the
+    /// pause doubles after each failure (with jitter) up to `reconnect_backoff_max`.
+    /// Default: 50 ms.
+    pub reconnect_backoff_min: Duration,
+    /// The longest pause between reconnect attempts. Default: 5 s.
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            default_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(5),
+            max_in_flight: 1024,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            write_high_water: 1024 * 1024,
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(5),
+        }
+    }
+}

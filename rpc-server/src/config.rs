@@ -1,0 +1,61 @@
+//! Server limits and timeouts.
+
+use std::time::Duration;
+
+use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
+
+/// Limits and timeouts for a [`Server`](crate::Server). Every field has a default, chosen so
+/// a misbehaving peer costs one connection and bounded memory.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_server::ServerConfig;
+/// let config = ServerConfig {
+///     max_in_flight_per_connection: 64,
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.max_frame_len, 16 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Largest frame accepted or sent, in bytes. A larger length prefix closes the connection.
+    /// Default: 16 MiB.
+    pub max_frame_len: usize,
+    /// Calls one connection may have running at once. At the limit the server stops reading
+    /// that connection until a call finishes, so TCP pushes back on the client.
+    /// Default: 1024.
+    pub max_in_flight_per_connection: usize,
+    /// Connections served at once. Beyond it, new connections are closed right after accept
+    /// (with a log line); existing ones are unaffected. Default: 10,000.
+    pub max_connections: usize,
+    /// Time a new connection has to send its preamble. Default: 5 s.
+    pub preamble_timeout: Duration,
+    /// A connection with no calls in flight and no incoming frames for this long is closed.
+    /// `None` keeps idle connections open. Default: 5 minutes.
+    pub idle_timeout: Option<Duration>,
+    /// Largest call metadata (keys plus values), in bytes. Larger metadata fails the call with
+    /// `BadRequest`. Default: 16 KiB.
+    pub max_metadata_len: usize,
+    /// Bytes of replies buffered per connection before handlers wait for the writer.
+    /// Default: 1 MiB.
+    pub write_high_water: usize,
+    /// On shutdown, how long calls in flight may take to finish before they are aborted.
+    /// Default: 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_in_flight_per_connection: 1024,
+            max_connections: 10_000,
+            preamble_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_metadata_len: 16 * 1024,
+            write_high_water: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! One connection: read frames, start calls, write replies.
+//!
+//! A connection is one task. It runs two loops side by side: the reader (this file), which
+//! decodes frames and spawns a task per call into a `JoinSet` it owns, and the writer
+//! ([`WriteQueue::run`]), which flushes every queued reply in one write. Calls run
+//! concurrently and reply in any order. When `max_in_flight_per_connection` calls are
+//! running the reader stops reading, so the client is slowed by TCP rather than buffered
+//! here. Dropping the connection task aborts every call it owns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use rpc_core::error::ErrorCode;
+use rpc_core::frame::FrameDecoder;
+use rpc_core::message::{decode_frame, Header, RequestHeader, Status};
+use rpc_core::preamble::server_handshake;
+use rpc_core::writer::WriteQueue;
+use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::call;
+use crate::config::ServerConfig;
+use crate::router::Router;
+use crate::service::{Reply, Request};
+
+/// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, or the
+/// server shuts down.
+pub(crate) async fn serve<T: Transport>(
+    mut stream: T,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let peer = stream.peer();
+    match tokio::time::timeout(config.preamble_timeout, server_handshake(&mut stream)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(%peer, error = %err, "dropping connection: bad preamble");
+            return;
+        }
+        Err(_) => {
+            let err = ProtocolError::PreambleTimeout {
+                millis: config.preamble_timeout.as_millis() as u64,
+            };
+            tracing::warn!(%peer, error = %err, "dropping connection: no preamble in time");
+            return;
+        }
+    }
+    tracing::debug!(%peer, "connection open");
+
+    let (reader, writer) = stream.into_split();
+    let queue = Arc::new(WriteQueue::new(
+        config.max_frame_len,
+        config.write_high_water,
+    ));
+    let mut connection = Connection {
+        frames: FramedRead::new(reader, FrameDecoder::new(config.max_frame_len)),
+        queue: queue.clone(),
+        router,
+        config,
+        peer: peer.clone(),
+        calls: JoinSet::new(),
+        running: HashMap::new(),
+        shutdown,
+    };
+    let read = connection.run();
+    let write = queue.run(writer);
+    tokio::pin!(read, write);
+    tokio::select! {
+        outcome = &mut read => {
+            match &outcome {
+                Ok(()) => tracing::debug!(%peer, "connection closed"),
+                Err(err) => tracing::warn!(%peer, error = %err, "closing connection"),
+            }
+            // Flush what is queued (a go-away, the last replies), then close.
+            queue.close();
+            let _ = write.await;
+        }
+        outcome = &mut write => {
+            if let Err(err) = outcome {
+                tracing::debug!(%peer, error = %err, "connection lost while writing");
+            }
+        }
+    }
+}
+
+struct Connection<R> {
+    frames: FramedRead<R, FrameDecoder>,
+    queue: Arc<WriteQueue>,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    peer: PeerAddr,
+    /// Owns every running call: dropping the connection aborts them.
+    calls: JoinSet<u64>,
+    /// Request id to its task, for `Cancel`.
+    running: HashMap<u64, AbortHandle>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
+    async fn run(&mut self) -> Result<(), Error> {
+        let idle = self.config.idle_timeout.unwrap_or(Duration::MAX);
+        let mut idle_since = Instant::now();
+        let mut draining = *self.shutdown.borrow();
+        if draining {
+            self.queue.push(&Header::GoAway, |_| Ok(()))?;
+        }
+        loop {
+            let can_read = self.calls.len() < self.config.max_in_flight_per_connection;
+            let idle_deadline = idle_since
+                .checked_add(idle)
+                .filter(|_| self.calls.is_empty());
+            tokio::select! {
+                changed = self.shutdown.changed(), if !draining => {
+                    // A dropped sender means the server itself is gone: drain as well.
+                    let _ = changed;
+                    draining = true;
+                    self.queue.push(&Header::GoAway, |_| Ok(()))?;
+                }
+                Some(done) = self.calls.join_next_with_id(), if !self.calls.is_empty() => {
+                    if let Ok((task, id)) = done {
+                        // Only forget the entry if it is this task's: a finished id may
+                        // already have been reused by a newer call.
+                        if self.running.get(&id).is_some_and(|t| t.id() == task) {
+                            self.running.remove(&id);
+                        }
+                    }
+                    if self.calls.is_empty() {
+                        idle_since = Instant::now();
+                    }
+                }
+                frame = self.frames.next(), if can_read => match frame {
+                    None => return Ok(()),
+                    Some(Err(err)) => return Err(err),
+                    Some(Ok(frame)) => {
+                        self.on_frame(frame, draining).await?;
+                        idle_since = Instant::now();
+                    }
+                },
+                () = sleep_until_opt(idle_deadline) => {
+                    tracing::debug!(peer = %self.peer, "closing idle connection");
+                    return Ok(());
+                }
+            }
+            if draining && self.calls.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Bytes, draining: bool) -> Result<(), Error> {
+        let (header, body) = decode_frame(frame)?;
+        match header {
+            Header::Request(request) => self.on_request(request, body, draining).await,
+            Header::Cancel { id } => {
+                // Unknown ids are fine: the call may have just finished.
+                if let Some(task) = self.running.remove(&id) {
+                    task.abort();
+                }
+                Ok(())
+            }
+            other => Err(ProtocolError::UnexpectedMessage { kind: other.kind() }.into()),
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        request: RequestHeader,
+        body: Bytes,
+        draining: bool,
+    ) -> Result<(), Error> {
+        let id = request.id;
+        if let Some(task) = self.running.get(&id) {
+            if !task.is_finished() {
+                return Err(ProtocolError::DuplicateRequestId { id }.into());
+            }
+        }
+        let refuse = |code: ErrorCode, message: String| Header::Response {
+            id,
+            status: Status::Error {
+                code: code.to_u16(),
+                message,
+            },
+        };
+        if draining {
+            let header = refuse(
+                ErrorCode::ShuttingDown,
+                "server is shutting down; the call was not run".into(),
+            );
+            return self.queue.send(&header, |_| Ok(())).await;
+        }
+        let Some(route) = self.router.get(MethodId::from_u64(request.method)) else {
+            let header = refuse(
+                ErrorCode::UnknownMethod,
+                format!("no method with id {:#018x}", request.method),
+            );
+            return self.queue.send(&header, |_| Ok(())).await;
+        };
+        let metadata_len = request.metadata.byte_len();
+        if metadata_len > self.config.max_metadata_len {
+            let err = ProtocolError::MetadataTooLarge {
+                len: metadata_len,
+                max: self.config.max_metadata_len,
+            };
+            let header = refuse(ErrorCode::BadRequest, err.to_string());
+            return self.queue.send(&header, |_| Ok(())).await;
+        }
+        let deadline = request
+            .timeout_micros
+            .map(|micros| Instant::now() + Duration::from_micros(micros));
+        let method = route.method;
+        let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
+        let reply = Reply::new(self.queue.clone(), id);
+        let dispatch = route
+            .service
+            .call(method.id(), Request::new(method, body, reply.clone()));
+        let task = self
+            .calls
+            .spawn(call::run(id, context, deadline, dispatch, reply));
+        self.running.insert(id, task);
+        Ok(())
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,51 @@
+//! Remote procedure calls for Rust: define a service as a plain trait, call it over TCP.
+//!
+//! ```no_run
+//! #[rpc::service]
+//! pub trait Greeter {
+//!     /// Says hello.
+//!     async fn hello(&self, name: String) -> String;
+//! }
+//!
+//! struct English;
+//! impl Greeter for English {
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = rpc::Server::builder().serve(English.into_service()).bind("127.0.0.1:0").await?;
+//! let addr = server.local_addr().expect("tcp");
+//! tokio::spawn(server.run());
+//!
+//! let greeter = GreeterClient::connect(addr).await?;
+//! assert_eq!(greeter.hello("World".into()).await?, "Hello, World!");
+//! # Ok(()) }
+//! ```
+//!
+//! What a trait method may look like, and what the macro generates, is described on
+//! [`service`]. The crates behind this facade: `rpc-core` (wire protocol), `rpc-macros`
+//! (`#[service]`), `rpc-server`, `rpc-client`.
+
+#[doc = include_str!("../docs/service.md")]
+pub use rpc_macros::service;
+
+#[doc(inline)]
+pub use rpc_client::{Call, CallFuture, Client, ClientBuilder, ClientConfig, Endpoint};
+#[doc(inline)]
+pub use rpc_core::{Context, Error, Metadata, Method, MethodId, PeerAddr, ProtocolError};
+#[doc(inline)]
+pub use rpc_server::{MemoryConnector, Server, ServerBuilder, ServerConfig, ServerHandle, Service};
+
+/// Lower-level pieces: the codec, frames, transports. Most users never need these.
+pub mod protocol {
+    #[doc(inline)]
+    pub use rpc_core::{codec, frame, message, preamble, transport, Bincode, Codec, Transport};
+}
+
+/// Used by the code `#[rpc::service]` generates; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use rpc_server::{Dispatch, Request};
+}
