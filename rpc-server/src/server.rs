@@ -185,7 +185,7 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                _ = stop.wait_for(|stop| *stop) => break,
+                () = stopped(&mut stop) => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok(stream) => {
@@ -231,6 +231,12 @@ impl Server {
         }
         // Dropping the set aborts whatever is left.
     }
+}
+
+/// Completes once shutdown is requested (the guard `wait_for` returns is not `Send`, so it is
+/// dropped here rather than held by the accept loop).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
