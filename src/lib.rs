@@ -32,7 +32,7 @@
 pub use rpc_macros::service;
 
 #[doc(inline)]
-pub use rpc_client::{Call, CallFuture, Client, ClientBuilder, ClientConfig, Endpoint};
+pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, Endpoint};
 #[doc(inline)]
 pub use rpc_core::{Context, Error, Metadata, Method, MethodId, PeerAddr, ProtocolError};
 #[doc(inline)]

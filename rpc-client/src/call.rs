@@ -1,6 +1,6 @@
 //! [`Call`]: one remote call, configured before it is awaited.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -34,13 +34,24 @@ use crate::connection::Connection;
 /// Dropping the future before it completes cancels the call: the server aborts the handler.
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<Args, Out> {
+    /// The call as configured; taken when the call starts.
+    setup: Option<Setup<Args>>,
+    /// The running call, from the first poll on.
+    running: Option<Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>>,
+    _out: PhantomData<fn() -> Out>,
+}
+
+struct Setup<Args> {
     client: Client,
     method: Method,
     args: Args,
     deadline: Deadline,
     metadata: Metadata,
-    _out: PhantomData<fn() -> Out>,
 }
+
+// No field is ever pinned in place: `args` is moved into the boxed future before the first
+// poll, and that future is pinned by its box. So `Call` can be `Unpin` whatever `Args` is.
+impl<Args, Out> Unpin for Call<Args, Out> {}
 
 #[derive(Debug, Clone, Copy)]
 enum Deadline {
@@ -52,10 +63,12 @@ enum Deadline {
 
 impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call")
-            .field("method", &self.method)
-            .field("deadline", &self.deadline)
-            .finish()
+        let mut f = f.debug_struct("Call");
+        if let Some(setup) = &self.setup {
+            f.field("method", &setup.method)
+                .field("deadline", &setup.deadline);
+        }
+        f.field("started", &self.running.is_some()).finish()
     }
 }
 
@@ -65,40 +78,51 @@ const MAX_UNRUN_RETRIES: usize = 2;
 impl<Args, Out> Call<Args, Out> {
     pub(crate) fn new(client: Client, method: Method, args: Args) -> Self {
         Call {
-            client,
-            method,
-            args,
-            deadline: Deadline::Default,
-            metadata: Metadata::new(),
+            setup: Some(Setup {
+                client,
+                method,
+                args,
+                deadline: Deadline::Default,
+                metadata: Metadata::new(),
+            }),
+            running: None,
             _out: PhantomData,
         }
     }
 
+    fn set_deadline(mut self, deadline: Deadline) -> Self {
+        if let Some(setup) = &mut self.setup {
+            setup.deadline = deadline;
+        }
+        self
+    }
+
     /// Fails the call with [`Error::DeadlineExceeded`] if no reply arrives within `timeout`;
     /// the server stops the handler at the same moment.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.deadline = Deadline::At(Instant::now() + timeout);
-        self
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.set_deadline(Deadline::At(Instant::now() + timeout))
     }
 
     /// Like [`timeout`](Self::timeout), with an absolute instant.
-    pub fn deadline(mut self, deadline: Instant) -> Self {
-        self.deadline = Deadline::At(deadline);
-        self
+    pub fn deadline(self, deadline: Instant) -> Self {
+        self.set_deadline(Deadline::At(deadline))
     }
 
     /// Waits as long as it takes, ignoring the client's default timeout.
-    pub fn no_deadline(mut self) -> Self {
-        self.deadline = Deadline::Never;
-        self
+    pub fn no_deadline(self) -> Self {
+        self.set_deadline(Deadline::Never)
     }
 
     /// Adds a metadata pair, readable by the handler through `rpc::Context`.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.metadata.insert(key, value);
+        if let Some(setup) = &mut self.setup {
+            setup.metadata.insert(key, value);
+        }
         self
     }
+}
 
+impl<Args> Setup<Args> {
     fn resolve_deadline(&self) -> Option<Instant> {
         match self.deadline {
             Deadline::At(at) => Some(at),
@@ -119,14 +143,10 @@ impl<Args, Out> Call<Args, Out> {
     }
 }
 
-impl<Args, Out> Call<Args, Out>
-where
-    Args: Serialize + Send + 'static,
-    Out: DeserializeOwned + Send + 'static,
-{
-    async fn run(self) -> Result<Out, Error> {
+impl<Args: Serialize + Send + 'static> Setup<Args> {
+    async fn run<Out: DeserializeOwned>(self) -> Result<Out, Error> {
         let deadline = self.resolve_deadline();
-        let Call {
+        let Setup {
             client,
             method,
             args,
@@ -225,33 +245,31 @@ impl Drop for PendingCall<'_> {
     }
 }
 
-/// The future of a [`Call`]; resolves to the method's return value or an [`Error`].
-#[must_use = "futures do nothing unless polled"]
-pub struct CallFuture<Out>(Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>);
-
-impl<Out> std::fmt::Debug for CallFuture<Out> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallFuture")
-    }
-}
-
-impl<Out> Future for CallFuture<Out> {
-    type Output = Result<Out, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl<Args, Out> IntoFuture for Call<Args, Out>
+impl<Args, Out> Future for Call<Args, Out>
 where
     Args: Serialize + Send + 'static,
     Out: DeserializeOwned + Send + 'static,
 {
     type Output = Result<Out, Error>;
-    type IntoFuture = CallFuture<Out>;
 
-    fn into_future(self) -> CallFuture<Out> {
-        CallFuture(Box::pin(self.run()))
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.running.is_none() {
+            let Some(setup) = this.setup.take() else {
+                return Poll::Ready(Err(Error::Cancelled));
+            };
+            this.running = Some(Box::pin(setup.run::<Out>()));
+        }
+        match &mut this.running {
+            Some(running) => {
+                let outcome = running.as_mut().poll(cx);
+                if outcome.is_ready() {
+                    // Release the connection and buffers now, not when the Call is dropped.
+                    this.running = None;
+                }
+                outcome
+            }
+            None => Poll::Ready(Err(Error::Cancelled)),
+        }
     }
 }

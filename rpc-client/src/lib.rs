@@ -17,7 +17,7 @@ pub mod config;
 mod connection;
 pub mod endpoint;
 
-pub use call::{Call, CallFuture};
+pub use call::Call;
 pub use client::{Client, ClientBuilder};
 pub use config::ClientConfig;
 pub use endpoint::Endpoint;

@@ -147,25 +147,27 @@ impl Reply {
     /// Queues a failed response. Errors are dropped: they mean the connection is gone, and
     /// then nobody is left to tell.
     pub(crate) async fn error(&self, err: &Error) {
+        let (code, message) = wire_error(err);
         let header = Header::Response {
             id: self.id,
             status: Status::Error {
-                code: error_code(err).to_u16(),
-                message: err.to_string(),
+                code: code.to_u16(),
+                message,
             },
         };
         let _ = self.queue.send(&header, |_| Ok(())).await;
     }
 }
 
-/// The wire code for a failure the server reports to a caller.
-fn error_code(err: &Error) -> ErrorCode {
+/// The wire code and message for a failure the server reports to a caller. The message is
+/// the detail only; the client rebuilds the full error around it.
+fn wire_error(err: &Error) -> (ErrorCode, String) {
     match err {
-        Error::UnknownMethod { .. } => ErrorCode::UnknownMethod,
-        Error::BadRequest { .. } => ErrorCode::BadRequest,
-        Error::HandlerPanicked { .. } => ErrorCode::HandlerPanicked,
-        Error::DeadlineExceeded => ErrorCode::DeadlineExceeded,
-        Error::Overloaded { .. } => ErrorCode::Overloaded,
-        _ => ErrorCode::ResponseUnencodable,
+        Error::UnknownMethod { method } => (ErrorCode::UnknownMethod, method.clone()),
+        Error::BadRequest { reason } => (ErrorCode::BadRequest, reason.clone()),
+        Error::HandlerPanicked { message } => (ErrorCode::HandlerPanicked, message.clone()),
+        Error::DeadlineExceeded => (ErrorCode::DeadlineExceeded, err.to_string()),
+        Error::Overloaded { reason } => (ErrorCode::Overloaded, reason.clone()),
+        other => (ErrorCode::ResponseUnencodable, other.to_string()),
     }
 }

@@ -1,0 +1,361 @@
+//! Calls that fail: panics, deadlines, cancellation, dead servers, hostile bytes, limits.
+//! Each failure costs one call or one connection, never the server.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{start, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+#[rpc::service]
+trait Flaky {
+    async fn ok(&self, n: u32) -> u32;
+    async fn panics(&self, message: String) -> u32;
+    /// Blocks until the test opens the gate; counts how many run at once.
+    async fn blocks(&self) -> u32;
+    /// Never returns on its own.
+    async fn hangs(&self);
+    async fn whoami(&self) -> (u64, String, Option<String>, bool);
+}
+
+struct FlakyImpl {
+    gate: Arc<Semaphore>,
+    active: Arc<AtomicUsize>,
+    max_active: Arc<AtomicUsize>,
+    started: Arc<Semaphore>,
+    dropped: Arc<Semaphore>,
+    drops: Arc<AtomicUsize>,
+}
+
+/// Signals when a handler's future is dropped (finished, aborted or cancelled).
+struct DropGuard {
+    dropped: Arc<Semaphore>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        self.dropped.add_permits(1);
+    }
+}
+
+impl Flaky for FlakyImpl {
+    async fn ok(&self, n: u32) -> u32 {
+        n
+    }
+    async fn panics(&self, message: String) -> u32 {
+        panic!("{message}")
+    }
+    async fn blocks(&self) -> u32 {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_active.fetch_max(now, Ordering::SeqCst);
+        self.started.add_permits(1);
+        let permit = self.gate.acquire().await.expect("gate open");
+        permit.forget();
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        1
+    }
+    async fn hangs(&self) {
+        let _guard = DropGuard {
+            dropped: self.dropped.clone(),
+            drops: self.drops.clone(),
+        };
+        self.started.add_permits(1);
+        std::future::pending::<()>().await
+    }
+    async fn whoami(&self) -> (u64, String, Option<String>, bool) {
+        let ctx = rpc::Context::current().expect("inside a handler");
+        (
+            ctx.request_id(),
+            ctx.peer().to_string(),
+            ctx.metadata().get_str("user").map(String::from),
+            ctx.deadline().is_some(),
+        )
+    }
+}
+
+/// Waits for one signal (a handler started, a handler was dropped).
+async fn signalled(what: &str, signals: &Semaphore) {
+    within(what, signals.acquire())
+        .await
+        .expect("semaphore open")
+        .forget();
+}
+
+fn flaky() -> (
+    FlakyImpl,
+    Arc<Semaphore>,
+    Arc<Semaphore>,
+    Arc<Semaphore>,
+    Arc<AtomicUsize>,
+) {
+    let svc = FlakyImpl {
+        gate: Arc::new(Semaphore::new(0)),
+        active: Arc::default(),
+        max_active: Arc::default(),
+        started: Arc::new(Semaphore::new(0)),
+        dropped: Arc::new(Semaphore::new(0)),
+        drops: Arc::default(),
+    };
+    let (gate, started, dropped, max) = (
+        svc.gate.clone(),
+        svc.started.clone(),
+        svc.dropped.clone(),
+        svc.max_active.clone(),
+    );
+    (svc, gate, started, dropped, max)
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_call_and_the_server_keeps_serving() {
+    let (svc, ..) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let err = client.panics("boom".into()).await.expect_err("panicked");
+    assert!(
+        matches!(err, rpc::Error::HandlerPanicked { ref message } if message == "boom"),
+        "{err}"
+    );
+    // Same connection, and a new one, both still served.
+    assert_eq!(client.ok(1).await.expect("same connection"), 1);
+    let other = FlakyClient::connect(server.addr)
+        .await
+        .expect("connect again");
+    assert_eq!(other.ok(2).await.expect("new connection"), 2);
+}
+
+#[tokio::test]
+async fn handlers_see_their_call_context() {
+    let (svc, ..) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let (id1, peer, user, has_deadline) = client
+        .whoami()
+        .metadata("user", "ada")
+        .await
+        .expect("whoami");
+    assert_eq!(user.as_deref(), Some("ada"));
+    assert!(has_deadline, "the default timeout travels as a deadline");
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+    let (id2, _, user, has_deadline) = client.whoami().no_deadline().await.expect("whoami");
+    assert_ne!(id1, id2);
+    assert_eq!(user, None);
+    assert!(!has_deadline);
+}
+
+#[tokio::test]
+async fn a_deadline_fails_the_call_and_stops_the_handler() {
+    let (svc, _, started, dropped, _) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let err = within(
+        "deadline",
+        client.hangs().timeout(Duration::from_millis(100)),
+    )
+    .await
+    .expect_err("must time out");
+    assert!(matches!(err, rpc::Error::DeadlineExceeded), "{err}");
+    signalled("handler start", &started).await;
+    // The server dropped the handler at the deadline too.
+    signalled("handler stopped by the server", &dropped).await;
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_the_handler_on_the_server() {
+    let (svc, _, started, dropped, _) = flaky();
+    let drops = svc.drops.clone();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.hangs().no_deadline().await }
+    });
+    signalled("handler start", &started).await;
+    call.abort();
+    signalled("handler dropped after cancel", &dropped).await;
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(client.ok(5).await.expect("still connected"), 5);
+}
+
+#[tokio::test]
+async fn killing_the_server_fails_every_pending_call_promptly() {
+    let (svc, _, started, _, _) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.hangs().no_deadline().await })
+        })
+        .collect();
+    for _ in 0..20 {
+        signalled("handlers start", &started).await;
+    }
+    server.kill();
+    for call in calls {
+        let outcome = within("pending call fails", call).await.expect("join");
+        assert!(
+            matches!(outcome, Err(rpc::Error::ConnectionClosed { .. })),
+            "{outcome:?}"
+        );
+    }
+    // New calls fail fast too: the server is gone, redialing fails.
+    let err = within("call to a dead server", client.ok(1))
+        .await
+        .expect_err("server is gone");
+    assert!(
+        matches!(
+            err,
+            rpc::Error::Connect { .. } | rpc::Error::ConnectionClosed { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_never_runs_more_calls_than_its_in_flight_limit() {
+    let (svc, gate, started, _, max_active) = flaky();
+    let server = start(
+        rpc::Server::builder()
+            .max_in_flight_per_connection(4)
+            .serve(svc.into_service()),
+    )
+    .await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.blocks().await })
+        })
+        .collect();
+    // Release the calls one at a time, each after a handler has started.
+    for _ in 0..20 {
+        signalled("a handler starts", &started).await;
+        assert!(max_active.load(Ordering::SeqCst) <= 4);
+        gate.add_permits(1);
+    }
+    for call in calls {
+        assert_eq!(within("call", call).await.expect("join").expect("call"), 1);
+    }
+    assert_eq!(
+        max_active.load(Ordering::SeqCst),
+        4,
+        "the limit was never reached"
+    );
+}
+
+/// Opens a raw connection that has done the handshake.
+async fn raw_connection(addr: std::net::SocketAddr) -> TcpStream {
+    use rpc::protocol::preamble::{MAGIC, VERSION};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(&VERSION.to_be_bytes());
+    hello.extend_from_slice(&[0, 0]);
+    stream.write_all(&hello).await.expect("preamble");
+    let mut answer = [0u8; 8];
+    stream.read_exact(&mut answer).await.expect("answer");
+    assert_eq!(&answer[..4], &MAGIC);
+    stream
+}
+
+/// Reads until the server closes the connection; errors (a reset) count as closed.
+async fn closed_by_server(stream: &mut TcpStream) {
+    let mut sink = Vec::new();
+    let _ = within(
+        "server closes the connection",
+        stream.read_to_end(&mut sink),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hostile_bytes_close_only_their_own_connection() {
+    let (svc, ..) = flaky();
+    let server = start(
+        rpc::Server::builder()
+            .max_frame_len(1024)
+            .serve(svc.into_service()),
+    )
+    .await;
+    let good = FlakyClient::connect(server.addr).await.expect("connect");
+
+    // Not this protocol at all.
+    let mut http = TcpStream::connect(server.addr).await.expect("connect");
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    closed_by_server(&mut http).await;
+
+    // A length prefix beyond the limit.
+    let mut huge = raw_connection(server.addr).await;
+    huge.write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("write");
+    closed_by_server(&mut huge).await;
+
+    // A well-formed frame whose header is garbage.
+    let mut garbage = raw_connection(server.addr).await;
+    garbage
+        .write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
+        .await
+        .expect("write");
+    closed_by_server(&mut garbage).await;
+
+    assert_eq!(
+        good.ok(7)
+            .await
+            .expect("the well-behaved client is unaffected"),
+        7
+    );
+}
+
+#[tokio::test]
+async fn garbage_arguments_fail_the_call_not_the_connection() {
+    let (svc, ..) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = rpc::Client::connect(server.addr).await.expect("connect");
+    // `ok` takes a u32; send a string instead.
+    let err = client
+        .call::<_, u32>(
+            rpc::Method::new("Flaky", "ok"),
+            ("not a number".to_string(),),
+        )
+        .await
+        .expect_err("wrong arguments");
+    assert!(matches!(err, rpc::Error::BadRequest { .. }), "{err}");
+    let ok: u32 = client
+        .call(rpc::Method::new("Flaky", "ok"), (3u32,))
+        .await
+        .expect("good call");
+    assert_eq!(ok, 3);
+}
+
+#[tokio::test]
+async fn an_oversized_request_fails_locally_with_the_limit_named() {
+    let (svc, ..) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = rpc::Client::builder()
+        .max_frame_len(64)
+        .connect(server.addr)
+        .await
+        .expect("connect");
+    let err = client
+        .call::<_, u32>(rpc::Method::new("Flaky", "ok"), (vec![0u8; 1000],))
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, rpc::Error::MessageTooLarge { max: 64, .. }),
+        "{err}"
+    );
+    let ok: u32 = client
+        .call(rpc::Method::new("Flaky", "ok"), (3u32,))
+        .await
+        .expect("small call");
+    assert_eq!(ok, 3);
+}

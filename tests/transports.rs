@@ -1,0 +1,64 @@
+//! The same service over a Unix domain socket and over an in-memory pipe.
+
+mod support;
+
+use support::within;
+
+#[rpc::service]
+trait Echo {
+    async fn echo(&self, text: String) -> String;
+}
+
+struct EchoImpl;
+
+impl Echo for EchoImpl {
+    async fn echo(&self, text: String) -> String {
+        text
+    }
+}
+
+#[tokio::test]
+async fn calls_work_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("rpc-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
+    let server = rpc::Server::builder()
+        .serve(EchoImpl.into_service())
+        .bind_unix(&path)
+        .expect("bind unix socket");
+    let task = tokio::spawn(server.run());
+    let client = EchoClient::connect(rpc::Endpoint::unix(&path))
+        .await
+        .expect("connect");
+    assert_eq!(
+        within("unix echo", client.echo("over unix".into()))
+            .await
+            .expect("echo"),
+        "over unix"
+    );
+    let peer = client.client().endpoint().expect("endpoint").to_string();
+    assert!(peer.starts_with("unix:"), "{peer}");
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn calls_work_over_an_in_memory_pipe() {
+    let (server, connector) = rpc::Server::builder()
+        .serve(EchoImpl.into_service())
+        .memory();
+    let task = tokio::spawn(server.run());
+    let stream = connector.connect().await.expect("memory connect");
+    let client = EchoClient::new(
+        rpc::Client::builder()
+            .connect_transport(stream)
+            .await
+            .expect("handshake"),
+    );
+    let replies = futures::future::join_all((0..100).map(|i| client.echo(format!("m{i}")))).await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.expect("echo"), format!("m{i}"));
+    }
+    task.abort();
+}
