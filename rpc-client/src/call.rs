@@ -37,9 +37,11 @@ pub struct Call<Args, Out> {
     /// The call as configured; taken when the call starts.
     setup: Option<Setup<Args>>,
     /// The running call, from the first poll on.
-    running: Option<Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>>,
+    running: Option<Running<Out>>,
     _out: PhantomData<fn() -> Out>,
 }
+
+type Running<Out> = Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>;
 
 struct Setup<Args> {
     client: Client,

@@ -123,11 +123,6 @@ impl Connection {
     pub(crate) fn mark_going_away(&self) {
         self.shared.going_away.store(true, Ordering::Release);
     }
-
-    #[cfg(test)]
-    pub(crate) fn waiting(&self) -> usize {
-        self.shared.lock().waiting.len()
-    }
 }
 
 impl Shared {
