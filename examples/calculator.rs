@@ -80,7 +80,12 @@ const USAGE: &str = "usage: calculator [server ADDR | client ADDR (add|sub|mul|d
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         [] => demo().await,
         ["server", addr] => serve(addr).await,
         ["client", addr, op, a, b] => {
@@ -140,7 +145,13 @@ async fn demo() -> Result<(), Box<dyn Error>> {
     let running = tokio::spawn(server.run());
 
     let calc = CalculatorClient::connect(addr).await?;
-    for (op, a, b) in [("add", 2, 3), ("mul", 6, 7), ("div", 7, 2), ("div", 1, 0), ("mul", i64::MAX, 2)] {
+    for (op, a, b) in [
+        ("add", 2, 3),
+        ("mul", 6, 7),
+        ("div", 7, 2),
+        ("div", 1, 0),
+        ("mul", i64::MAX, 2),
+    ] {
         match call(&calc, op, a, b).await? {
             Ok(value) => println!("{a} {op} {b} = {value}"),
             Err(err) => println!("{a} {op} {b} -> application error: {err}"),
@@ -148,7 +159,11 @@ async fn demo() -> Result<(), Box<dyn Error>> {
     }
 
     // A framework error: the call's deadline passes before the server answers.
-    match calc.slow_add(1, 1, 1_000).timeout(Duration::from_millis(50)).await {
+    match calc
+        .slow_add(1, 1, 1_000)
+        .timeout(Duration::from_millis(50))
+        .await
+    {
         Ok(value) => println!("slow_add answered {value}"),
         Err(err) => println!("slow_add with a 50 ms deadline -> framework error: {err}"),
     }

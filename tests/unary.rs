@@ -28,7 +28,15 @@ enum Shape {
 trait Kitchen {
     async fn unit(&self);
     async fn text(&self, s: String) -> String;
-    async fn numbers(&self, a: u8, b: i16, c: u32, d: i64, e: u128, f: f32) -> (u8, i16, u32, i64, u128, f32);
+    async fn numbers(
+        &self,
+        a: u8,
+        b: i16,
+        c: u32,
+        d: i64,
+        e: u128,
+        f: f32,
+    ) -> (u8, i16, u32, i64, u128, f32);
     async fn shape(&self, s: Shape) -> Shape;
     async fn list(&self, v: Vec<Point>) -> Vec<Point>;
     async fn map(&self, m: HashMap<String, Vec<u32>>) -> HashMap<String, Vec<u32>>;
@@ -44,7 +52,15 @@ impl Kitchen for KitchenImpl {
     async fn text(&self, s: String) -> String {
         s
     }
-    async fn numbers(&self, a: u8, b: i16, c: u32, d: i64, e: u128, f: f32) -> (u8, i16, u32, i64, u128, f32) {
+    async fn numbers(
+        &self,
+        a: u8,
+        b: i16,
+        c: u32,
+        d: i64,
+        e: u128,
+        f: f32,
+    ) -> (u8, i16, u32, i64, u128, f32) {
         (a, b, c, d, e, f)
     }
     async fn shape(&self, s: Shape) -> Shape {
@@ -73,19 +89,47 @@ async fn values_of_every_shape_round_trip() {
     let k = KitchenClient::connect(server.addr).await.expect("connect");
 
     k.unit().await.expect("unit");
-    assert_eq!(k.text("héllo wörld".into()).await.expect("text"), "héllo wörld");
+    assert_eq!(
+        k.text("héllo wörld".into()).await.expect("text"),
+        "héllo wörld"
+    );
     assert_eq!(k.text(String::new()).await.expect("empty text"), "");
     let nums = (255u8, -32768i16, u32::MAX, i64::MIN, u128::MAX, 1.5f32);
-    assert_eq!(k.numbers(nums.0, nums.1, nums.2, nums.3, nums.4, nums.5).await.expect("numbers"), nums);
-    let p = Point { x: 1.0, y: -2.5, label: Some("p".into()) };
+    assert_eq!(
+        k.numbers(nums.0, nums.1, nums.2, nums.3, nums.4, nums.5)
+            .await
+            .expect("numbers"),
+        nums
+    );
+    let p = Point {
+        x: 1.0,
+        y: -2.5,
+        label: Some("p".into()),
+    };
     for s in [
         Shape::Empty,
-        Shape::Circle { center: p.clone(), radius: 3.0 },
-        Shape::Polygon(vec![p.clone(), Point { x: 0.0, y: 0.0, label: None }]),
+        Shape::Circle {
+            center: p.clone(),
+            radius: 3.0,
+        },
+        Shape::Polygon(vec![
+            p.clone(),
+            Point {
+                x: 0.0,
+                y: 0.0,
+                label: None,
+            },
+        ]),
     ] {
         assert_eq!(k.shape(s.clone()).await.expect("shape"), s);
     }
-    let many: Vec<Point> = (0..1000).map(|i| Point { x: i as f64, y: 0.0, label: None }).collect();
+    let many: Vec<Point> = (0..1000)
+        .map(|i| Point {
+            x: i as f64,
+            y: 0.0,
+            label: None,
+        })
+        .collect();
     assert_eq!(k.list(many.clone()).await.expect("list"), many);
     let m = HashMap::from([("a".to_string(), vec![1, 2, 3]), ("b".to_string(), vec![])]);
     assert_eq!(k.map(m.clone()).await.expect("map"), m);
@@ -100,7 +144,9 @@ async fn four_mebibyte_payload_round_trips() {
     let server = start(rpc::Server::builder().serve(KitchenImpl.into_service())).await;
     let k = KitchenClient::connect(server.addr).await.expect("connect");
     let payload: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
-    let back = within("4 MiB echo", k.bytes(payload.clone())).await.expect("bytes");
+    let back = within("4 MiB echo", k.bytes(payload.clone()))
+        .await
+        .expect("bytes");
     assert_eq!(back.len(), payload.len());
     assert!(back == payload, "payload changed in transit");
 }
@@ -145,7 +191,8 @@ impl Gate for GateImpl {
 #[tokio::test]
 async fn a_slow_call_does_not_hold_up_fast_ones() {
     let open = Arc::new(Notify::new());
-    let server = start(rpc::Server::builder().serve(GateImpl { open: open.clone() }.into_service())).await;
+    let server =
+        start(rpc::Server::builder().serve(GateImpl { open: open.clone() }.into_service())).await;
     let gate = GateClient::connect(server.addr).await.expect("connect");
 
     let slow = tokio::spawn({
@@ -154,11 +201,23 @@ async fn a_slow_call_does_not_hold_up_fast_ones() {
     });
     // Every fast call completes while the slow one is still blocked on the gate.
     for n in 0..50 {
-        assert_eq!(within("fast call", gate.fast(n)).await.expect("fast"), n * 2);
+        assert_eq!(
+            within("fast call", gate.fast(n)).await.expect("fast"),
+            n * 2
+        );
     }
-    assert!(!slow.is_finished(), "the slow call finished before it was released");
+    assert!(
+        !slow.is_finished(),
+        "the slow call finished before it was released"
+    );
     open.notify_one();
-    assert_eq!(within("slow call", slow).await.expect("join").expect("slow"), "slow");
+    assert_eq!(
+        within("slow call", slow)
+            .await
+            .expect("join")
+            .expect("slow"),
+        "slow"
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,17 +265,25 @@ async fn two_services_share_one_server_and_one_connection() {
 #[tokio::test]
 async fn application_errors_stay_apart_from_framework_errors() {
     let server = start(rpc::Server::builder().serve(Calc.into_service())).await;
-    let calc = CalculatorClient::connect(server.addr).await.expect("connect");
+    let calc = CalculatorClient::connect(server.addr)
+        .await
+        .expect("connect");
 
     // The application's own error arrives intact, inside a successful call.
     let outcome: Result<Result<i64, MathError>, rpc::Error> = calc.div(1, 0).await;
-    assert_eq!(outcome.expect("the call itself succeeded"), Err(MathError::DivisionByZero));
+    assert_eq!(
+        outcome.expect("the call itself succeeded"),
+        Err(MathError::DivisionByZero)
+    );
     assert_eq!(calc.div(7, 2).await.expect("call"), Ok(3));
 
     // A framework failure is an rpc::Error, never a MathError.
     let kitchen = KitchenClient::new(calc.client().clone());
     let err = kitchen.no_args().await.expect_err("not served here");
-    assert!(matches!(err, rpc::Error::UnknownMethod { ref method } if method == "Kitchen.no_args"), "{err}");
+    assert!(
+        matches!(err, rpc::Error::UnknownMethod { ref method } if method == "Kitchen.no_args"),
+        "{err}"
+    );
 }
 
 /// The same service, before and after a method was added.
@@ -247,13 +314,27 @@ impl v1::Store for OldStore {
 async fn a_newer_client_gets_unknown_method_from_an_older_server_and_keeps_its_connection() {
     use v1::Store as _;
     let server = start(rpc::Server::builder().serve(OldStore.into_service())).await;
-    let store = v2::StoreClient::connect(server.addr).await.expect("connect");
+    let store = v2::StoreClient::connect(server.addr)
+        .await
+        .expect("connect");
 
     // `get` moved to second place in the newer trait: ids follow names, not positions.
-    assert_eq!(store.get("k".into()).await.expect("get"), Some("v".to_string()));
-    let err = store.put("k".into(), "w".into()).await.expect_err("older server");
-    assert!(matches!(err, rpc::Error::UnknownMethod { ref method } if method == "Store.put"), "{err}");
+    assert_eq!(
+        store.get("k".into()).await.expect("get"),
+        Some("v".to_string())
+    );
+    let err = store
+        .put("k".into(), "w".into())
+        .await
+        .expect_err("older server");
+    assert!(
+        matches!(err, rpc::Error::UnknownMethod { ref method } if method == "Store.put"),
+        "{err}"
+    );
     // The connection is still up and serving.
     assert!(store.client().is_connected());
-    assert_eq!(store.get("x".into()).await.expect("get after unknown"), None);
+    assert_eq!(
+        store.get("x".into()).await.expect("get after unknown"),
+        None
+    );
 }

@@ -16,7 +16,6 @@ use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
 /// assert_eq!(config.max_in_flight, 1024);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClientConfig {
     /// Deadline for calls that set none, measured from when the call starts. Inside a
     /// server handler, a call inherits the handler's remaining deadline when that is sooner.

@@ -17,7 +17,6 @@ use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
 /// assert_eq!(config.max_frame_len, 16 * 1024 * 1024);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServerConfig {
     /// Largest frame accepted or sent, in bytes. A larger length prefix closes the connection.
     /// Default: 16 MiB.

@@ -1,0 +1,191 @@
+//! A typed model of the annotated trait.
+//!
+//! Building the model never fails: anything unusual is recorded as-is (with
+//! references to the original tokens, for spans) and judged later by
+//! [`crate::valid`]. [`crate::expand`] only runs on a model that passed
+//! validation.
+
+use syn::ext::IdentExt as _;
+use syn::{
+    Attribute, Block, FnArg, Ident, ItemTrait, Pat, PatType, Receiver, Signature, TraitItem,
+    TraitItemFn, Type, Visibility,
+};
+
+/// The annotated trait.
+pub(crate) struct Service<'a> {
+    /// The trait exactly as written.
+    pub(crate) original: &'a ItemTrait,
+    /// Attributes on the trait (docs included).
+    pub(crate) attrs: &'a [Attribute],
+    /// Visibility of the trait; the generated types get the same one.
+    pub(crate) vis: &'a Visibility,
+    /// Name of the trait.
+    pub(crate) ident: &'a Ident,
+    /// The trait's `fn` items, in order.
+    pub(crate) methods: Vec<Method<'a>>,
+    /// Items that are not methods (associated types, consts, macros, ...).
+    pub(crate) other_items: Vec<&'a TraitItem>,
+}
+
+/// One `fn` item of the trait.
+pub(crate) struct Method<'a> {
+    /// The method exactly as written.
+    pub(crate) original: &'a TraitItemFn,
+    /// All attributes (docs included), kept on the trait method.
+    pub(crate) attrs: &'a [Attribute],
+    /// The `#[doc]` attributes only, copied onto the client stub.
+    pub(crate) docs: Vec<&'a Attribute>,
+    /// Name of the method.
+    pub(crate) ident: &'a Ident,
+    /// The `self` parameter, if the first parameter is one.
+    pub(crate) receiver: Option<&'a Receiver>,
+    /// The non-`self` parameters.
+    pub(crate) args: Vec<Arg<'a>>,
+    /// The declared return type; `None` for `()`.
+    pub(crate) output: Option<&'a Type>,
+    /// The default body, if the trait provides one.
+    pub(crate) default: Option<&'a Block>,
+}
+
+/// One non-`self` parameter of a method.
+pub(crate) struct Arg<'a> {
+    /// The parameter exactly as written.
+    pub(crate) original: &'a PatType,
+    /// The binding, when the pattern is a plain (possibly `mut`) identifier.
+    pub(crate) name: Option<&'a Ident>,
+    /// Whether that identifier is declared `mut`.
+    pub(crate) mutable: bool,
+    /// The declared type.
+    pub(crate) ty: &'a Type,
+}
+
+impl<'a> Service<'a> {
+    /// Builds the model of `item`.
+    pub(crate) fn from_trait(item: &'a ItemTrait) -> Self {
+        let mut methods = Vec::new();
+        let mut other_items = Vec::new();
+        for trait_item in &item.items {
+            match trait_item {
+                TraitItem::Fn(method) => methods.push(Method::from_fn(method)),
+                other => other_items.push(other),
+            }
+        }
+        Service {
+            original: item,
+            attrs: &item.attrs,
+            vis: &item.vis,
+            ident: &item.ident,
+            methods,
+            other_items,
+        }
+    }
+
+    /// The service name on the wire: the trait name without any `r#`.
+    pub(crate) fn name(&self) -> String {
+        self.ident.unraw().to_string()
+    }
+}
+
+impl<'a> Method<'a> {
+    fn from_fn(method: &'a TraitItemFn) -> Self {
+        let sig: &Signature = &method.sig;
+        let mut receiver = None;
+        let mut args = Vec::new();
+        for input in &sig.inputs {
+            match input {
+                FnArg::Receiver(r) => receiver = Some(r),
+                FnArg::Typed(typed) => args.push(Arg::from_pat_type(typed)),
+            }
+        }
+        Method {
+            original: method,
+            attrs: &method.attrs,
+            docs: method
+                .attrs
+                .iter()
+                .filter(|attr| attr.path().is_ident("doc"))
+                .collect(),
+            ident: &sig.ident,
+            receiver,
+            args,
+            output: match &sig.output {
+                syn::ReturnType::Default => None,
+                syn::ReturnType::Type(_, ty) => Some(ty),
+            },
+            default: method.default.as_ref(),
+        }
+    }
+
+    /// The method name on the wire: the identifier without any `r#`.
+    pub(crate) fn name(&self) -> String {
+        self.ident.unraw().to_string()
+    }
+
+    /// The signature exactly as written.
+    pub(crate) fn sig(&self) -> &'a Signature {
+        &self.original.sig
+    }
+}
+
+impl<'a> Arg<'a> {
+    fn from_pat_type(original: &'a PatType) -> Self {
+        let (name, mutable) = match &*original.pat {
+            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                (Some(&pat.ident), pat.mutability.is_some())
+            }
+            _ => (None, false),
+        };
+        Arg {
+            original,
+            name,
+            mutable,
+            ty: &original.ty,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_a_service() {
+        let item: ItemTrait = syn::parse_quote! {
+            pub trait Calculator {
+                /// Adds two numbers.
+                async fn add(&self, a: i64, mut b: i64) -> i64;
+                async fn r#type(&self) { }
+                type Nope;
+            }
+        };
+        let service = Service::from_trait(&item);
+        assert_eq!(service.name(), "Calculator");
+        assert_eq!(service.methods.len(), 2);
+        assert_eq!(service.other_items.len(), 1);
+
+        let add = &service.methods[0];
+        assert_eq!(add.name(), "add");
+        assert_eq!(add.docs.len(), 1);
+        assert!(add.receiver.is_some());
+        assert_eq!(add.args.len(), 2);
+        assert!(add.args.iter().all(|arg| arg.name.is_some()));
+        assert!(!add.args[0].mutable);
+        assert!(add.args[1].mutable);
+        assert!(add.output.is_some());
+        assert!(add.default.is_none());
+
+        let ty = &service.methods[1];
+        assert_eq!(ty.name(), "type");
+        assert!(ty.output.is_none());
+        assert!(ty.default.is_some());
+    }
+
+    #[test]
+    fn records_unusual_patterns() {
+        let item: ItemTrait = syn::parse_quote! {
+            trait T { async fn f(&self, (a, b): (u8, u8), ref c: u8, _: u8); }
+        };
+        let service = Service::from_trait(&item);
+        assert!(service.methods[0].args.iter().all(|arg| arg.name.is_none()));
+    }
+}

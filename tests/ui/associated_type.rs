@@ -1,0 +1,8 @@
+#[rpc::service]
+pub trait Store {
+    type Key;
+
+    async fn len(&self) -> u64;
+}
+
+fn main() {}

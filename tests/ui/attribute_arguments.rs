@@ -1,0 +1,6 @@
+#[rpc::service(name = "calc")]
+pub trait Calculator {
+    async fn add(&self, a: i64, b: i64) -> i64;
+}
+
+fn main() {}

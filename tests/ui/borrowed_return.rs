@@ -1,0 +1,6 @@
+#[rpc::service]
+pub trait Greeter {
+    async fn greeting(&self) -> &'static str;
+}
+
+fn main() {}

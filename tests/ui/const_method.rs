@@ -1,0 +1,6 @@
+#[rpc::service]
+pub trait Limits {
+    const async fn max(&self) -> u64;
+}
+
+fn main() {}

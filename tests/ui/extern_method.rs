@@ -1,0 +1,6 @@
+#[rpc::service]
+pub trait Memory {
+    async extern "C" fn peek(&self, address: u64) -> u8;
+}
+
+fn main() {}

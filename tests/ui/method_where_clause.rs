@@ -1,0 +1,8 @@
+#[rpc::service]
+pub trait Store {
+    async fn len(&self) -> u64
+    where
+        u64: Copy;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[rpc::service]
+pub struct Calculator {
+    total: i64,
+}
+
+fn main() {}

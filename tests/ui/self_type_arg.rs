@@ -1,0 +1,6 @@
+#[rpc::service]
+pub trait Merge {
+    async fn merge(&self, other: Self);
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+#[rpc::service]
+pub trait Store
+where
+    Self: Sized,
+{
+    async fn len(&self) -> u64;
+}
+
+fn main() {}

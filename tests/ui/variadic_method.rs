@@ -1,0 +1,6 @@
+#[rpc::service]
+pub trait Printer {
+    async fn print(&self, format: String, _: ...);
+}
+
+fn main() {}

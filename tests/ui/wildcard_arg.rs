@@ -1,0 +1,6 @@
+#[rpc::service]
+pub trait Store {
+    async fn clear(&self, _: bool);
+}
+
+fn main() {}
