@@ -9,6 +9,7 @@ use rpc_core::{Context, Error};
 use tokio::time::Instant;
 
 use crate::service::{Dispatch, Reply};
+use crate::stats::CallGuard;
 
 /// Drives one call to its single outcome: the handler's reply, or an error response for a
 /// failure to decode, a panic, or a passed deadline. Returns the request id, so the
@@ -19,6 +20,7 @@ pub(crate) async fn run(
     deadline: Option<Instant>,
     dispatch: Dispatch,
     reply: Reply,
+    in_flight: CallGuard,
 ) -> u64 {
     let guarded = context.scope(AssertUnwindSafe(dispatch).catch_unwind());
     let outcome = match deadline {
@@ -37,6 +39,7 @@ pub(crate) async fn run(
             reply.error(&Error::HandlerPanicked { message }).await;
         }
     }
+    drop(in_flight);
     id
 }
 

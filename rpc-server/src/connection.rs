@@ -28,6 +28,7 @@ use crate::call;
 use crate::config::ServerConfig;
 use crate::router::Router;
 use crate::service::{Reply, Request};
+use crate::stats::{CallGuard, ConnectionGuard, Counters};
 
 /// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, or the
 /// server shuts down.
@@ -36,7 +37,9 @@ pub(crate) async fn serve<T: Transport>(
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
+    counters: Arc<Counters>,
 ) {
+    let _open = ConnectionGuard::new(counters.clone());
     let peer = stream.peer();
     match tokio::time::timeout(config.preamble_timeout, server_handshake(&mut stream)).await {
         Ok(Ok(())) => {}
@@ -68,6 +71,7 @@ pub(crate) async fn serve<T: Transport>(
         calls: JoinSet::new(),
         running: HashMap::new(),
         shutdown,
+        counters,
     };
     let read = connection.run();
     let write = queue.run(writer);
@@ -101,6 +105,7 @@ struct Connection<R> {
     /// Request id to its task, for `Cancel`.
     running: HashMap<u64, AbortHandle>,
     shutdown: watch::Receiver<bool>,
+    counters: Arc<Counters>,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
@@ -220,9 +225,14 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let dispatch = route
             .service
             .call(method.id(), Request::new(method, body, reply.clone()));
-        let task = self
-            .calls
-            .spawn(call::run(id, context, deadline, dispatch, reply));
+        let task = self.calls.spawn(call::run(
+            id,
+            context,
+            deadline,
+            dispatch,
+            reply,
+            CallGuard::new(&self.counters),
+        ));
         self.running.insert(id, task);
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! | `router` | which service answers which method id |
 //! | `connection` | one connection: read requests, run handlers, write responses |
 //! | `call` | one call: deadline, panic capture, the reply |
+//! | `stats` | live counters: connections, calls in flight |
 
 mod call;
 pub mod config;
@@ -18,6 +19,7 @@ mod listener;
 mod router;
 pub mod server;
 pub mod service;
+mod stats;
 
 pub use config::ServerConfig;
 pub use listener::MemoryConnector;

@@ -16,6 +16,7 @@ use crate::connection;
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
 use crate::router::Router;
 use crate::service::Service;
+use crate::stats::Counters;
 
 /// Configures a [`Server`]: which services it hosts and its limits.
 ///
@@ -69,6 +70,24 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`ServerConfig::preamble_timeout`].
+    pub fn preamble_timeout(mut self, timeout: Duration) -> Self {
+        self.config.preamble_timeout = timeout;
+        self
+    }
+
+    /// See [`ServerConfig::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// See [`ServerConfig::max_metadata_len`].
+    pub fn max_metadata_len(mut self, bytes: usize) -> Self {
+        self.config.max_metadata_len = bytes;
+        self
+    }
+
     /// See [`ServerConfig::shutdown_grace`].
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
@@ -105,6 +124,7 @@ impl ServerBuilder {
             router: Arc::new(self.router),
             config: Arc::new(self.config),
             shutdown: Arc::new(shutdown),
+            counters: Arc::default(),
         }
     }
 }
@@ -119,6 +139,7 @@ pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: Arc<watch::Sender<bool>>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Server {
@@ -134,6 +155,7 @@ impl std::fmt::Debug for Server {
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shutdown: Arc<watch::Sender<bool>>,
+    counters: Arc<Counters>,
 }
 
 impl ServerHandle {
@@ -141,6 +163,16 @@ impl ServerHandle {
     /// flight finish within the grace period, then close. [`Server::run`] returns when done.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Connections open right now (including ones still in their handshake).
+    pub fn connections(&self) -> usize {
+        self.counters.connections()
+    }
+
+    /// Calls running right now, across all connections.
+    pub fn in_flight(&self) -> usize {
+        self.counters.in_flight()
     }
 }
 
@@ -159,6 +191,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shutdown: self.shutdown.clone(),
+            counters: self.counters.clone(),
         }
     }
 
@@ -200,8 +233,9 @@ impl Server {
                         let router = self.router.clone();
                         let config = self.config.clone();
                         let shutdown = self.shutdown.subscribe();
+                        let counters = self.counters.clone();
                         connections.spawn(async move {
-                            serve_accepted(stream, router, config, shutdown).await;
+                            serve_accepted(stream, router, config, shutdown, counters).await;
                             drop(slot);
                         });
                     }
@@ -249,12 +283,13 @@ async fn serve_accepted(
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
+    counters: Arc<Counters>,
 ) {
     match stream {
-        Accepted::Tcp(s) => connection::serve(s, router, config, shutdown).await,
+        Accepted::Tcp(s) => connection::serve(s, router, config, shutdown, counters).await,
         #[cfg(unix)]
-        Accepted::Unix(s) => connection::serve(s, router, config, shutdown).await,
-        Accepted::Memory(s) => connection::serve(s, router, config, shutdown).await,
+        Accepted::Unix(s) => connection::serve(s, router, config, shutdown, counters).await,
+        Accepted::Memory(s) => connection::serve(s, router, config, shutdown, counters).await,
     }
 }
 
@@ -268,6 +303,7 @@ impl Server {
             self.router.clone(),
             self.config.clone(),
             self.shutdown.subscribe(),
+            self.counters.clone(),
         )
         .await
     }

@@ -47,3 +47,120 @@ pub(crate) async fn within<F: std::future::IntoFuture>(what: &str, future: F) ->
         Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
     }
 }
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`]. For state that has
+/// no event to wait on (a counter on the server returning to zero); the poll interval is not
+/// what the test relies on, the condition is.
+pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// A raw connection that has done the handshake, for speaking bytes to the server.
+pub(crate) struct Raw {
+    pub(crate) stream: tokio::net::TcpStream,
+    decoder: rpc::protocol::frame::FrameDecoder,
+    buf: bytes::BytesMut,
+}
+
+/// The 8-byte client preamble.
+pub(crate) fn preamble() -> Vec<u8> {
+    use rpc::protocol::preamble::{MAGIC, VERSION};
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(&VERSION.to_be_bytes());
+    hello.extend_from_slice(&[0, 0]);
+    hello
+}
+
+impl Raw {
+    pub(crate) async fn connect(addr: SocketAddr) -> Raw {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(&preamble()).await.expect("preamble");
+        let mut answer = [0u8; 8];
+        stream
+            .read_exact(&mut answer)
+            .await
+            .expect("preamble answer");
+        Raw {
+            stream,
+            decoder: rpc::protocol::frame::FrameDecoder::new(64 << 20),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends a frame holding `header` and the raw `body` bytes.
+    pub(crate) async fn send_frame(
+        &mut self,
+        header: &rpc::protocol::message::Header,
+        body: &[u8],
+    ) {
+        let frame = frame(header, body);
+        self.send(&frame).await;
+    }
+
+    /// The next frame from the server, or `None` once it closed the connection.
+    pub(crate) async fn next(&mut self) -> Option<(rpc::protocol::message::Header, bytes::Bytes)> {
+        use tokio::io::AsyncReadExt;
+        use tokio_util::codec::Decoder;
+        within("a frame from the server", async {
+            loop {
+                if let Some(frame) = self.decoder.decode(&mut self.buf).expect("valid frame") {
+                    return Some(
+                        rpc::protocol::message::decode_frame(frame).expect("valid header"),
+                    );
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads until the server closes the connection, discarding frames.
+    pub(crate) async fn closed(&mut self) {
+        while self.next().await.is_some() {}
+    }
+}
+
+/// One whole frame: length prefix, encoded `header`, raw `body`.
+pub(crate) fn frame(header: &rpc::protocol::message::Header, body: &[u8]) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    rpc::protocol::message::encode_frame(&mut buf, header, usize::MAX, |b| {
+        b.extend_from_slice(body);
+        Ok(())
+    })
+    .expect("encode frame");
+    buf.to_vec()
+}
+
+/// A request header for `Service.method`.
+pub(crate) fn request(id: u64, service: &str, method: &str) -> rpc::protocol::message::Header {
+    rpc::protocol::message::Header::Request(rpc::protocol::message::RequestHeader {
+        id,
+        method: rpc::MethodId::of(service, method).as_u64(),
+        timeout_micros: None,
+        metadata: rpc::Metadata::new(),
+    })
+}
+
+/// Encodes a value as a call body.
+pub(crate) fn body<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    use rpc::protocol::Codec;
+    let mut buf = bytes::BytesMut::new();
+    rpc::protocol::Bincode
+        .encode(value, &mut buf)
+        .expect("encode");
+    buf.to_vec()
+}
