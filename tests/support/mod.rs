@@ -28,9 +28,40 @@ impl Drop for Running {
     }
 }
 
-/// Binds `builder` to 127.0.0.1:0 and runs it in a task.
-pub(crate) async fn start(builder: rpc::ServerBuilder) -> Running {
-    let server = builder.bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+/// Where a test server listens: a fresh port, or an address another server just left.
+pub(crate) struct Bind {
+    builder: rpc::ServerBuilder,
+    addr: SocketAddr,
+}
+
+/// Binds a server to `addr` rather than a fresh port (to take over from a stopped one).
+pub(crate) trait BindOn {
+    fn bind_on(self, addr: SocketAddr) -> Bind;
+}
+
+impl BindOn for rpc::ServerBuilder {
+    fn bind_on(self, addr: SocketAddr) -> Bind {
+        Bind {
+            builder: self,
+            addr,
+        }
+    }
+}
+
+impl From<rpc::ServerBuilder> for Bind {
+    fn from(builder: rpc::ServerBuilder) -> Self {
+        Bind {
+            builder,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// Binds to 127.0.0.1:0 (or the address given with [`BindOn::bind_on`]) and runs the server
+/// in a task.
+pub(crate) async fn start(bind: impl Into<Bind>) -> Running {
+    let Bind { builder, addr } = bind.into();
+    let server = builder.bind(addr).await.expect("bind");
     let addr = server.local_addr().expect("tcp address");
     let handle = server.handle();
     let task = tokio::spawn(server.run());
