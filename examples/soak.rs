@@ -171,10 +171,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("  {:<26}{started}", "calls started");
     println!("  {:<26}{}", "ok", t.ok.load(Ordering::Relaxed));
     println!("  {:<26}{}", "wrong reply", t.wrong.load(Ordering::Relaxed));
-    println!(
-        "  dropped by caller    {}",
-        t.dropped_by_caller.load(Ordering::Relaxed)
-    );
+    let dropped = t.dropped_by_caller.load(Ordering::Relaxed);
+    println!("  {:<26}{dropped}", "dropped by caller");
     let errors = t.errors.lock().map_err(|_| "tally lock poisoned")?.clone();
     for (kind, count) in &errors {
         println!("  {:<26}{count}", format!("error: {kind}"));
