@@ -1,7 +1,7 @@
 //! The header at the front of every frame.
 //!
 //! A frame's payload is a bincode-encoded [`Header`] followed directly by the body: the
-//! call's arguments or its result, encoded by the [`Codec`](crate::Codec). The header says
+//! call's arguments or its result, encoded by the [`Codec`]. The header says
 //! how long it is by being a valid encoding, so no extra length field is needed, and the body
 //! is handed on as a slice of the received frame, without a copy.
 //!
