@@ -359,3 +359,16 @@ async fn an_oversized_request_fails_locally_with_the_limit_named() {
         .expect("small call");
     assert_eq!(ok, 3);
 }
+
+#[tokio::test]
+async fn an_enormous_timeout_means_no_deadline() {
+    let (svc, ..) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let (_, _, _, has_deadline) = client
+        .whoami()
+        .timeout(Duration::MAX)
+        .await
+        .expect("whoami");
+    assert!(!has_deadline);
+}

@@ -448,3 +448,30 @@ async fn oversized_metadata_fails_the_call_not_the_connection() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_deadline_too_far_to_represent_is_no_deadline() {
+    let server = target().await;
+    let good = GoodTraffic::start(server.addr).await;
+    let mut raw = Raw::connect(server.addr).await;
+    let header = Header::Request(rpc::protocol::message::RequestHeader {
+        id: 1,
+        method: rpc::MethodId::of("Target", "ok").as_u64(),
+        timeout_micros: Some(u64::MAX),
+        metadata: rpc::Metadata::new(),
+    });
+    raw.send_frame(&header, &body(&(4u32,))).await;
+    let (header, reply) = raw.next().await.expect("a response");
+    assert!(
+        matches!(
+            header,
+            Header::Response {
+                id: 1,
+                status: Status::Ok
+            }
+        ),
+        "{header:?}"
+    );
+    assert_eq!(reply.as_ref(), body(&4u32).as_slice());
+    good.finish().await;
+}

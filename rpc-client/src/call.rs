@@ -102,7 +102,11 @@ impl<Args, Out> Call<Args, Out> {
     /// Fails the call with [`Error::DeadlineExceeded`] if no reply arrives within `timeout`;
     /// the server stops the handler at the same moment.
     pub fn timeout(self, timeout: Duration) -> Self {
-        self.set_deadline(Deadline::At(Instant::now() + timeout))
+        // A timeout too long to represent as an instant means no deadline at all.
+        match Instant::now().checked_add(timeout) {
+            Some(at) => self.set_deadline(Deadline::At(at)),
+            None => self.set_deadline(Deadline::Never),
+        }
     }
 
     /// Like [`timeout`](Self::timeout), with an absolute instant.
@@ -134,7 +138,7 @@ impl<Args> Setup<Args> {
                     .client
                     .config()
                     .default_timeout
-                    .map(|t| Instant::now() + t);
+                    .and_then(|t| Instant::now().checked_add(t));
                 let inherited = Context::with_current(Context::deadline).flatten();
                 match (default, inherited) {
                     (Some(a), Some(b)) => Some(a.min(b)),

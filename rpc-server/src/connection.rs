@@ -218,7 +218,8 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         }
         let deadline = request
             .timeout_micros
-            .map(|micros| Instant::now() + Duration::from_micros(micros));
+            // A deadline too far to represent is no deadline (the peer chose the number).
+            .and_then(|micros| Instant::now().checked_add(Duration::from_micros(micros)));
         let method = route.method;
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
         let reply = Reply::new(self.queue.clone(), id);
