@@ -1,0 +1,132 @@
+//! Benchmarks of the `rpc` framework against tarpc and a hand-written floor.
+//!
+//! The binary (`src/main.rs`) is an orchestrator that re-executes itself as separate server
+//! and client processes; this library holds the three systems, the workloads and the
+//! process plumbing, so the criterion micro-benchmarks (`benches/micro.rs`) can share them.
+
+pub mod alloc;
+pub mod floor;
+pub mod load;
+pub mod mem;
+pub mod orchestrate;
+pub mod proc_stat;
+pub mod rpc_sys;
+pub mod tarpc_sys;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+/// The systems under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    /// This project, through its public API (generated stub and server).
+    Rpc,
+    /// tarpc 0.38, bincode serde transport over TCP.
+    Tarpc,
+    /// Hand-written tokio + LengthDelimitedCodec, no serialization.
+    Floor,
+}
+
+impl System {
+    /// All systems, in table order.
+    pub const ALL: [System; 3] = [System::Rpc, System::Tarpc, System::Floor];
+
+    /// The name used on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Rpc => "rpc",
+            System::Tarpc => "tarpc",
+            System::Floor => "floor",
+        }
+    }
+
+    /// Parses a name from [`System::name`].
+    pub fn parse(s: &str) -> Option<System> {
+        System::ALL.into_iter().find(|sys| sys.name() == s)
+    }
+}
+
+/// The client side of one connection, as each system exposes it. Clones share the
+/// connection.
+pub trait BenchConn: Clone + Send + Sync + 'static {
+    /// The reply type of `echo`.
+    type Buf: AsRef<[u8]> + Send;
+
+    /// Opens one connection.
+    fn connect(addr: SocketAddr) -> impl Future<Output = Result<Self, String>> + Send;
+
+    /// `add(a, b) -> a + b` (wrapping).
+    fn add(&self, a: u64, b: u64) -> impl Future<Output = Result<u64, String>> + Send;
+
+    /// `echo(data) -> data`.
+    fn echo(&self, data: Vec<u8>) -> impl Future<Output = Result<Self::Buf, String>> + Send;
+
+    /// `hold(ms) -> ms`: the server replies after `ms` milliseconds (memory tests).
+    fn hold(&self, ms: u64) -> impl Future<Output = Result<u64, String>> + Send;
+}
+
+/// Raises the soft open-file limit to the hard limit (10,000 connections need more than the
+/// usual 1024). Returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Runs the server of `system` on 127.0.0.1 (port chosen by the OS), prints `PORT <n>` on
+/// stdout, and serves until stdin closes. Each line `stat` on stdin is answered with
+/// `ALLOCS <n>` (allocations counted so far in this process).
+pub fn server_main(system: System) {
+    raise_fd_limit();
+    std::thread::spawn(|| {
+        use std::io::BufRead;
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "stat" {
+                println!("ALLOCS {}", alloc::count());
+            }
+        }
+        // The orchestrator is gone or done with us.
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let result = match system {
+            System::Rpc => rpc_sys::serve().await,
+            System::Tarpc => tarpc_sys::serve().await,
+            System::Floor => floor::serve().await,
+        };
+        if let Err(err) = result {
+            eprintln!("server {}: {err}", system.name());
+            std::process::exit(2);
+        }
+    });
+}
+
+/// Binds 127.0.0.1:0 and announces the port on stdout.
+pub async fn bind_and_announce() -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("PORT {}", listener.local_addr()?.port());
+    Ok(listener)
+}
