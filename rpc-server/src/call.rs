@@ -1,46 +1,88 @@
 //! One call on the server: run the handler under its deadline and catch its panics, so that
 //! every request gets exactly one response.
+//!
+//! Calls are not spawned as tasks. The connection polls a new call once, right where it
+//! read the request; most handlers finish in that first poll, and then the call has cost no
+//! task, no timer and no wake-up. A call still pending after it moves into the connection's
+//! set of running calls, and only then does its deadline get a timer.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
+use futures::future::CatchUnwind;
 use futures::FutureExt;
-use rpc_core::{Context, Error};
-use tokio::time::Instant;
+use rpc_core::Error;
+use tokio::time::{Instant, Sleep};
 
 use crate::service::{Dispatch, Reply};
 use crate::stats::CallGuard;
 
-/// Drives one call to its single outcome: the handler's reply, or an error response for a
-/// failure to decode, a panic, or a passed deadline. Returns the request id, so the
-/// connection can forget the call.
-pub(crate) async fn run(
+/// A call in progress. Resolves to its request id once its one reply is queued.
+pub(crate) struct CallTask {
     id: u64,
-    context: Context,
+    handler: CatchUnwind<AssertUnwindSafe<Dispatch>>,
     deadline: Option<Instant>,
-    dispatch: Dispatch,
+    /// Created only if the handler does not finish in its first poll.
+    timer: Option<Pin<Box<Sleep>>>,
     reply: Reply,
-    in_flight: CallGuard,
-) -> u64 {
-    let guarded = context.scope(AssertUnwindSafe(dispatch).catch_unwind());
-    let outcome = match deadline {
-        Some(deadline) => match tokio::time::timeout_at(deadline, guarded).await {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => Ok(Err(Error::DeadlineExceeded)),
-        },
-        None => guarded.await,
-    };
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => reply.error(&err).await,
-        Err(panic) => {
-            let message = panic_message(&*panic);
-            tracing::error!(request_id = id, panic = %message, "handler panicked; the caller gets HandlerPanicked and the server keeps serving");
-            reply.error(&Error::HandlerPanicked { message }).await;
+    _in_flight: CallGuard,
+}
+
+impl CallTask {
+    pub(crate) fn new(
+        id: u64,
+        dispatch: Dispatch,
+        deadline: Option<Instant>,
+        reply: Reply,
+        in_flight: CallGuard,
+    ) -> Self {
+        CallTask {
+            id,
+            handler: AssertUnwindSafe(dispatch).catch_unwind(),
+            deadline,
+            timer: None,
+            reply,
+            _in_flight: in_flight,
         }
     }
-    drop(in_flight);
-    id
+}
+
+impl Future for CallTask {
+    type Output = u64;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<u64> {
+        // Every field is Unpin (the handler lives in a Box).
+        let this = self.get_mut();
+        let failure = match Pin::new(&mut this.handler).poll(cx) {
+            Poll::Ready(Ok(Ok(()))) => None,
+            Poll::Ready(Ok(Err(err))) => Some(err),
+            Poll::Ready(Err(panic)) => {
+                let message = panic_message(&*panic);
+                tracing::error!(request_id = this.id, panic = %message, "handler panicked; the caller gets HandlerPanicked and the server keeps serving");
+                Some(Error::HandlerPanicked { message })
+            }
+            Poll::Pending => {
+                let Some(deadline) = this.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // The handler is dropped with this task: its work stops here.
+                    Poll::Ready(()) => Some(Error::DeadlineExceeded),
+                }
+            }
+        };
+        if let Some(err) = failure {
+            this.reply.error(&err);
+        }
+        Poll::Ready(this.id)
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

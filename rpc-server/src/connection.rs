@@ -1,11 +1,16 @@
 //! One connection: read frames, start calls, write replies.
 //!
 //! A connection is one task. It runs two loops side by side: the reader (this file), which
-//! decodes frames and spawns a task per call into a `JoinSet` it owns, and the writer
-//! ([`WriteQueue::run`]), which flushes every queued reply in one write. Calls run
-//! concurrently and reply in any order. When `max_in_flight_per_connection` calls are
-//! running the reader stops reading, so the client is slowed by TCP rather than buffered
-//! here. Dropping the connection task aborts every call it owns.
+//! decodes frames and drives the calls, and the writer ([`WriteQueue::run`]), which flushes
+//! every queued reply in one write. Each call is polled once where its request was read (see
+//! [`CallTask`]); the ones still pending join a set the reader polls alongside the socket.
+//! Calls run concurrently and reply in any order. When `max_in_flight_per_connection` calls
+//! are pending the reader stops reading, so the client is slowed by TCP rather than buffered
+//! here. Dropping the connection drops every call it owns.
+//!
+//! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
+//! work, blocking I/O) delays the other calls of that connection, as in any async code; use
+//! `tokio::task::spawn_blocking` for such work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,11 +25,12 @@ use rpc_core::preamble::server_handshake;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
+use futures::future::{AbortHandle, Abortable};
+use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
-use crate::call;
+use crate::call::CallTask;
 use crate::config::ServerConfig;
 use crate::router::Router;
 use crate::service::{Reply, Request};
@@ -68,7 +74,7 @@ pub(crate) async fn serve<T: Transport>(
         router,
         config,
         peer: peer.clone(),
-        calls: JoinSet::new(),
+        calls: FuturesUnordered::new(),
         running: HashMap::new(),
         shutdown,
         counters,
@@ -100,9 +106,9 @@ struct Connection<R> {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     peer: PeerAddr,
-    /// Owns every running call: dropping the connection aborts them.
-    calls: JoinSet<u64>,
-    /// Request id to its task, for `Cancel`.
+    /// Calls still pending after their first poll; dropping the connection drops them.
+    calls: FuturesUnordered<Abortable<CallTask>>,
+    /// Request id of each pending call, for `Cancel`.
     running: HashMap<u64, AbortHandle>,
     shutdown: watch::Receiver<bool>,
     counters: Arc<Counters>,
@@ -128,13 +134,12 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                     draining = true;
                     self.queue.push(&Header::GoAway, |_| Ok(()))?;
                 }
-                Some(done) = self.calls.join_next_with_id(), if !self.calls.is_empty() => {
-                    if let Ok((task, id)) = done {
-                        // Only forget the entry if it is this task's: a finished id may
-                        // already have been reused by a newer call.
-                        if self.running.get(&id).is_some_and(|t| t.id() == task) {
-                            self.running.remove(&id);
-                        }
+                Some(done) = self.calls.next(), if !self.calls.is_empty() => {
+                    // A call's reply is queued in the same poll that reports it done, so no
+                    // request for a reused id can be read in between. Cancelled calls were
+                    // forgotten when cancelled.
+                    if let Ok(id) = done {
+                        self.running.remove(&id);
                     }
                     if self.calls.is_empty() {
                         idle_since = Instant::now();
@@ -181,10 +186,8 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         draining: bool,
     ) -> Result<(), Error> {
         let id = request.id;
-        if let Some(task) = self.running.get(&id) {
-            if !task.is_finished() {
-                return Err(ProtocolError::DuplicateRequestId { id }.into());
-            }
+        if self.running.contains_key(&id) {
+            return Err(ProtocolError::DuplicateRequestId { id }.into());
         }
         let refuse = |code: ErrorCode, message: String| Header::Response {
             id,
@@ -223,18 +226,18 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let method = route.method;
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
         let reply = Reply::new(self.queue.clone(), id);
-        let dispatch = route
-            .service
-            .call(method.id(), Request::new(method, body, reply.clone()));
-        let task = self.calls.spawn(call::run(
-            id,
-            context,
-            deadline,
-            dispatch,
-            reply,
-            CallGuard::new(&self.counters),
-        ));
-        self.running.insert(id, task);
+        let dispatch = route.service.call(
+            method.id(),
+            Request::new(method, body, reply.clone(), context),
+        );
+        let in_flight = CallGuard::new(&self.counters);
+        let mut call = CallTask::new(id, dispatch, deadline, reply, in_flight);
+        // Most calls finish right here, costing no timer, no set entry and no wake-up.
+        if futures::poll!(&mut call).is_pending() {
+            let (call, cancel) = futures::future::abortable(call);
+            self.calls.push(call);
+            self.running.insert(id, cancel);
+        }
         Ok(())
     }
 }

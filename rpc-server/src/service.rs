@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rpc_core::error::ErrorCode;
 use rpc_core::message::{Header, Status};
 use rpc_core::writer::WriteQueue;
-use rpc_core::{Bincode, Codec, Error, Method, MethodId};
+use rpc_core::{Bincode, Codec, Context, Error, Method, MethodId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -35,6 +35,7 @@ pub struct Request {
     method: Method,
     body: Bytes,
     reply: Reply,
+    context: Context,
 }
 
 impl fmt::Debug for Request {
@@ -69,11 +70,12 @@ impl Future for Dispatch {
 }
 
 impl Request {
-    pub(crate) fn new(method: Method, body: Bytes, reply: Reply) -> Self {
+    pub(crate) fn new(method: Method, body: Bytes, reply: Reply, context: Context) -> Self {
         Request {
             method,
             body,
             reply,
+            context,
         }
     }
 
@@ -82,7 +84,8 @@ impl Request {
         self.method
     }
 
-    /// Decodes the arguments as `Args`, runs `handler` on them, and sends what it returns.
+    /// Decodes the arguments as `Args`, runs `handler` on them with the call's
+    /// [`Context`] current, and sends what it returns.
     ///
     /// Arguments that do not decode fail the call with [`Error::BadRequest`]; a result that
     /// cannot be encoded (or exceeds the frame limit) fails it with an error the caller can
@@ -94,12 +97,13 @@ impl Request {
         Fut: Future<Output = Out> + Send + 'static,
         Out: Serialize + Send + 'static,
     {
-        Dispatch(Box::pin(async move {
-            let Request {
-                method,
-                body,
-                reply,
-            } = self;
+        let Request {
+            method,
+            body,
+            reply,
+            context,
+        } = self;
+        Dispatch(Box::pin(context.scope(async move {
             let args: Args = Bincode.decode(&body).map_err(|err| Error::BadRequest {
                 reason: format!("arguments of {method} do not decode: {err}"),
             })?;
@@ -107,7 +111,7 @@ impl Request {
             drop(body);
             let out = handler(args).await;
             reply.ok(out).await
-        }))
+        })))
     }
 
     /// Fails the call with [`Error::UnknownMethod`].
@@ -144,9 +148,10 @@ impl Reply {
         self.queue.push(&header, |buf| Bincode.encode(&value, buf))
     }
 
-    /// Queues a failed response. Errors are dropped: they mean the connection is gone, and
-    /// then nobody is left to tell.
-    pub(crate) async fn error(&self, err: &Error) {
+    /// Queues a failed response without waiting for room: it is small, and each call sends
+    /// at most one. Errors are dropped: they mean the connection is gone, and then nobody is
+    /// left to tell.
+    pub(crate) fn error(&self, err: &Error) {
         let (code, message) = wire_error(err);
         let header = Header::Response {
             id: self.id,
@@ -155,7 +160,7 @@ impl Reply {
                 message,
             },
         };
-        let _ = self.queue.send(&header, |_| Ok(())).await;
+        let _ = self.queue.push(&header, |_| Ok(()));
     }
 }
 
