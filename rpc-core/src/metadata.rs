@@ -28,6 +28,13 @@ impl Metadata {
         }
     }
 
+    /// Empty metadata with room for `pairs` pairs.
+    pub fn with_capacity(pairs: usize) -> Self {
+        Metadata {
+            entries: Vec::with_capacity(pairs),
+        }
+    }
+
     /// Adds a pair.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
         self.entries.push((key.into(), value.into()));
