@@ -7,6 +7,7 @@
 //! once, and later calls on this connection fail immediately.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -23,6 +24,28 @@ use tokio_util::codec::FramedRead;
 
 use crate::config::ClientConfig;
 
+/// Hashes the client's own request ids (a counter, never chosen by a peer) with one
+/// multiplication instead of SipHash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; this fallback keeps the Hasher contract for any input.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// What a waiting call receives: the response status and body, or why there is none.
 pub(crate) type Reply = Result<(Status, Bytes), Error>;
 
@@ -36,13 +59,15 @@ pub(crate) struct Connection {
 /// State the connection task shares with callers.
 struct Shared {
     pending: Mutex<Pending>,
-    going_away: AtomicBool,
+    /// False once the connection broke or the server said it is going away: new calls go
+    /// elsewhere. Read on every call, so kept outside the lock.
+    usable: AtomicBool,
     queue: Arc<WriteQueue>,
 }
 
 struct Pending {
     next_id: u64,
-    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    waiting: HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>,
     /// Set once the connection is gone; new calls fail with it.
     closed: Option<Error>,
 }
@@ -69,10 +94,10 @@ impl Connection {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 next_id: 0,
-                waiting: HashMap::new(),
+                waiting: HashMap::default(),
                 closed: None,
             }),
-            going_away: AtomicBool::new(false),
+            usable: AtomicBool::new(true),
             queue: queue.clone(),
         });
         let frames = FramedRead::new(reader, FrameDecoder::new(config.max_frame_len));
@@ -111,7 +136,7 @@ impl Connection {
     /// Whether new calls should go elsewhere: the connection broke, or the server said it
     /// is going away.
     pub(crate) fn is_usable(&self) -> bool {
-        !self.shared.going_away.load(Ordering::Acquire) && self.shared.lock().closed.is_none()
+        self.shared.usable.load(Ordering::Acquire)
     }
 
     /// Why the connection ended, if it has.
@@ -121,7 +146,7 @@ impl Connection {
 
     /// Stops routing new calls here (the server refused one because it is shutting down).
     pub(crate) fn mark_going_away(&self) {
-        self.shared.going_away.store(true, Ordering::Release);
+        self.shared.usable.store(false, Ordering::Release);
     }
 }
 
@@ -135,6 +160,7 @@ impl Shared {
     fn close(&self, err: Error) {
         let waiting = {
             let mut pending = self.lock();
+            self.usable.store(false, Ordering::Release);
             if pending.closed.is_none() {
                 pending.closed = Some(err.clone());
             }
@@ -174,7 +200,7 @@ where
                 Header::Response { id, status } => shared.deliver(id, Ok((status, body))),
                 Header::GoAway => {
                     tracing::debug!("server is going away; new calls will use a new connection");
-                    shared.going_away.store(true, Ordering::Release);
+                    shared.usable.store(false, Ordering::Release);
                 }
                 other => {
                     break Err(Error::from(ProtocolError::UnexpectedMessage {

@@ -13,7 +13,7 @@
 //!
 //! | tag (u8) | message | fields after the tag |
 //! |---|---|---|
-//! | 0 | request | id u64, method u64, timeout in µs u64 (`u64::MAX`: none), metadata count u16, then per pair: key length u16, key (UTF-8), value length u32, value |
+//! | 0 | request | id u64, method u64, has-timeout u8 (0 or 1) then, if 1, the timeout in µs u64, metadata count u16, then per pair: key length u16, key (UTF-8), value length u32, value |
 //! | 1 | cancel | id u64 |
 //! | 2 | response | id u64, status u8: 0 ok; 1 error, then code u16, message length u32, message (UTF-8) |
 //! | 3 | go-away | nothing |
@@ -71,7 +71,7 @@ pub struct RequestHeader {
     /// The method's wire id, see [`MethodId`](crate::MethodId).
     pub method: u64,
     /// Time left until the deadline, in microseconds, when the call has one. Relative, because
-    /// the two hosts' clocks differ. `Some(u64::MAX)` travels as, and means, no deadline.
+    /// the two hosts' clocks differ.
     pub timeout_micros: Option<u64>,
     /// User metadata.
     pub metadata: Metadata,
@@ -165,7 +165,6 @@ const TAG_RESPONSE: u8 = 2;
 const TAG_GO_AWAY: u8 = 3;
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
-const NO_TIMEOUT: u64 = u64::MAX;
 
 impl Header {
     /// Appends the header's wire form (see the [module docs](self)).
@@ -175,7 +174,13 @@ impl Header {
                 dst.put_u8(TAG_REQUEST);
                 dst.put_u64_le(request.id);
                 dst.put_u64_le(request.method);
-                dst.put_u64_le(request.timeout_micros.unwrap_or(NO_TIMEOUT));
+                match request.timeout_micros {
+                    Some(micros) => {
+                        dst.put_u8(1);
+                        dst.put_u64_le(micros);
+                    }
+                    None => dst.put_u8(0),
+                }
                 let count = u16::try_from(request.metadata.len())
                     .map_err(|_| too_long("metadata pairs", request.metadata.len()))?;
                 dst.put_u16_le(count);
@@ -221,7 +226,15 @@ impl Header {
             TAG_REQUEST => {
                 let id = r.u64("request id")?;
                 let method = r.u64("method id")?;
-                let timeout_micros = Some(r.u64("timeout")?).filter(|&t| t != NO_TIMEOUT);
+                let timeout_micros = match r.u8("timeout flag")? {
+                    0 => None,
+                    1 => Some(r.u64("timeout")?),
+                    other => {
+                        return Err(malformed(format!(
+                            "timeout flag {other} is neither 0 nor 1"
+                        )))
+                    }
+                };
                 let count = usize::from(r.u16("metadata count")?);
                 // Each pair takes at least 6 bytes: refuse a count the frame cannot hold
                 // before reserving room for it.
@@ -435,7 +448,7 @@ mod tests {
         assert!(matches!(err, ProtocolError::MalformedHeader { .. }));
         // A request whose metadata claims more pairs than the frame holds.
         let mut forged = vec![TAG_REQUEST];
-        forged.extend_from_slice(&[0; 24]);
+        forged.extend_from_slice(&[0; 17]);
         forged.extend_from_slice(&u16::MAX.to_le_bytes());
         let err = decode_frame(Bytes::from(forged)).expect_err("forged count");
         assert!(matches!(err, ProtocolError::MalformedHeader { .. }));

@@ -23,8 +23,10 @@ use crate::error::Error;
 use crate::message::{encode_frame, Header};
 
 /// Buffers above this capacity are dropped after a write instead of kept for reuse, so one
-/// large message does not pin its memory for the rest of the connection.
-const KEEP_CAPACITY: usize = 256 * 1024;
+/// huge message does not pin its memory for the rest of the connection. Up to it, a
+/// connection that keeps sending large messages reuses its buffers instead of growing a new
+/// one (copying as it doubles) for every message.
+const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
 /// Frames waiting to be written, shared by producers and the writer loop.
