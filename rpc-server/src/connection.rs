@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{AbortHandle, Abortable};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rpc_core::error::ErrorCode;
 use rpc_core::frame::FrameDecoder;
@@ -25,8 +27,6 @@ use rpc_core::preamble::server_handshake;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
 use tokio::sync::watch;
-use futures::future::{AbortHandle, Abortable};
-use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
