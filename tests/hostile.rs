@@ -87,6 +87,25 @@ async fn target() -> support::Running {
     start(rpc::Server::builder().serve(TargetImpl.into_service())).await
 }
 
+/// Reads the next frame and checks it answers `id` successfully with `expected`.
+async fn expect_ok<T: serde::Serialize>(raw: &mut Raw, id: u64, expected: &T) {
+    let (header, reply) = raw.next().await.expect("a response");
+    assert!(
+        matches!(header, Header::Response { id: got, status: Status::Ok } if got == id),
+        "{header:?}"
+    );
+    assert_eq!(reply.as_ref(), body(expected).as_slice());
+}
+
+/// Reads the next frame and checks it fails `id` with the wire error `code`.
+async fn expect_error(raw: &mut Raw, id: u64, code: u16) {
+    let (header, _) = raw.next().await.expect("a response");
+    assert!(
+        matches!(header, Header::Response { id: got, status: Status::Error { code: c, .. } } if got == id && c == code),
+        "{header:?}"
+    );
+}
+
 /// A fixed-seed generator, so a failure can be replayed.
 fn xorshift(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -242,32 +261,11 @@ async fn a_garbage_body_fails_that_call_only() {
     let mut raw = Raw::connect(server.addr).await;
     raw.send_frame(&request(1, "Target", "ok"), &[0xff; 32])
         .await;
-    let (header, _) = raw.next().await.expect("a response");
-    assert!(
-        matches!(
-            header,
-            Header::Response {
-                id: 1,
-                status: Status::Error { code: 2, .. }
-            }
-        ),
-        "{header:?}"
-    );
+    expect_error(&mut raw, 1, 2).await;
     // The connection still serves.
     raw.send_frame(&request(2, "Target", "ok"), &body(&(9u32,)))
         .await;
-    let (header, reply) = raw.next().await.expect("a response");
-    assert!(
-        matches!(
-            header,
-            Header::Response {
-                id: 2,
-                status: Status::Ok
-            }
-        ),
-        "{header:?}"
-    );
-    assert_eq!(reply.as_ref(), body(&9u32).as_slice());
+    expect_ok(&mut raw, 2, &9u32).await;
     good.finish().await;
 }
 
@@ -281,17 +279,7 @@ async fn a_vec_claiming_two_to_the_sixty_elements_is_refused_without_allocating(
     forged.extend_from_slice(&[1, 2, 3]);
     raw.send_frame(&request(1, "Target", "count"), &forged)
         .await;
-    let (header, _) = raw.next().await.expect("a response");
-    assert!(
-        matches!(
-            header,
-            Header::Response {
-                id: 1,
-                status: Status::Error { code: 2, .. }
-            }
-        ),
-        "{header:?}"
-    );
+    expect_error(&mut raw, 1, 2).await;
     good.finish().await;
 }
 
@@ -403,17 +391,7 @@ async fn ten_thousand_request_cancel_pairs_leave_nothing_in_flight() {
     // The connection still answers, and nothing is left running.
     raw.send_frame(&request(u64::MAX, "Target", "ok"), &body(&(3u32,)))
         .await;
-    let (header, _) = raw.next().await.expect("a response");
-    assert!(
-        matches!(
-            header,
-            Header::Response {
-                status: Status::Ok,
-                ..
-            }
-        ),
-        "{header:?}"
-    );
+    expect_ok(&mut raw, u64::MAX, &3u32).await;
     eventually("in-flight count back to zero", || {
         server.handle.in_flight() == 0
     })
@@ -461,17 +439,6 @@ async fn a_deadline_too_far_to_represent_is_no_deadline() {
         metadata: rpc::Metadata::new(),
     });
     raw.send_frame(&header, &body(&(4u32,))).await;
-    let (header, reply) = raw.next().await.expect("a response");
-    assert!(
-        matches!(
-            header,
-            Header::Response {
-                id: 1,
-                status: Status::Ok
-            }
-        ),
-        "{header:?}"
-    );
-    assert_eq!(reply.as_ref(), body(&4u32).as_slice());
+    expect_ok(&mut raw, 1, &4u32).await;
     good.finish().await;
 }
