@@ -151,6 +151,18 @@ pub enum ProtocolError {
         /// The reused id.
         id: u64,
     },
+    /// The peer sent more stream data than the receiver had granted credit for.
+    #[error(
+        "stream {id} received {buffered} bytes beyond its flow-control window of {window} bytes"
+    )]
+    CreditExceeded {
+        /// The call the stream belongs to.
+        id: u64,
+        /// Bytes buffered when the limit was crossed.
+        buffered: usize,
+        /// The window granted.
+        window: usize,
+    },
     /// Call metadata exceeded the configured maximum.
     #[error("call metadata of {len} bytes exceeds the maximum of {max} bytes")]
     MetadataTooLarge {
@@ -181,6 +193,8 @@ pub enum ErrorCode {
     ResponseUnencodable,
     /// The server is shutting down and did not run the call.
     ShuttingDown,
+    /// The peer cancelled the call or stream.
+    Cancelled,
 }
 
 impl ErrorCode {
@@ -194,6 +208,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => 5,
             ErrorCode::ResponseUnencodable => 6,
             ErrorCode::ShuttingDown => 7,
+            ErrorCode::Cancelled => 8,
         }
     }
 
@@ -207,6 +222,7 @@ impl ErrorCode {
             5 => ErrorCode::Overloaded,
             6 => ErrorCode::ResponseUnencodable,
             7 => ErrorCode::ShuttingDown,
+            8 => ErrorCode::Cancelled,
             _ => return None,
         })
     }
@@ -222,10 +238,25 @@ impl Error {
             Some(ErrorCode::BadRequest) => Error::BadRequest { reason: message },
             Some(ErrorCode::HandlerPanicked) => Error::HandlerPanicked { message },
             Some(ErrorCode::DeadlineExceeded) => Error::DeadlineExceeded,
+            Some(ErrorCode::Cancelled) => Error::Cancelled,
             Some(ErrorCode::Overloaded | ErrorCode::ShuttingDown) => {
                 Error::Overloaded { reason: message }
             }
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
+        }
+    }
+
+    /// The wire code and detail message that report this error to a peer; the peer rebuilds
+    /// it with [`Error::from_remote`].
+    pub fn to_wire(&self) -> (ErrorCode, String) {
+        match self {
+            Error::UnknownMethod { method } => (ErrorCode::UnknownMethod, method.clone()),
+            Error::BadRequest { reason } => (ErrorCode::BadRequest, reason.clone()),
+            Error::HandlerPanicked { message } => (ErrorCode::HandlerPanicked, message.clone()),
+            Error::DeadlineExceeded => (ErrorCode::DeadlineExceeded, self.to_string()),
+            Error::Overloaded { reason } => (ErrorCode::Overloaded, reason.clone()),
+            Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
+            other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }
 

@@ -9,6 +9,7 @@
 //! | [`frame`] | length-delimited frames with a bounded maximum size |
 //! | [`message`] | the header at the front of every frame: request, response, cancel |
 //! | [`codec`] | the [`Codec`] trait that turns arguments and results into bytes (bincode) |
+//! | [`stream`] | streams inside calls: items, ends, byte credit per stream |
 //! | [`method`] | stable method ids derived from `Service.method` names |
 //! | [`error`] | [`Error`], the framework's failures, apart from application errors |
 //! | [`context`] | [`Context`], the per-call data a handler reads without extra parameters |
@@ -23,6 +24,7 @@ pub mod message;
 pub mod metadata;
 pub mod method;
 pub mod preamble;
+pub mod stream;
 pub mod transport;
 pub mod writer;
 

@@ -17,6 +17,9 @@
 //! | 1 | cancel | id u64 |
 //! | 2 | response | id u64, status u8: 0 ok; 1 error, then code u16, message length u32, message (UTF-8) |
 //! | 3 | go-away | nothing |
+//! | 4 | stream item | id u64 (the item is the body) |
+//! | 5 | stream end | id u64, status as in a response |
+//! | 6 | credit | id u64, bytes u32 |
 //!
 //! Both directions share these tags, so a message sent the wrong way (a response sent to a
 //! server) is recognised and refused rather than misread.
@@ -49,6 +52,26 @@ pub enum Header {
     /// Server to client: the server is shutting down; send new calls elsewhere. Calls already
     /// sent are still answered.
     GoAway,
+    /// Either way: one item of call `id`'s stream; the body holds the item.
+    StreamItem {
+        /// The call the stream belongs to.
+        id: u64,
+    },
+    /// Either way: call `id`'s stream has ended, normally or with a framework error.
+    StreamEnd {
+        /// The call the stream belongs to.
+        id: u64,
+        /// `Ok` for a normal end.
+        status: Status,
+    },
+    /// Either way: the receiver of call `id`'s stream has room for `bytes` more bytes of
+    /// items (flow control; see [`stream`](crate::stream)).
+    Credit {
+        /// The call the stream belongs to.
+        id: u64,
+        /// Bytes of frames the sender may add.
+        bytes: u32,
+    },
 }
 
 impl Header {
@@ -59,6 +82,9 @@ impl Header {
             Header::Cancel { .. } => "cancel",
             Header::Response { .. } => "response",
             Header::GoAway => "go-away",
+            Header::StreamItem { .. } => "stream item",
+            Header::StreamEnd { .. } => "stream end",
+            Header::Credit { .. } => "credit",
         }
     }
 }
@@ -163,6 +189,9 @@ const TAG_REQUEST: u8 = 0;
 const TAG_CANCEL: u8 = 1;
 const TAG_RESPONSE: u8 = 2;
 const TAG_GO_AWAY: u8 = 3;
+const TAG_STREAM_ITEM: u8 = 4;
+const TAG_STREAM_END: u8 = 5;
+const TAG_CREDIT: u8 = 6;
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
 
@@ -202,19 +231,23 @@ impl Header {
             Header::Response { id, status } => {
                 dst.put_u8(TAG_RESPONSE);
                 dst.put_u64_le(*id);
-                match status {
-                    Status::Ok => dst.put_u8(STATUS_OK),
-                    Status::Error { code, message } => {
-                        let len = u32::try_from(message.len())
-                            .map_err(|_| too_long("error message", message.len()))?;
-                        dst.put_u8(STATUS_ERROR);
-                        dst.put_u16_le(*code);
-                        dst.put_u32_le(len);
-                        dst.put_slice(message.as_bytes());
-                    }
-                }
+                status.encode(dst)?;
             }
             Header::GoAway => dst.put_u8(TAG_GO_AWAY),
+            Header::StreamItem { id } => {
+                dst.put_u8(TAG_STREAM_ITEM);
+                dst.put_u64_le(*id);
+            }
+            Header::StreamEnd { id, status } => {
+                dst.put_u8(TAG_STREAM_END);
+                dst.put_u64_le(*id);
+                status.encode(dst)?;
+            }
+            Header::Credit { id, bytes } => {
+                dst.put_u8(TAG_CREDIT);
+                dst.put_u64_le(*id);
+                dst.put_u32_le(*bytes);
+            }
         }
         Ok(())
     }
@@ -264,21 +297,41 @@ impl Header {
             },
             TAG_RESPONSE => {
                 let id = r.u64("response id")?;
-                let status = match r.u8("status")? {
-                    STATUS_OK => Status::Ok,
-                    STATUS_ERROR => {
-                        let code = r.u16("error code")?;
-                        let len = r.u32("error message length")? as usize;
-                        let message = r.text(len, "error message")?;
-                        Status::Error { code, message }
-                    }
-                    other => return Err(malformed(format!("unknown response status {other}"))),
-                };
+                let status = r.status()?;
                 Header::Response { id, status }
             }
             TAG_GO_AWAY => Header::GoAway,
+            TAG_STREAM_ITEM => Header::StreamItem {
+                id: r.u64("stream id")?,
+            },
+            TAG_STREAM_END => {
+                let id = r.u64("stream id")?;
+                let status = r.status()?;
+                Header::StreamEnd { id, status }
+            }
+            TAG_CREDIT => Header::Credit {
+                id: r.u64("stream id")?,
+                bytes: r.u32("credit")?,
+            },
             other => return Err(malformed(format!("unknown message tag {other}"))),
         })
+    }
+}
+
+impl Status {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
+        match self {
+            Status::Ok => dst.put_u8(STATUS_OK),
+            Status::Error { code, message } => {
+                let len = u32::try_from(message.len())
+                    .map_err(|_| too_long("error message", message.len()))?;
+                dst.put_u8(STATUS_ERROR);
+                dst.put_u16_le(*code);
+                dst.put_u32_le(len);
+                dst.put_slice(message.as_bytes());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -331,6 +384,19 @@ impl Reader<'_, '_> {
         let (head, tail) = self.0.split_at(len);
         *self.0 = tail;
         Ok(head.to_vec())
+    }
+
+    fn status(&mut self) -> Result<Status, ProtocolError> {
+        Ok(match self.u8("status")? {
+            STATUS_OK => Status::Ok,
+            STATUS_ERROR => {
+                let code = self.u16("error code")?;
+                let len = self.u32("error message length")? as usize;
+                let message = self.text(len, "error message")?;
+                Status::Error { code, message }
+            }
+            other => return Err(malformed(format!("unknown status {other}"))),
+        })
     }
 
     fn text(&mut self, len: usize, what: &str) -> Result<String, ProtocolError> {
@@ -394,6 +460,22 @@ mod tests {
                 },
             },
             Header::GoAway,
+            Header::StreamItem { id: 8 },
+            Header::StreamEnd {
+                id: 9,
+                status: Status::Ok,
+            },
+            Header::StreamEnd {
+                id: 10,
+                status: Status::Error {
+                    code: 3,
+                    message: "boom".into(),
+                },
+            },
+            Header::Credit {
+                id: 11,
+                bytes: u32::MAX,
+            },
         ];
         for header in headers {
             let mut buf = BytesMut::new();

@@ -69,7 +69,7 @@ impl WriteQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends one frame now, without waiting for room.
+    /// Appends one frame now, without waiting for room, and returns its length.
     ///
     /// Fails if the connection is closing or broken, or the frame is too large; in every
     /// failure case nothing is queued.
@@ -77,7 +77,7 @@ impl WriteQueue {
         &self,
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         let mut state = self.lock();
         if let Some(err) = &state.failed {
             return Err(err.clone());
@@ -86,12 +86,14 @@ impl WriteQueue {
             return Err(Error::closed("the connection is closing"));
         }
         let was_empty = state.buf.is_empty();
+        let before = state.buf.len();
         encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
+        let len = state.buf.len() - before;
         drop(state);
         if was_empty {
             self.writer_wake.notify_one();
         }
-        Ok(())
+        Ok(len)
     }
 
     /// Waits until the buffer is below the high-water mark (or the connection is gone).
@@ -117,7 +119,7 @@ impl WriteQueue {
         &self,
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         self.ready().await?;
         self.push(header, body)
     }

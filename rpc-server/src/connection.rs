@@ -201,14 +201,14 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 ErrorCode::ShuttingDown,
                 "server is shutting down; the call was not run".into(),
             );
-            return self.queue.send(&header, |_| Ok(())).await;
+            return self.queue.send(&header, |_| Ok(())).await.map(drop);
         }
         let Some(route) = self.router.get(MethodId::from_u64(request.method)) else {
             let header = refuse(
                 ErrorCode::UnknownMethod,
                 format!("no method with id {:#018x}", request.method),
             );
-            return self.queue.send(&header, |_| Ok(())).await;
+            return self.queue.send(&header, |_| Ok(())).await.map(drop);
         };
         let metadata_len = request.metadata.byte_len();
         if metadata_len > self.config.max_metadata_len {
@@ -217,7 +217,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 max: self.config.max_metadata_len,
             };
             let header = refuse(ErrorCode::BadRequest, err.to_string());
-            return self.queue.send(&header, |_| Ok(())).await;
+            return self.queue.send(&header, |_| Ok(())).await.map(drop);
         }
         let deadline = request
             .timeout_micros

@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rpc_core::error::ErrorCode;
 use rpc_core::message::{Header, Status};
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Bincode, Codec, Context, Error, Method, MethodId};
@@ -145,14 +144,16 @@ impl Reply {
             id: self.id,
             status: Status::Ok,
         };
-        self.queue.push(&header, |buf| Bincode.encode(&value, buf))
+        self.queue
+            .push(&header, |buf| Bincode.encode(&value, buf))
+            .map(drop)
     }
 
     /// Queues a failed response without waiting for room: it is small, and each call sends
     /// at most one. Errors are dropped: they mean the connection is gone, and then nobody is
     /// left to tell.
     pub(crate) fn error(&self, err: &Error) {
-        let (code, message) = wire_error(err);
+        let (code, message) = err.to_wire();
         let header = Header::Response {
             id: self.id,
             status: Status::Error {
@@ -161,18 +162,5 @@ impl Reply {
             },
         };
         let _ = self.queue.push(&header, |_| Ok(()));
-    }
-}
-
-/// The wire code and message for a failure the server reports to a caller. The message is
-/// the detail only; the client rebuilds the full error around it.
-fn wire_error(err: &Error) -> (ErrorCode, String) {
-    match err {
-        Error::UnknownMethod { method } => (ErrorCode::UnknownMethod, method.clone()),
-        Error::BadRequest { reason } => (ErrorCode::BadRequest, reason.clone()),
-        Error::HandlerPanicked { message } => (ErrorCode::HandlerPanicked, message.clone()),
-        Error::DeadlineExceeded => (ErrorCode::DeadlineExceeded, err.to_string()),
-        Error::Overloaded { reason } => (ErrorCode::Overloaded, reason.clone()),
-        other => (ErrorCode::ResponseUnencodable, other.to_string()),
     }
 }

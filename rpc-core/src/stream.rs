@@ -1,0 +1,601 @@
+//! Streams inside calls, with flow control.
+//!
+//! A method may return a [`Stream`] of items, take one as its last argument, or both. Each
+//! item travels as its own frame (`StreamItem`), interleaved with every other call on the
+//! connection, and the stream closes with a `StreamEnd` that says whether it ended normally
+//! or with a framework error. Application errors travel as items: a stream of
+//! `Result<T, MyError>`.
+//!
+//! # Flow control
+//!
+//! Each direction of each stream has a window of bytes (256 KiB by default). The sender may
+//! send while it has credit; every frame it sends uses up its length. The receiver hands
+//! credit back (`Credit` frames) as the application *consumes* items, not as they arrive.
+//! So a slow consumer holds at most one window of items in memory, and a fast producer is
+//! simply not polled for its next item until there is room: it is slowed, never dropped. A
+//! sender that ignores its window is a protocol violation and loses its connection.
+//!
+//! The [`StreamTable`] of a connection routes incoming stream frames to the right
+//! [`Inbound`] buffer and credit to the right [`Outbound`] sender; both ends of a connection
+//! use the same machinery.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{Bincode, Codec};
+use crate::error::{Error, ProtocolError};
+use crate::message::{Header, Status};
+use crate::writer::WriteQueue;
+
+/// Bytes of stream frames a receiver buffers before the sender must wait: 256 KiB.
+pub const DEFAULT_WINDOW: usize = 256 * 1024;
+
+type BoxedItems<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Error>> + Send>>;
+
+/// A stream of items inside a call.
+///
+/// As a handler's return value it is what the server sends; as an argument it is what the
+/// client sends. Whoever receives one reads `Result<T, rpc::Error>` items: an `Err` means
+/// the stream broke (connection lost, deadline passed, the producer panicked) and is the
+/// last item.
+///
+/// ```
+/// use futures::StreamExt;
+/// # futures::executor::block_on(async {
+/// let numbers = rpc_core::stream::Stream::iter(1..=3u32);
+/// let got: Vec<u32> = numbers.map(|item| item.unwrap()).collect().await;
+/// assert_eq!(got, [1, 2, 3]);
+/// # });
+/// ```
+pub struct Stream<T> {
+    items: BoxedItems<T>,
+}
+
+impl<T> fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stream")
+    }
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// Sends every item of `items`.
+    pub fn new(items: impl futures::Stream<Item = T> + Send + 'static) -> Self {
+        Stream {
+            items: Box::pin(items.map(Ok)),
+        }
+    }
+
+    /// Sends items until the first `Err`, which ends the stream with that framework error.
+    pub fn from_results(
+        items: impl futures::Stream<Item = Result<T, Error>> + Send + 'static,
+    ) -> Self {
+        Stream {
+            items: Box::pin(items),
+        }
+    }
+
+    /// Sends the items of an iterator.
+    pub fn iter<I>(items: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        Stream::new(futures::stream::iter(items))
+    }
+
+    /// A stream with no items.
+    pub fn empty() -> Self {
+        Stream::new(futures::stream::empty())
+    }
+}
+
+impl<T> futures::Stream for Stream<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.items.as_mut().poll_next(cx)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code panics while holding these locks; recover rather than spread a panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The streams of one connection, by call id.
+#[derive(Debug, Default)]
+pub struct StreamTable {
+    state: Mutex<TableState>,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    inbound: HashMap<u64, Arc<Inbound>>,
+    outbound: HashMap<u64, Arc<Outbound>>,
+    closed: Option<Error>,
+}
+
+impl StreamTable {
+    /// Starts receiving call `id`'s stream, with a window of `window` bytes.
+    pub fn open_inbound(&self, id: u64, window: usize) -> Arc<Inbound> {
+        let inbound = Arc::new(Inbound::new(window));
+        let mut state = lock(&self.state);
+        match &state.closed {
+            Some(err) => inbound.finish(Err(err.clone())),
+            None => {
+                state.inbound.insert(id, inbound.clone());
+            }
+        }
+        inbound
+    }
+
+    /// Starts sending call `id`'s stream; the peer's window starts at `window` bytes.
+    pub fn open_outbound(&self, id: u64, window: usize) -> Arc<Outbound> {
+        let outbound = Arc::new(Outbound::new(window));
+        let mut state = lock(&self.state);
+        match &state.closed {
+            Some(err) => outbound.fail(err.clone()),
+            None => {
+                state.outbound.insert(id, outbound.clone());
+            }
+        }
+        outbound
+    }
+
+    /// Whether call `id` has started sending a stream.
+    pub fn is_sending(&self, id: u64) -> bool {
+        lock(&self.state).outbound.contains_key(&id)
+    }
+
+    /// Forgets call `id`'s streams (the call is over). A sender still waiting for credit
+    /// fails; a receiver still reading sees the stream cancelled.
+    pub fn remove(&self, id: u64) {
+        let (inbound, outbound) = {
+            let mut state = lock(&self.state);
+            (state.inbound.remove(&id), state.outbound.remove(&id))
+        };
+        if let Some(inbound) = inbound {
+            inbound.finish(Err(Error::Cancelled));
+        }
+        if let Some(outbound) = outbound {
+            outbound.fail(Error::Cancelled);
+        }
+    }
+
+    /// Routes a received item. Items for streams nobody reads any more are dropped; an item
+    /// beyond the granted window is a protocol violation.
+    pub fn on_item(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
+        let inbound = lock(&self.state).inbound.get(&id).cloned();
+        match inbound {
+            Some(inbound) => inbound.push(id, item, frame_len),
+            None => Ok(()),
+        }
+    }
+
+    /// Routes a received end of stream.
+    pub fn on_end(&self, id: u64, status: Status, method: &dyn fmt::Display) {
+        let inbound = lock(&self.state).inbound.remove(&id);
+        if let Some(inbound) = inbound {
+            inbound.finish(match status {
+                Status::Ok => Ok(()),
+                Status::Error { code, message } => Err(Error::from_remote(code, message, method)),
+            });
+        }
+    }
+
+    /// Routes received credit.
+    pub fn on_credit(&self, id: u64, bytes: u32) {
+        let outbound = lock(&self.state).outbound.get(&id).cloned();
+        if let Some(outbound) = outbound {
+            outbound.grant(bytes as usize);
+        }
+    }
+
+    /// The connection is gone: every stream fails with `err`, and so does every stream
+    /// opened from now on.
+    pub fn close(&self, err: Error) {
+        let (inbound, outbound) = {
+            let mut state = lock(&self.state);
+            state.closed.get_or_insert(err.clone());
+            (
+                std::mem::take(&mut state.inbound),
+                std::mem::take(&mut state.outbound),
+            )
+        };
+        for inbound in inbound.into_values() {
+            inbound.finish(Err(err.clone()));
+        }
+        for outbound in outbound.into_values() {
+            outbound.fail(err.clone());
+        }
+    }
+}
+
+/// Items received for one stream, waiting for the application to read them.
+#[derive(Debug)]
+pub struct Inbound {
+    window: usize,
+    state: Mutex<InboundState>,
+}
+
+#[derive(Debug, Default)]
+struct InboundState {
+    items: VecDeque<(Bytes, usize)>,
+    /// Frame bytes received and not yet handed back as credit. The sender may only send
+    /// while its own count of this is under the window, and its count is never smaller.
+    outstanding: usize,
+    /// Frame bytes consumed since credit was last sent.
+    consumed: usize,
+    end: Option<Result<(), Error>>,
+    waker: Option<Waker>,
+}
+
+impl Inbound {
+    fn new(window: usize) -> Self {
+        Inbound {
+            window,
+            state: Mutex::default(),
+        }
+    }
+
+    fn push(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
+        let waker = {
+            let mut state = lock(&self.state);
+            // A sender may send while it has any credit left, so one frame may overshoot the
+            // window; a frame sent with none left is a violation.
+            if state.outstanding >= self.window {
+                return Err(ProtocolError::CreditExceeded {
+                    id,
+                    buffered: state.outstanding + frame_len,
+                    window: self.window,
+                });
+            }
+            state.outstanding += frame_len;
+            state.items.push_back((item, frame_len));
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn finish(&self, end: Result<(), Error>) {
+        let waker = {
+            let mut state = lock(&self.state);
+            if state.end.is_none() {
+                state.end = Some(end);
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Bytes of items buffered and not yet read.
+    pub fn buffered(&self) -> usize {
+        lock(&self.state).items.iter().map(|(_, len)| len).sum()
+    }
+}
+
+/// What a reader does with an item: the next one, the end, or nothing yet.
+enum Next {
+    Item(Bytes, Option<u32>),
+    End(Result<(), Error>),
+    Pending,
+}
+
+impl Inbound {
+    fn poll_next(&self, cx: &mut TaskContext<'_>) -> Next {
+        let mut state = lock(&self.state);
+        if let Some((item, len)) = state.items.pop_front() {
+            state.consumed += len;
+            // Hand credit back in batches of half a window: fewer frames, and the sender
+            // still never stalls while the reader keeps up.
+            let credit = if state.consumed >= self.window / 2 {
+                let credit = u32::try_from(state.consumed).unwrap_or(u32::MAX);
+                state.consumed -= credit as usize;
+                state.outstanding = state.outstanding.saturating_sub(credit as usize);
+                Some(credit)
+            } else {
+                None
+            };
+            return Next::Item(item, credit);
+        }
+        match state.end.take() {
+            Some(end) => {
+                // Leave an Ok end behind so later polls keep returning the end.
+                state.end = Some(Ok(()));
+                Next::End(end)
+            }
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Next::Pending
+            }
+        }
+    }
+}
+
+/// Reads a received stream as `T` items, handing credit back as they are read.
+pub struct Receiver<T> {
+    id: u64,
+    inbound: Arc<Inbound>,
+    queue: Arc<WriteQueue>,
+    done: bool,
+    /// Runs when the receiver is dropped before the stream ended (the client cancels the
+    /// call; the server has nothing to do).
+    on_abandon: Option<Box<dyn FnOnce() + Send>>,
+    _item: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Reads `inbound`, sending credit for call `id` on `queue`.
+    pub fn new(id: u64, inbound: Arc<Inbound>, queue: Arc<WriteQueue>) -> Self {
+        Receiver {
+            id,
+            inbound,
+            queue,
+            done: false,
+            on_abandon: None,
+            _item: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs `f` if this receiver is dropped before its stream ended.
+    pub fn on_abandon(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_abandon = Some(Box::new(f));
+        self
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(f) = self.on_abandon.take() {
+                f();
+            }
+        }
+    }
+}
+
+impl<T: DeserializeOwned> futures::Stream for Receiver<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        // Every field is Unpin.
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.inbound.poll_next(cx) {
+            Next::Item(item, credit) => {
+                if let Some(bytes) = credit {
+                    // Best effort: if the connection is gone, the next poll reports it.
+                    let _ = this
+                        .queue
+                        .push(&Header::Credit { id: this.id, bytes }, |_| Ok(()));
+                }
+                let decoded = Bincode.decode(&item).map_err(Error::from);
+                if decoded.is_err() {
+                    this.done = true;
+                }
+                Poll::Ready(Some(decoded))
+            }
+            Next::End(Ok(())) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Next::End(Err(err)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(err)))
+            }
+            Next::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The sending side of one stream: how much the peer still has room for.
+#[derive(Debug)]
+pub struct Outbound {
+    state: Mutex<OutboundState>,
+}
+
+#[derive(Debug)]
+struct OutboundState {
+    credit: usize,
+    failed: Option<Error>,
+    waker: Option<Waker>,
+}
+
+impl Outbound {
+    fn new(window: usize) -> Self {
+        Outbound {
+            state: Mutex::new(OutboundState {
+                credit: window,
+                failed: None,
+                waker: None,
+            }),
+        }
+    }
+
+    fn grant(&self, bytes: usize) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.credit = state.credit.saturating_add(bytes);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn fail(&self, err: Error) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.failed.get_or_insert(err);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn use_credit(&self, bytes: usize) {
+        let mut state = lock(&self.state);
+        state.credit = state.credit.saturating_sub(bytes);
+    }
+
+    /// Waits until the peer has room for at least one more item.
+    async fn room(&self) -> Result<(), Error> {
+        poll_fn(|cx| {
+            let mut state = lock(&self.state);
+            if let Some(err) = &state.failed {
+                return Poll::Ready(Err(err.clone()));
+            }
+            if state.credit > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Sends `items` as call `id`'s stream: each item once the peer has room for it, then the
+/// end. The producer is not polled for an item before there is room to send it.
+pub async fn send<T: Serialize + Send>(
+    queue: &WriteQueue,
+    id: u64,
+    outbound: &Outbound,
+    mut items: Stream<T>,
+) -> Result<(), Error> {
+    loop {
+        outbound.room().await?;
+        match items.next().await {
+            Some(Ok(item)) => {
+                queue.ready().await?;
+                let len =
+                    queue.push(&Header::StreamItem { id }, |buf| Bincode.encode(&item, buf))?;
+                outbound.use_credit(len);
+            }
+            Some(Err(err)) => {
+                let (code, message) = err.to_wire();
+                let status = Status::Error {
+                    code: code.to_u16(),
+                    message,
+                };
+                queue.push(&Header::StreamEnd { id, status }, |_| Ok(()))?;
+                return Ok(());
+            }
+            None => {
+                queue.push(
+                    &Header::StreamEnd {
+                        id,
+                        status: Status::Ok,
+                    },
+                    |_| Ok(()),
+                )?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Method;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn items_arrive_in_order_and_credit_flows_back_as_they_are_read() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1 << 20));
+        let table = StreamTable::default();
+        let inbound = table.open_inbound(1, 300);
+        for i in 0..10u32 {
+            let mut body = bytes::BytesMut::new();
+            Bincode.encode(&i, &mut body).expect("encode");
+            table.on_item(1, body.freeze(), 20).expect("within window");
+        }
+        table.on_end(1, Status::Ok, &Method::new("S", "m"));
+        let got: Vec<u32> = Receiver::<u32>::new(1, inbound, queue.clone())
+            .map(|item| item.expect("item"))
+            .collect()
+            .await;
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        assert!(queue.queued_bytes() > 0, "credit frames were queued");
+    }
+
+    #[tokio::test]
+    async fn a_sender_beyond_its_window_is_refused() {
+        let table = StreamTable::default();
+        let _inbound = table.open_inbound(1, 100);
+        let mut refused = false;
+        for _ in 0..10 {
+            if table.on_item(1, Bytes::from_static(b"x"), 60).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused);
+    }
+
+    #[tokio::test]
+    async fn closing_the_table_fails_open_and_future_streams() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1 << 20));
+        let table = StreamTable::default();
+        let inbound = table.open_inbound(1, 100);
+        table.close(Error::closed("gone"));
+        let mut rx = Receiver::<u32>::new(1, inbound, queue.clone());
+        assert!(matches!(
+            rx.next().await,
+            Some(Err(Error::ConnectionClosed { .. }))
+        ));
+        assert!(rx.next().await.is_none());
+        let outbound = table.open_outbound(2, 100);
+        assert!(send(&queue, 2, &outbound, Stream::iter([1u32]))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn the_producer_is_not_polled_beyond_the_window() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1 << 20));
+        let table = StreamTable::default();
+        let outbound = table.open_outbound(1, 64);
+        let produced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = produced.clone();
+        let items = Stream::new(futures::stream::iter(0..1000u32).inspect(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let sending = send(&queue, 1, &outbound, items);
+        tokio::pin!(sending);
+        assert!(futures::poll!(sending.as_mut()).is_pending());
+        let before = produced.load(std::sync::atomic::Ordering::SeqCst);
+        // Each item frame is 1 + 8 + 4 + the item: about 14 bytes; 64 bytes of window.
+        assert!(before <= 6, "produced {before} items for a 64-byte window");
+        table.on_credit(1, 1 << 20);
+        sending.await.expect("sent");
+        assert_eq!(produced.load(std::sync::atomic::Ordering::SeqCst), 1000);
+    }
+}
