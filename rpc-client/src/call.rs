@@ -1,17 +1,19 @@
 //! [`Call`]: one remote call, configured before it is awaited.
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rpc_core::error::ErrorCode;
 use rpc_core::message::{Header, RequestHeader, Status};
+use rpc_core::stream::{self, Inbound, Receiver, Stream};
 use rpc_core::{Bincode, Codec, Context, Error, Metadata, Method};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::client::Client;
 use crate::connection::Connection;
@@ -32,23 +34,42 @@ use crate::connection::Connection;
 /// ```
 ///
 /// Dropping the future before it completes cancels the call: the server aborts the handler.
+/// For a method that returns a stream, the call resolves to the [`Stream`] once the server
+/// has started it; the deadline then covers the whole stream, and dropping the stream
+/// cancels the call.
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<Args, Out> {
     /// The call as configured; taken when the call starts.
-    setup: Option<Setup<Args>>,
+    setup: Option<Setup<Args, Out>>,
     /// The running call, from the first poll on.
     running: Option<Running<Out>>,
-    _out: PhantomData<fn() -> Out>,
 }
 
 type Running<Out> = Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>;
 
-struct Setup<Args> {
+/// Starts sending a call's request stream once the request is queued.
+type StartUpload = Box<dyn FnOnce(Arc<Connection>, u64) -> AbortOnDrop + Send>;
+
+struct Setup<Args, Out> {
     client: Client,
     method: Method,
     args: Args,
     deadline: Deadline,
     metadata: Metadata,
+    upload: Option<StartUpload>,
+    /// Whether the server answers with a stream (its items need a buffer from the start).
+    streaming_response: bool,
+    respond: fn(Answer) -> Result<Out, Error>,
+}
+
+/// A successful response, with everything needed to turn it into the call's output.
+pub(crate) struct Answer {
+    conn: Arc<Connection>,
+    id: u64,
+    body: Bytes,
+    inbound: Option<Arc<Inbound>>,
+    upload: Option<AbortOnDrop>,
+    deadline: Option<Instant>,
 }
 
 // No field is ever pinned in place: `args` is moved into the boxed future before the first
@@ -78,7 +99,14 @@ impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
 const MAX_UNRUN_RETRIES: usize = 2;
 
 impl<Args, Out> Call<Args, Out> {
-    pub(crate) fn new(client: Client, method: Method, args: Args) -> Self {
+    fn with(
+        client: Client,
+        method: Method,
+        args: Args,
+        upload: Option<StartUpload>,
+        streaming_response: bool,
+        respond: fn(Answer) -> Result<Out, Error>,
+    ) -> Self {
         Call {
             setup: Some(Setup {
                 client,
@@ -86,9 +114,11 @@ impl<Args, Out> Call<Args, Out> {
                 args,
                 deadline: Deadline::Default,
                 metadata: Metadata::new(),
+                upload,
+                streaming_response,
+                respond,
             }),
             running: None,
-            _out: PhantomData,
         }
     }
 
@@ -128,7 +158,132 @@ impl<Args, Out> Call<Args, Out> {
     }
 }
 
-impl<Args> Setup<Args> {
+impl<Args, Out: DeserializeOwned> Call<Args, Out> {
+    /// A call whose reply is one value.
+    pub(crate) fn unary(client: Client, method: Method, args: Args) -> Self {
+        Call::with(client, method, args, None, false, decode_answer::<Out>)
+    }
+
+    /// A call that sends `input` as a stream and gets one value back.
+    pub(crate) fn streaming_request<In>(
+        client: Client,
+        method: Method,
+        args: Args,
+        input: Stream<In>,
+    ) -> Self
+    where
+        In: Serialize + Send + 'static,
+    {
+        let upload = start_upload(input);
+        Call::with(
+            client,
+            method,
+            args,
+            Some(upload),
+            false,
+            decode_answer::<Out>,
+        )
+    }
+}
+
+impl<Args, T: DeserializeOwned + Send + 'static> Call<Args, Stream<T>> {
+    /// A call whose reply is a stream of `T`.
+    pub(crate) fn streaming_response(client: Client, method: Method, args: Args) -> Self {
+        Call::with(client, method, args, None, true, stream_answer::<T>)
+    }
+
+    /// A call that streams both ways.
+    pub(crate) fn bidi<In>(client: Client, method: Method, args: Args, input: Stream<In>) -> Self
+    where
+        In: Serialize + Send + 'static,
+    {
+        let upload = start_upload(input);
+        Call::with(client, method, args, Some(upload), true, stream_answer::<T>)
+    }
+}
+
+fn decode_answer<Out: DeserializeOwned>(answer: Answer) -> Result<Out, Error> {
+    // A unary reply means the server is done reading any request stream: `upload` is
+    // dropped here, which stops it.
+    Ok(Bincode.decode(&answer.body)?)
+}
+
+fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result<Stream<T>, Error> {
+    let Answer {
+        conn,
+        id,
+        inbound,
+        upload,
+        deadline,
+        ..
+    } = answer;
+    let inbound = inbound.ok_or_else(|| Error::closed("stream buffer missing"))?;
+    let abandon = conn.clone();
+    let receiver =
+        Receiver::new(id, inbound, conn.queue.clone()).on_abandon(move || abandon.abandon(id));
+    Ok(Stream::from_results(ResponseStream {
+        receiver,
+        _upload: upload,
+        timer: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        expired: false,
+    }))
+}
+
+/// Sends the request stream from a task of its own, which ends with the call.
+fn start_upload<In: Serialize + Send + 'static>(input: Stream<In>) -> StartUpload {
+    Box::new(move |conn: Arc<Connection>, id: u64| {
+        let task = tokio::spawn(async move {
+            let outbound = conn.streams().open_outbound(id, conn.window());
+            if let Err(err) = stream::send(&conn.queue, id, &outbound, input).await {
+                tracing::debug!(request_id = id, error = %err, "request stream stopped");
+            }
+        });
+        AbortOnDrop(task.abort_handle())
+    })
+}
+
+/// Aborts a task when dropped: the owner of a call's upload task.
+pub(crate) struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The stream a caller reads: the server's items, under the call's deadline, keeping the
+/// request stream's sender alive as long as it is read.
+struct ResponseStream<T> {
+    receiver: Receiver<T>,
+    _upload: Option<AbortOnDrop>,
+    timer: Option<Pin<Box<Sleep>>>,
+    expired: bool,
+}
+
+impl<T: DeserializeOwned> futures::Stream for ResponseStream<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        // Every field is Unpin.
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut this.receiver).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        if let Some(timer) = &mut this.timer {
+            if timer.as_mut().poll(cx).is_ready() {
+                // The server stops at the same moment; dropping the receiver cancels it.
+                this.expired = true;
+                return Poll::Ready(Some(Err(Error::DeadlineExceeded)));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<Args, Out> Setup<Args, Out> {
     fn resolve_deadline(&self) -> Option<Instant> {
         match self.deadline {
             Deadline::At(at) => Some(at),
@@ -149,29 +304,44 @@ impl<Args> Setup<Args> {
     }
 }
 
-impl<Args: Serialize + Send + 'static> Setup<Args> {
-    async fn run<Out: DeserializeOwned>(self) -> Result<Out, Error> {
+impl<Args: Serialize + Send + 'static, Out: Send + 'static> Setup<Args, Out> {
+    async fn run(self) -> Result<Out, Error> {
         let deadline = self.resolve_deadline();
         let Setup {
             client,
             method,
-            args,
+            mut args,
             metadata,
+            mut upload,
+            streaming_response,
+            respond,
             ..
         } = self;
-        let mut args = args;
         let attempts = async {
             let mut attempt = 0;
             loop {
                 let conn = client.connection().await?;
+                let had_upload = upload.is_some();
+                let mut shape = Shape {
+                    method,
+                    deadline,
+                    upload: upload.take(),
+                    streaming_response,
+                };
                 // Cloning empty metadata (the common case) does not allocate.
-                match send(&conn, method, &mut args, metadata.clone(), deadline).await {
+                match send(&conn, &mut shape, &mut args, metadata.clone()).await {
+                    // Sent again only if nothing was consumed: a request stream is gone
+                    // once it started.
                     Err(Error::Overloaded { .. })
-                        if attempt < MAX_UNRUN_RETRIES && !conn.is_usable() =>
+                        if attempt < MAX_UNRUN_RETRIES
+                            && !conn.is_usable()
+                            && shape.upload.is_some() == had_upload =>
                     {
+                        upload = shape.upload;
                         attempt += 1;
                     }
-                    outcome => return outcome,
+                    Ok(answer) => return respond(answer),
+                    Err(err) => return Err(err),
                 }
             }
         };
@@ -184,15 +354,23 @@ impl<Args: Serialize + Send + 'static> Setup<Args> {
     }
 }
 
+/// What one attempt needs to know about the call.
+struct Shape {
+    method: Method,
+    deadline: Option<Instant>,
+    /// Taken when the request is sent.
+    upload: Option<StartUpload>,
+    streaming_response: bool,
+}
+
 /// One attempt on one connection. `args` is borrowed mutably (`&mut T` is `Send` when `T`
 /// is), so the call future is `Send` without demanding `Args: Sync`.
-async fn send<Args: Serialize, Out: DeserializeOwned>(
-    conn: &Connection,
-    method: Method,
+async fn send<Args: Serialize>(
+    conn: &Arc<Connection>,
+    shape: &mut Shape,
     args: &mut Args,
     metadata: Metadata,
-    deadline: Option<Instant>,
-) -> Result<Out, Error> {
+) -> Result<Answer, Error> {
     // Bounded in-flight calls per connection: wait for room rather than queue without bound.
     let _permit = conn
         .permits
@@ -205,11 +383,15 @@ async fn send<Args: Serialize, Out: DeserializeOwned>(
         id,
         done: false,
     };
+    // A streamed reply's items may follow the response at once: their buffer comes first.
+    let inbound = shape
+        .streaming_response
+        .then(|| conn.streams().open_inbound(id, conn.window()));
     conn.queue.ready().await?;
     let header = Header::Request(RequestHeader {
         id,
-        method: method.id().as_u64(),
-        timeout_micros: deadline.map(|d| {
+        method: shape.method.id().as_u64(),
+        timeout_micros: shape.deadline.map(|d| {
             let left = d.saturating_duration_since(Instant::now());
             u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
         }),
@@ -219,19 +401,28 @@ async fn send<Args: Serialize, Out: DeserializeOwned>(
         let args: &Args = args;
         conn.queue.push(&header, |buf| Bincode.encode(args, buf))?;
     }
+    let upload = shape.upload.take().map(|start| start(conn.clone(), id));
     let outcome = reply
         .await
         .unwrap_or_else(|_| Err(Error::closed("the connection ended")));
     pending.done = true;
     let (status, body) = outcome?;
     match status {
-        Status::Ok => Ok(Bincode.decode(&body)?),
+        Status::Ok => Ok(Answer {
+            conn: conn.clone(),
+            id,
+            body,
+            inbound,
+            upload,
+            deadline: shape.deadline,
+        }),
         Status::Error { code, message } => {
             if ErrorCode::from_u16(code) == Some(ErrorCode::ShuttingDown) {
                 // The server did not run it; new calls must go to a new connection.
                 conn.mark_going_away();
             }
-            Err(Error::from_remote(code, message, &method))
+            conn.streams().remove(id);
+            Err(Error::from_remote(code, message, &shape.method))
         }
     }
 }
@@ -254,7 +445,7 @@ impl Drop for PendingCall<'_> {
 impl<Args, Out> Future for Call<Args, Out>
 where
     Args: Serialize + Send + 'static,
-    Out: DeserializeOwned + Send + 'static,
+    Out: Send + 'static,
 {
     type Output = Result<Out, Error>;
 
@@ -264,7 +455,7 @@ where
             let Some(setup) = this.setup.take() else {
                 return Poll::Ready(Err(Error::Cancelled));
             };
-            this.running = Some(Box::pin(setup.run::<Out>()));
+            this.running = Some(Box::pin(setup.run()));
         }
         match &mut this.running {
             Some(running) => {

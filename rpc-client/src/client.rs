@@ -7,7 +7,10 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rpc_core::stream::Stream;
 use rpc_core::{Error, Method, Transport};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -154,8 +157,48 @@ impl Client {
     /// Prepares a call to `method` with `args`; await the result to send it.
     ///
     /// Generated stubs call this; use it directly only for services without a stub.
-    pub fn call<Args, Out>(&self, method: Method, args: Args) -> Call<Args, Out> {
-        Call::new(self.clone(), method, args)
+    pub fn call<Args, Out: DeserializeOwned>(&self, method: Method, args: Args) -> Call<Args, Out> {
+        Call::unary(self.clone(), method, args)
+    }
+
+    /// Prepares a call whose reply is a stream of `T`.
+    pub fn call_streaming_response<Args, T>(
+        &self,
+        method: Method,
+        args: Args,
+    ) -> Call<Args, Stream<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        Call::streaming_response(self.clone(), method, args)
+    }
+
+    /// Prepares a call that sends `input` as its last argument and gets one value back.
+    pub fn call_streaming_request<Args, In, Out>(
+        &self,
+        method: Method,
+        args: Args,
+        input: Stream<In>,
+    ) -> Call<Args, Out>
+    where
+        In: Serialize + Send + 'static,
+        Out: DeserializeOwned,
+    {
+        Call::streaming_request(self.clone(), method, args, input)
+    }
+
+    /// Prepares a call that streams both ways.
+    pub fn call_bidi<Args, In, T>(
+        &self,
+        method: Method,
+        args: Args,
+        input: Stream<In>,
+    ) -> Call<Args, Stream<T>>
+    where
+        In: Serialize + Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+    {
+        Call::bidi(self.clone(), method, args, input)
     }
 
     /// The settings in force.

@@ -30,6 +30,9 @@ pub struct ClientConfig {
     pub max_frame_len: usize,
     /// Bytes of requests buffered before callers wait for the writer. Default: 1 MiB.
     pub write_high_water: usize,
+    /// Flow-control window of each stream the client receives, in bytes: how much a server
+    /// may send ahead of the caller reading it. Default: 256 KiB.
+    pub stream_window: usize,
     /// After a failed reconnect, calls fail fast for this long before the next attempt; the
     /// pause doubles after each failure (with jitter) up to `reconnect_backoff_max`.
     /// Default: 50 ms.
@@ -46,6 +49,7 @@ impl Default for ClientConfig {
             max_in_flight: 1024,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             write_high_water: 1024 * 1024,
+            stream_window: rpc_core::stream::DEFAULT_WINDOW,
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(5),
         }

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use rpc_core::frame::FrameDecoder;
+use rpc_core::frame::{FrameDecoder, PREFIX_LEN};
 use rpc_core::message::{decode_frame, Header, Status};
 use rpc_core::preamble::client_handshake;
+use rpc_core::stream::StreamTable;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Error, ProtocolError, Transport};
 use tokio::sync::{oneshot, Semaphore};
@@ -58,6 +59,8 @@ pub(crate) struct Connection {
 
 /// State the connection task shares with callers.
 struct Shared {
+    streams: StreamTable,
+    window: usize,
     pending: Mutex<Pending>,
     /// False once the connection broke or the server said it is going away: new calls go
     /// elsewhere. Read on every call, so kept outside the lock.
@@ -92,6 +95,8 @@ impl Connection {
             config.write_high_water,
         ));
         let shared = Arc::new(Shared {
+            streams: StreamTable::default(),
+            window: config.stream_window,
             pending: Mutex::new(Pending {
                 next_id: 0,
                 waiting: HashMap::default(),
@@ -133,6 +138,24 @@ impl Connection {
         }
     }
 
+    /// The streams of this connection's calls.
+    pub(crate) fn streams(&self) -> &StreamTable {
+        &self.shared.streams
+    }
+
+    /// The flow-control window for streams this client receives.
+    pub(crate) fn window(&self) -> usize {
+        self.shared.window
+    }
+
+    /// Gives up on call `id` whose reply has already arrived (a stream the caller dropped):
+    /// the server stops producing it.
+    pub(crate) fn abandon(&self, id: u64) {
+        self.shared.streams.remove(id);
+        // Best effort: if the connection is gone, so is the call.
+        let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
+    }
+
     /// Whether new calls should go elsewhere: the connection broke, or the server said it
     /// is going away.
     pub(crate) fn is_usable(&self) -> bool {
@@ -169,6 +192,7 @@ impl Shared {
         for (_, slot) in waiting {
             let _ = slot.send(Err(err.clone()));
         }
+        self.streams.close(err.clone());
         self.queue.fail(err);
     }
 
@@ -192,12 +216,29 @@ where
             let Some(frame) = frames.next().await else {
                 break Err(Error::closed("the server closed the connection"));
             };
-            let (header, body) = match frame.and_then(|f| decode_frame(f).map_err(Error::from)) {
-                Ok(parts) => parts,
+            let frame = match frame {
+                Ok(frame) => frame,
                 Err(err) => break Err(err),
             };
+            let frame_len = frame.len();
+            let (header, body) = match decode_frame(frame) {
+                Ok(parts) => parts,
+                Err(err) => break Err(err.into()),
+            };
+            let frame_header_len = frame_len - body.len();
             match header {
                 Header::Response { id, status } => shared.deliver(id, Ok((status, body))),
+                Header::StreamItem { id } => {
+                    // The sender counts whole frames, prefix included.
+                    let frame_len = PREFIX_LEN + frame_header_len + body.len();
+                    if let Err(err) = shared.streams.on_item(id, body, frame_len) {
+                        break Err(err.into());
+                    }
+                }
+                Header::StreamEnd { id, status } => {
+                    shared.streams.on_end(id, status, &"the server's stream")
+                }
+                Header::Credit { id, bytes } => shared.streams.on_credit(id, bytes),
                 Header::GoAway => {
                     tracing::debug!("server is going away; new calls will use a new connection");
                     shared.usable.store(false, Ordering::Release);

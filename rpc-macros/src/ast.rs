@@ -127,6 +127,48 @@ impl<'a> Method<'a> {
     }
 }
 
+/// The item type of a stream type as the trait writes it: `Stream<T>`, `rpc::Stream<T>` or
+/// `::rpc::Stream<T>`.
+pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    if path.qself.is_some() {
+        return None;
+    }
+    stream_item_of_path(&path.path)
+}
+
+/// Like [`stream_item`], for a path.
+pub(crate) fn stream_item_of_path(path: &syn::Path) -> Option<&Type> {
+    let segments: Vec<_> = path.segments.iter().collect();
+    let last = match segments.as_slice() {
+        [last] if path.leading_colon.is_none() => last,
+        [krate, last] if krate.ident == "rpc" && krate.arguments.is_none() => last,
+        _ => return None,
+    };
+    if last.ident != "Stream" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>().as_slice() {
+        [syn::GenericArgument::Type(item)] => Some(item),
+        _ => None,
+    }
+}
+
+impl Method<'_> {
+    /// The item type of the stream the client sends: the last argument, if it is a stream.
+    pub(crate) fn input_stream(&self) -> Option<&Type> {
+        self.args.last().and_then(|arg| stream_item(arg.ty))
+    }
+
+    /// The item type of the stream the server sends back, if the method returns one.
+    pub(crate) fn output_stream(&self) -> Option<&Type> {
+        self.output.and_then(stream_item)
+    }
+}
+
 impl<'a> Arg<'a> {
     fn from_pat_type(original: &'a PatType) -> Self {
         let (name, mutable) = match &*original.pat {
@@ -178,6 +220,26 @@ mod tests {
         assert_eq!(ty.name(), "type");
         assert!(ty.output.is_none());
         assert!(ty.default.is_some());
+    }
+
+    #[test]
+    fn recognises_stream_arguments_and_returns() {
+        let item: ItemTrait = syn::parse_quote! {
+            trait Chat {
+                async fn chat(&self, name: String, lines: rpc::Stream<String>) -> Stream<Line>;
+                async fn plain(&self, n: Vec<u8>) -> ::rpc::Stream<u8>;
+                async fn other(&self, s: futures::Stream<u8>) -> Option<u8>;
+            }
+        };
+        let service = Service::from_trait(&item);
+        let chat = &service.methods[0];
+        assert!(chat.input_stream().is_some());
+        assert!(chat.output_stream().is_some());
+        let plain = &service.methods[1];
+        assert!(plain.input_stream().is_none());
+        assert!(plain.output_stream().is_some());
+        let other = &service.methods[2];
+        assert!(other.input_stream().is_none() && other.output_stream().is_none());
     }
 
     #[test]

@@ -329,13 +329,45 @@ fn server(service: &Service<'_>, names: &Names) -> TokenStream {
     let arms = service.methods.iter().zip(&consts).map(|(method, konst)| {
         let ident = method.ident;
         let names = arg_names(method);
-        let types = method.args.iter().map(|arg| arg.ty);
+        let types: Vec<_> = method.args.iter().map(|arg| arg.ty).collect();
+        let call = quote! {
+            <#generic as #trait_ident>::#ident(&*#service_local #(, #names)*).await
+        };
+        // A stream argument (always the last) is handed to the closure apart from the
+        // arguments decoded from the request body.
+        let streamed = method.input_stream().and(names.split_last().zip(types.split_last()));
+        let (dispatcher, closure) = match streamed {
+            Some(((stream_name, plain_names), (stream_ty, plain_types))) => {
+                let dispatcher = if method.output_stream().is_some() {
+                    quote!(dispatch_bidi)
+                } else {
+                    quote!(dispatch_streaming_request)
+                };
+                (
+                    dispatcher,
+                    quote! {
+                        move |(#(#plain_names,)*): (#(#plain_types,)*), #stream_name: #stream_ty| async move { #call }
+                    },
+                )
+            }
+            None => {
+                let dispatcher = if method.output_stream().is_some() {
+                    quote!(dispatch_streaming_response)
+                } else {
+                    quote!(dispatch)
+                };
+                (
+                    dispatcher,
+                    quote! {
+                        move |(#(#names,)*): (#(#types,)*)| async move { #call }
+                    },
+                )
+            }
+        };
         quote! {
             #konst => {
                 let #service_local = ::core::clone::Clone::clone(&self.service);
-                #request_param.dispatch(move |(#(#names,)*): (#(#types,)*)| async move {
-                    <#generic as #trait_ident>::#ident(&*#service_local #(, #names)*).await
-                })
+                #request_param.#dispatcher(#closure)
             }
         }
     });
@@ -434,16 +466,39 @@ fn client(service: &Service<'_>, names: &Names) -> TokenStream {
         // The stub mirrors the trait method's parameter list, which the user
         // chose (and can `allow` on the trait); don't warn a second time here.
         let allow = quote!(#[allow(clippy::too_many_arguments)]);
+        let method_const = quote!(::rpc::Method::new(#service_name, #name));
+        // The request body holds every argument but a stream, which travels on its own.
+        let streamed = method.input_stream().and(names.split_last().zip(types.split_last()));
+        let (plain_types, call) = match streamed {
+            Some(((stream_name, plain_names), (_, plain_types))) => {
+                let constructor = if method.output_stream().is_some() {
+                    quote!(call_bidi)
+                } else {
+                    quote!(call_streaming_request)
+                };
+                let call = quote! {
+                    ::rpc::Client::#constructor(&self.client, #method_const, (#(#plain_names,)*), #stream_name)
+                };
+                (plain_types.to_vec(), call)
+            }
+            None => {
+                let constructor = if method.output_stream().is_some() {
+                    quote!(call_streaming_response)
+                } else {
+                    quote!(call)
+                };
+                let call = quote! {
+                    ::rpc::Client::#constructor(&self.client, #method_const, (#(#names,)*))
+                };
+                (types.clone(), call)
+            }
+        };
         quote! {
             #(#docs)*
             #default_doc
             #allow
-            pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#types,)*), #output> {
-                ::rpc::Client::call(
-                    &self.client,
-                    ::rpc::Method::new(#service_name, #name),
-                    (#(#names,)*),
-                )
+            pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#plain_types,)*), #output> {
+                #call
             }
         }
     });

@@ -146,11 +146,12 @@ fn check_method(service: &Service<'_>, method: &Method<'_>, errors: &mut Errors)
     }
 
     check_receiver(method, errors);
-    for arg in &method.args {
-        check_arg(arg, method, errors);
+    let last = method.args.len().saturating_sub(1);
+    for (index, arg) in method.args.iter().enumerate() {
+        check_arg(arg, index == last, method, errors);
     }
     if let Some(output) = method.output {
-        check_type(output, Position::Return, method, errors);
+        check_type(output, Position::Return, true, method, errors);
     }
 
     let unraw = method.name();
@@ -207,7 +208,7 @@ fn check_receiver(method: &Method<'_>, errors: &mut Errors) {
     errors.spanned(receiver, message);
 }
 
-fn check_arg(arg: &Arg<'_>, method: &Method<'_>, errors: &mut Errors) {
+fn check_arg(arg: &Arg<'_>, last: bool, method: &Method<'_>, errors: &mut Errors) {
     if arg.name.is_none() {
         errors.spanned(
             &arg.original.pat,
@@ -215,7 +216,7 @@ fn check_arg(arg: &Arg<'_>, method: &Method<'_>, errors: &mut Errors) {
              write `name: Type` and destructure in the method body",
         );
     }
-    check_type(arg.ty, Position::Argument, method, errors);
+    check_type(arg.ty, Position::Argument, last, method, errors);
 }
 
 /// Where a type appears, for the wording of messages.
@@ -234,7 +235,15 @@ impl Position {
     }
 }
 
-fn check_type(ty: &Type, position: Position, method: &Method<'_>, errors: &mut Errors) {
+/// `stream_allowed`: the whole type may be `rpc::Stream<T>` (the return type, or the last
+/// argument); then its item type is checked like any other type.
+fn check_type(
+    ty: &Type,
+    position: Position,
+    stream_allowed: bool,
+    method: &Method<'_>,
+    errors: &mut Errors,
+) {
     // Uses of the method's own lifetime parameters were reported with the
     // parameter; reporting every use as well would be a cascade.
     let declared = method
@@ -248,7 +257,10 @@ fn check_type(ty: &Type, position: Position, method: &Method<'_>, errors: &mut E
         declared,
         errors,
     };
-    checker.visit_type(ty);
+    match crate::ast::stream_item(ty).filter(|_| stream_allowed) {
+        Some(item) => checker.visit_type(item),
+        None => checker.visit_type(ty),
+    }
 }
 
 /// Finds references, `impl Trait`, non-`'static` lifetimes and `Self` in a type.
@@ -311,6 +323,18 @@ impl<'ast> Visit<'ast> for TypeChecker<'_> {
     }
 
     fn visit_path(&mut self, path: &'ast syn::Path) {
+        if crate::ast::stream_item_of_path(path).is_some() {
+            let message = match self.position {
+                Position::Argument => {
+                    "an rpc::Stream argument must be the method's last argument, and be the                      whole type: `async fn upload(&self, name: String, data: rpc::Stream<Chunk>)`"
+                }
+                Position::Return => {
+                    "an rpc::Stream return must be the whole return type; to end a stream with                      an application error, stream `Result`s: `-> rpc::Stream<Result<T, E>>`"
+                }
+            };
+            self.errors.spanned(path, message);
+            return;
+        }
         if path.leading_colon.is_none()
             && path
                 .segments

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// Bytes of replies buffered per connection before handlers wait for the writer.
     /// Default: 1 MiB.
     pub write_high_water: usize,
+    /// Flow-control window of each stream the server receives, in bytes: how much a client
+    /// may send ahead of the handler reading it. Default: 256 KiB.
+    pub stream_window: usize,
     /// On shutdown, how long calls in flight may take to finish before they are aborted.
     /// Default: 10 s.
     pub shutdown_grace: Duration,
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             max_metadata_len: 16 * 1024,
             write_high_water: 1024 * 1024,
+            stream_window: rpc_core::stream::DEFAULT_WINDOW,
             shutdown_grace: Duration::from_secs(10),
         }
     }

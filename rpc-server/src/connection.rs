@@ -21,9 +21,10 @@ use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rpc_core::error::ErrorCode;
-use rpc_core::frame::FrameDecoder;
+use rpc_core::frame::{FrameDecoder, PREFIX_LEN};
 use rpc_core::message::{decode_frame, Header, RequestHeader, Status};
 use rpc_core::preamble::server_handshake;
+use rpc_core::stream::StreamTable;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
 use tokio::sync::watch;
@@ -33,7 +34,7 @@ use tokio_util::codec::FramedRead;
 use crate::call::CallTask;
 use crate::config::ServerConfig;
 use crate::router::Router;
-use crate::service::{Reply, Request};
+use crate::service::{Reply, Request, Wire};
 use crate::stats::{CallGuard, ConnectionGuard, Counters};
 
 /// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, or the
@@ -68,9 +69,14 @@ pub(crate) async fn serve<T: Transport>(
         config.max_frame_len,
         config.write_high_water,
     ));
+    let wire = Arc::new(Wire {
+        queue: queue.clone(),
+        streams: StreamTable::default(),
+        window: config.stream_window,
+    });
     let mut connection = Connection {
         frames: FramedRead::new(reader, FrameDecoder::new(config.max_frame_len)),
-        queue: queue.clone(),
+        wire: wire.clone(),
         router,
         config,
         peer: peer.clone(),
@@ -88,6 +94,8 @@ pub(crate) async fn serve<T: Transport>(
                 Ok(()) => tracing::debug!(%peer, "connection closed"),
                 Err(err) => tracing::warn!(%peer, error = %err, "closing connection"),
             }
+            // Streams a handler handed elsewhere learn that the connection is gone.
+            wire.streams.close(Error::closed("the connection closed"));
             // Flush what is queued (a go-away, the last replies), then close.
             queue.close();
             let _ = write.await;
@@ -95,6 +103,7 @@ pub(crate) async fn serve<T: Transport>(
         outcome = &mut write => {
             if let Err(err) = outcome {
                 tracing::debug!(%peer, error = %err, "connection lost while writing");
+                wire.streams.close(err);
             }
         }
     }
@@ -102,7 +111,7 @@ pub(crate) async fn serve<T: Transport>(
 
 struct Connection<R> {
     frames: FramedRead<R, FrameDecoder>,
-    queue: Arc<WriteQueue>,
+    wire: Arc<Wire>,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     peer: PeerAddr,
@@ -120,7 +129,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let mut idle_since = Instant::now();
         let mut draining = *self.shutdown.borrow();
         if draining {
-            self.queue.push(&Header::GoAway, |_| Ok(()))?;
+            self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
         }
         loop {
             let can_read = self.calls.len() < self.config.max_in_flight_per_connection;
@@ -132,7 +141,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                     // A dropped sender means the server itself is gone: drain as well.
                     let _ = changed;
                     draining = true;
-                    self.queue.push(&Header::GoAway, |_| Ok(()))?;
+                    self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
                 }
                 Some(done) = self.calls.next(), if !self.calls.is_empty() => {
                     // A call's reply is queued in the same poll that reports it done, so no
@@ -165,6 +174,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
     }
 
     async fn on_frame(&mut self, frame: Bytes, draining: bool) -> Result<(), Error> {
+        let frame_len = frame.len() + PREFIX_LEN;
         let (header, body) = decode_frame(frame)?;
         match header {
             Header::Request(request) => self.on_request(request, body, draining).await,
@@ -173,6 +183,16 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 if let Some(task) = self.running.remove(&id) {
                     task.abort();
                 }
+                self.wire.streams.remove(id);
+                Ok(())
+            }
+            Header::StreamItem { id } => Ok(self.wire.streams.on_item(id, body, frame_len)?),
+            Header::StreamEnd { id, status } => {
+                self.wire.streams.on_end(id, status, &"the client's stream");
+                Ok(())
+            }
+            Header::Credit { id, bytes } => {
+                self.wire.streams.on_credit(id, bytes);
                 Ok(())
             }
             other => Err(ProtocolError::UnexpectedMessage { kind: other.kind() }.into()),
@@ -201,14 +221,14 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 ErrorCode::ShuttingDown,
                 "server is shutting down; the call was not run".into(),
             );
-            return self.queue.send(&header, |_| Ok(())).await.map(drop);
+            return self.wire.queue.send(&header, |_| Ok(())).await.map(drop);
         }
         let Some(route) = self.router.get(MethodId::from_u64(request.method)) else {
             let header = refuse(
                 ErrorCode::UnknownMethod,
                 format!("no method with id {:#018x}", request.method),
             );
-            return self.queue.send(&header, |_| Ok(())).await.map(drop);
+            return self.wire.queue.send(&header, |_| Ok(())).await.map(drop);
         };
         let metadata_len = request.metadata.byte_len();
         if metadata_len > self.config.max_metadata_len {
@@ -217,7 +237,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 max: self.config.max_metadata_len,
             };
             let header = refuse(ErrorCode::BadRequest, err.to_string());
-            return self.queue.send(&header, |_| Ok(())).await.map(drop);
+            return self.wire.queue.send(&header, |_| Ok(())).await.map(drop);
         }
         let deadline = request
             .timeout_micros
@@ -225,7 +245,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
             .and_then(|micros| Instant::now().checked_add(Duration::from_micros(micros)));
         let method = route.method;
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
-        let reply = Reply::new(self.queue.clone(), id);
+        let reply = Reply::new(self.wire.clone(), id);
         let dispatch = route.service.call(
             method.id(),
             Request::new(method, body, reply.clone(), context),

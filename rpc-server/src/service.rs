@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rpc_core::message::{Header, Status};
+use rpc_core::stream::{self, Receiver, Stream, StreamTable};
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Bincode, Codec, Context, Error, Method, MethodId};
 use serde::de::DeserializeOwned;
@@ -103,14 +104,89 @@ impl Request {
             context,
         } = self;
         Dispatch(Box::pin(context.scope(async move {
-            let args: Args = Bincode.decode(&body).map_err(|err| Error::BadRequest {
-                reason: format!("arguments of {method} do not decode: {err}"),
-            })?;
-            // The frame's memory is not needed while the handler runs.
-            drop(body);
+            let args: Args = decode_args(method, body)?;
             let out = handler(args).await;
             reply.ok(out).await
         })))
+    }
+
+    /// Like [`dispatch`](Self::dispatch), for a handler that returns a [`Stream`]: the
+    /// response says the stream follows, then every item goes out as the client makes room.
+    pub fn dispatch_streaming_response<Args, Item, F, Fut>(self, handler: F) -> Dispatch
+    where
+        Args: DeserializeOwned + Send + 'static,
+        F: FnOnce(Args) -> Fut + Send + 'static,
+        Fut: Future<Output = Stream<Item>> + Send + 'static,
+        Item: Serialize + Send + 'static,
+    {
+        let Request {
+            method,
+            body,
+            reply,
+            context,
+        } = self;
+        Dispatch(Box::pin(context.scope(async move {
+            let args: Args = decode_args(method, body)?;
+            let items = handler(args).await;
+            reply.stream(items).await
+        })))
+    }
+
+    /// Like [`dispatch`](Self::dispatch), for a handler whose last argument is the stream
+    /// the client sends.
+    pub fn dispatch_streaming_request<Args, In, Out, F, Fut>(self, handler: F) -> Dispatch
+    where
+        Args: DeserializeOwned + Send + 'static,
+        In: DeserializeOwned + Send + 'static,
+        F: FnOnce(Args, Stream<In>) -> Fut + Send + 'static,
+        Fut: Future<Output = Out> + Send + 'static,
+        Out: Serialize + Send + 'static,
+    {
+        let input = self.open_input::<In>();
+        let Request {
+            method,
+            body,
+            reply,
+            context,
+        } = self;
+        Dispatch(Box::pin(context.scope(async move {
+            let _streams = reply.stream_guard();
+            let args: Args = decode_args(method, body)?;
+            let out = handler(args, input).await;
+            reply.ok(out).await
+        })))
+    }
+
+    /// Both ways: the handler reads the client's stream and returns its own.
+    pub fn dispatch_bidi<Args, In, Item, F, Fut>(self, handler: F) -> Dispatch
+    where
+        Args: DeserializeOwned + Send + 'static,
+        In: DeserializeOwned + Send + 'static,
+        F: FnOnce(Args, Stream<In>) -> Fut + Send + 'static,
+        Fut: Future<Output = Stream<Item>> + Send + 'static,
+        Item: Serialize + Send + 'static,
+    {
+        let input = self.open_input::<In>();
+        let Request {
+            method,
+            body,
+            reply,
+            context,
+        } = self;
+        Dispatch(Box::pin(context.scope(async move {
+            let _streams = reply.stream_guard();
+            let args: Args = decode_args(method, body)?;
+            let items = handler(args, input).await;
+            reply.stream(items).await
+        })))
+    }
+
+    /// Starts receiving the client's stream. Done before the dispatch future first runs, so
+    /// items that arrive right behind the request find their buffer.
+    fn open_input<In: DeserializeOwned + Send + 'static>(&self) -> Stream<In> {
+        let wire = &self.reply.wire;
+        let inbound = wire.streams.open_inbound(self.reply.id, wire.window);
+        Stream::from_results(Receiver::new(self.reply.id, inbound, wire.queue.clone()))
     }
 
     /// Fails the call with [`Error::UnknownMethod`].
@@ -122,16 +198,31 @@ impl Request {
     }
 }
 
-/// The way back to one caller: the connection's write queue and the request id.
+fn decode_args<Args: DeserializeOwned>(method: Method, body: Bytes) -> Result<Args, Error> {
+    // The frame's memory is released as soon as the arguments are decoded.
+    Bincode.decode(&body).map_err(|err| Error::BadRequest {
+        reason: format!("arguments of {method} do not decode: {err}"),
+    })
+}
+
+/// What the calls of one connection share: the writer, the streams, the stream window.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    pub(crate) queue: Arc<WriteQueue>,
+    pub(crate) streams: StreamTable,
+    pub(crate) window: usize,
+}
+
+/// The way back to one caller: the connection's wire and the request id.
 #[derive(Clone)]
 pub(crate) struct Reply {
-    queue: Arc<WriteQueue>,
+    wire: Arc<Wire>,
     id: u64,
 }
 
 impl Reply {
-    pub(crate) fn new(queue: Arc<WriteQueue>, id: u64) -> Self {
-        Reply { queue, id }
+    pub(crate) fn new(wire: Arc<Wire>, id: u64) -> Self {
+        Reply { wire, id }
     }
 
     /// Queues a successful response carrying `value`.
@@ -139,28 +230,84 @@ impl Reply {
     /// Takes the value by value: holding a reference across the wait for room would demand
     /// that handler results be `Sync`.
     pub(crate) async fn ok<T: Serialize + Send>(&self, value: T) -> Result<(), Error> {
-        self.queue.ready().await?;
+        let queue = &self.wire.queue;
+        queue.ready().await?;
         let header = Header::Response {
             id: self.id,
             status: Status::Ok,
         };
-        self.queue
+        queue
             .push(&header, |buf| Bincode.encode(&value, buf))
             .map(drop)
     }
 
-    /// Queues a failed response without waiting for room: it is small, and each call sends
-    /// at most one. Errors are dropped: they mean the connection is gone, and then nobody is
-    /// left to tell.
+    /// Sends a successful response that announces a stream, then the stream.
+    async fn stream<T: Serialize + Send + 'static>(&self, items: Stream<T>) -> Result<(), Error> {
+        let mut guard = self.stream_guard();
+        // Registered before the response goes out, so the client's first credit finds it.
+        let outbound = self.wire.streams.open_outbound(self.id, self.wire.window);
+        self.ok(()).await?;
+        stream::send(&self.wire.queue, self.id, &outbound, items).await?;
+        guard.finished = true;
+        Ok(())
+    }
+
+    fn stream_guard(&self) -> StreamGuard {
+        StreamGuard {
+            wire: self.wire.clone(),
+            id: self.id,
+            finished: false,
+        }
+    }
+
+    /// Queues a failed response (or, once a stream has started, a failed end of stream)
+    /// without waiting for room: it is small, and each call sends at most one. Errors are
+    /// dropped: they mean the connection is gone, and then nobody is left to tell.
     pub(crate) fn error(&self, err: &Error) {
         let (code, message) = err.to_wire();
-        let header = Header::Response {
-            id: self.id,
-            status: Status::Error {
-                code: code.to_u16(),
-                message,
-            },
+        let status = Status::Error {
+            code: code.to_u16(),
+            message,
         };
-        let _ = self.queue.push(&header, |_| Ok(()));
+        let header = if self.wire.streams.is_sending(self.id) {
+            Header::StreamEnd {
+                id: self.id,
+                status,
+            }
+        } else {
+            Header::Response {
+                id: self.id,
+                status,
+            }
+        };
+        let _ = self.wire.queue.push(&header, |_| Ok(()));
+    }
+}
+
+/// Forgets a call's streams when its handler ends, however it ends. If the handler
+/// panicked while streaming, the client is told in the stream itself: it already has its
+/// response.
+struct StreamGuard {
+    wire: Arc<Wire>,
+    id: u64,
+    finished: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.finished && std::thread::panicking() && self.wire.streams.is_sending(self.id) {
+            let status = Status::Error {
+                code: rpc_core::error::ErrorCode::HandlerPanicked.to_u16(),
+                message: "the stream's producer panicked".into(),
+            };
+            let _ = self.wire.queue.push(
+                &Header::StreamEnd {
+                    id: self.id,
+                    status,
+                },
+                |_| Ok(()),
+            );
+        }
+        self.wire.streams.remove(self.id);
     }
 }

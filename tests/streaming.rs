@@ -1,0 +1,222 @@
+//! Streams inside calls over real TCP: server push, client upload, both ways, flow control,
+//! fairness with unary calls, ending and cancellation from either side.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use support::{start, within};
+use tokio::sync::Semaphore;
+
+#[rpc::service]
+trait Feed {
+    /// Counts from 0 to `n - 1`.
+    async fn count(&self, n: u64) -> rpc::Stream<u64>;
+    /// Sums what the client sends.
+    async fn sum(&self, numbers: rpc::Stream<u64>) -> u64;
+    /// Echoes every line back, prefixed.
+    async fn echo(&self, prefix: String, lines: rpc::Stream<String>) -> rpc::Stream<String>;
+    /// Produces items forever, counting how many it made; signals when dropped.
+    async fn endless(&self, size: usize) -> rpc::Stream<Vec<u8>>;
+    /// Two items, then a failure.
+    async fn fails(&self) -> rpc::Stream<u64>;
+    /// A unary call, to share the connection with streams.
+    async fn ping(&self, n: u32) -> u32;
+}
+
+#[derive(Clone)]
+struct FeedImpl {
+    produced: Arc<AtomicUsize>,
+    dropped: Arc<Semaphore>,
+}
+
+/// Signals when the producer of `endless` is dropped.
+struct Dropped(Arc<Semaphore>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.add_permits(1);
+    }
+}
+
+impl Feed for FeedImpl {
+    async fn count(&self, n: u64) -> rpc::Stream<u64> {
+        rpc::Stream::iter(0..n)
+    }
+    async fn sum(&self, mut numbers: rpc::Stream<u64>) -> u64 {
+        let mut total = 0;
+        while let Some(Ok(n)) = numbers.next().await {
+            total += n;
+        }
+        total
+    }
+    async fn echo(&self, prefix: String, lines: rpc::Stream<String>) -> rpc::Stream<String> {
+        rpc::Stream::from_results(lines.map(move |line| line.map(|l| format!("{prefix}{l}"))))
+    }
+    async fn endless(&self, size: usize) -> rpc::Stream<Vec<u8>> {
+        let produced = self.produced.clone();
+        let guard = Dropped(self.dropped.clone());
+        rpc::Stream::new(futures::stream::repeat_with(move || {
+            let _keep = &guard;
+            produced.fetch_add(1, Ordering::SeqCst);
+            vec![7u8; size]
+        }))
+    }
+    async fn fails(&self) -> rpc::Stream<u64> {
+        rpc::Stream::from_results(futures::stream::iter([
+            Ok(1),
+            Ok(2),
+            Err(rpc::Error::Overloaded {
+                reason: "producer gave up".into(),
+            }),
+        ]))
+    }
+    async fn ping(&self, n: u32) -> u32 {
+        n
+    }
+}
+
+async fn feed() -> (support::Running, FeedClient, FeedImpl) {
+    let svc = FeedImpl {
+        produced: Arc::default(),
+        dropped: Arc::new(Semaphore::new(0)),
+    };
+    let server = start(rpc::Server::builder().serve(svc.clone().into_service())).await;
+    let client = FeedClient::connect(server.addr).await.expect("connect");
+    (server, client, svc)
+}
+
+#[tokio::test]
+async fn a_server_stream_arrives_whole_and_in_order() {
+    let (_server, client, _) = feed().await;
+    let stream = client.count(10_000).await.expect("call");
+    let got: Vec<u64> = within("stream", stream.map(|i| i.expect("item")).collect()).await;
+    assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_client_stream_is_consumed_by_the_handler() {
+    let (_server, client, _) = feed().await;
+    let total = within("upload", client.sum(rpc::Stream::iter(1..=10_000u64)))
+        .await
+        .expect("sum");
+    assert_eq!(total, 10_000 * 10_001 / 2);
+}
+
+#[tokio::test]
+async fn streams_flow_both_ways() {
+    let (_server, client, _) = feed().await;
+    let lines = rpc::Stream::iter((0..100).map(|i| format!("line {i}")));
+    let replies = client.echo("> ".into(), lines).await.expect("call");
+    let got: Vec<String> = within("echo", replies.map(|l| l.expect("line")).collect()).await;
+    assert_eq!(got, (0..100).map(|i| format!("> line {i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_slow_consumer_holds_the_producer_to_the_window() {
+    let (_server, client, svc) = feed().await;
+    let item = 1024;
+    let mut stream = client.endless(item).no_deadline().await.expect("call");
+    // Read one item per 10 ms; the producer could make 100,000 meanwhile.
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    let window_items = rpc_core_window() / item + 2;
+    for consumed in 1..=30usize {
+        pace.tick().await;
+        let bytes = within("item", stream.next()).await.expect("open").expect("item");
+        assert_eq!(bytes.len(), item);
+        let produced = svc.produced.load(Ordering::SeqCst);
+        assert!(
+            produced <= consumed + window_items,
+            "producer ran {produced} items ahead of a consumer at {consumed} (window {window_items} items)"
+        );
+    }
+}
+
+fn rpc_core_window() -> usize {
+    rpc::ServerConfig::default().stream_window
+}
+
+#[tokio::test]
+async fn dropping_a_stream_stops_the_producer() {
+    let (_server, client, svc) = feed().await;
+    let mut stream = client.endless(16).no_deadline().await.expect("call");
+    within("first item", stream.next()).await.expect("open").expect("item");
+    drop(stream);
+    within("producer dropped", svc.dropped.acquire()).await.expect("open").forget();
+}
+
+#[tokio::test]
+async fn a_failing_producer_ends_the_stream_with_a_typed_error() {
+    let (_server, client, _) = feed().await;
+    let mut stream = client.fails().await.expect("call");
+    assert_eq!(stream.next().await.expect("1").expect("ok"), 1);
+    assert_eq!(stream.next().await.expect("2").expect("ok"), 2);
+    let err = stream.next().await.expect("end").expect_err("failure");
+    assert!(matches!(err, rpc::Error::Overloaded { ref reason } if reason == "producer gave up"), "{err}");
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn the_deadline_covers_the_whole_stream() {
+    let (_server, client, svc) = feed().await;
+    let mut stream = client.endless(16).timeout(Duration::from_millis(200)).await.expect("call");
+    let outcome = within("deadline", async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await;
+    assert!(matches!(outcome, Some(Err(rpc::Error::DeadlineExceeded))), "{outcome:?}");
+    within("producer stopped at the deadline", svc.dropped.acquire()).await.expect("open").forget();
+}
+
+#[tokio::test]
+async fn a_dying_connection_fails_every_open_stream() {
+    let (server, client, _) = feed().await;
+    let mut a = client.endless(16).no_deadline().await.expect("a");
+    let mut b = client.endless(16).no_deadline().await.expect("b");
+    within("a starts", a.next()).await.expect("open").expect("item");
+    within("b starts", b.next()).await.expect("open").expect("item");
+    server.kill();
+    for stream in [&mut a, &mut b] {
+        let end = within("stream fails", async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    other => break other,
+                }
+            }
+        })
+        .await;
+        assert!(matches!(end, Some(Err(rpc::Error::ConnectionClosed { .. }))), "{end:?}");
+    }
+}
+
+#[tokio::test]
+async fn unary_calls_keep_completing_during_a_large_transfer() {
+    let (_server, client, _) = feed().await;
+    let mut big = client.endless(64 * 1024).no_deadline().await.expect("call");
+    let reader = tokio::spawn(async move {
+        let mut bytes = 0usize;
+        // 64 MiB through the same connection.
+        while bytes < 64 << 20 {
+            bytes += big.next().await.expect("open").expect("item").len();
+        }
+        bytes
+    });
+    let mut slowest = Duration::ZERO;
+    for n in 0..200 {
+        let started = tokio::time::Instant::now();
+        assert_eq!(within("ping", client.ping(n)).await.expect("ping"), n);
+        slowest = slowest.max(started.elapsed());
+    }
+    let moved = within("transfer", reader).await.expect("join");
+    eprintln!("64 MiB streamed; slowest of 200 unary calls meanwhile: {slowest:?}");
+    assert!(moved >= 64 << 20);
+}
