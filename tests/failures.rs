@@ -372,3 +372,24 @@ async fn an_enormous_timeout_means_no_deadline() {
         .expect("whoami");
     assert!(!has_deadline);
 }
+
+#[tokio::test]
+async fn a_far_deadline_is_enforced_by_the_connection_sweep() {
+    // Deadlines over a second away are timed out by the connection, not a timer per call.
+    let (svc, _, started, dropped, _) = flaky();
+    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    let begun = tokio::time::Instant::now();
+    let err = within(
+        "swept deadline",
+        client.hangs().timeout(Duration::from_millis(1_200)),
+    )
+    .await
+    .expect_err("must time out");
+    assert!(matches!(err, rpc::Error::DeadlineExceeded), "{err}");
+    assert!(begun.elapsed() >= Duration::from_millis(1_200));
+    signalled("handler start", &started).await;
+    signalled("handler stopped", &dropped).await;
+    // The connection still serves.
+    assert_eq!(client.ok(3).await.expect("after the deadline"), 3);
+}

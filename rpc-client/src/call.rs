@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
 use crate::client::Client;
-use crate::connection::Connection;
+use crate::connection::{Connection, SWEEP_MIN};
 
 /// A call to a remote method, returned by the generated stub methods.
 ///
@@ -320,7 +320,7 @@ impl<Args: Serialize + Send + 'static, Out: Send + 'static> Setup<Args, Out> {
         let attempts = async {
             let mut attempt = 0;
             loop {
-                let conn = client.connection().await?;
+                let conn = within(deadline, client.connection()).await?;
                 let had_upload = upload.is_some();
                 let mut shape = Shape {
                     method,
@@ -345,13 +345,33 @@ impl<Args: Serialize + Send + 'static, Out: Send + 'static> Setup<Args, Out> {
                 }
             }
         };
-        match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, attempts)
-                .await
-                .unwrap_or(Err(Error::DeadlineExceeded)),
-            None => attempts.await,
-        }
+        // Every wait inside enforces the deadline itself (see `within` and the sweep).
+        attempts.await
     }
+}
+
+/// Runs `work` under `deadline`, arming a timer only if `work` does not finish in its
+/// first poll: most waits (a permit, room in the write buffer) never wait at all.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let mut work = std::pin::pin!(work);
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(outcome) = work.as_mut().poll(cx) {
+            return Poll::Ready(outcome);
+        }
+        let Some(at) = deadline else {
+            return Poll::Pending;
+        };
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        timer
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(Error::DeadlineExceeded))
+    })
+    .await
 }
 
 /// What one attempt needs to know about the call.
@@ -372,12 +392,19 @@ async fn send<Args: Serialize>(
     metadata: Metadata,
 ) -> Result<Answer, Error> {
     // Bounded in-flight calls per connection: wait for room rather than queue without bound.
-    let _permit = conn
-        .permits
-        .acquire()
-        .await
-        .map_err(|_| Error::closed("the connection is closing"))?;
-    let (id, reply) = conn.register()?;
+    let _permit = within(shape.deadline, async {
+        conn.permits
+            .acquire()
+            .await
+            .map_err(|_| Error::closed("the connection is closing"))
+    })
+    .await?;
+    // A far deadline (the default one) is enforced by the connection's sweep: no timer per
+    // call. A near one gets a precise timer below.
+    let swept = shape
+        .deadline
+        .filter(|at| at.saturating_duration_since(Instant::now()) > SWEEP_MIN);
+    let (id, reply) = conn.register(swept)?;
     let mut pending = PendingCall {
         conn,
         id,
@@ -387,7 +414,7 @@ async fn send<Args: Serialize>(
     let inbound = shape
         .streaming_response
         .then(|| conn.streams().open_inbound(id, conn.window()));
-    conn.queue.ready().await?;
+    within(shape.deadline, conn.queue.ready()).await?;
     let header = Header::Request(RequestHeader {
         id,
         method: shape.method.id().as_u64(),
@@ -402,9 +429,15 @@ async fn send<Args: Serialize>(
         conn.queue.push(&header, |buf| Bincode.encode(args, buf))?;
     }
     let upload = shape.upload.take().map(|start| start(conn.clone(), id));
-    let outcome = reply
-        .await
-        .unwrap_or_else(|_| Err(Error::closed("the connection ended")));
+    let reply = async {
+        reply
+            .await
+            .unwrap_or_else(|_| Err(Error::closed("the connection ended")))
+    };
+    let outcome = match swept {
+        Some(_) => reply.await,
+        None => within(shape.deadline, reply).await,
+    };
     pending.done = true;
     let (status, body) = outcome?;
     match status {

@@ -6,44 +6,48 @@
 //! When the connection ends for any reason, every waiting slot receives the same error at
 //! once, and later calls on this connection fail immediately.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use rpc_core::frame::{FrameDecoder, PREFIX_LEN};
+use rpc_core::ids::IdMap;
 use rpc_core::message::{decode_frame, Header, Status};
 use rpc_core::preamble::client_handshake;
 use rpc_core::stream::StreamTable;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Error, ProtocolError, Transport};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::config::ClientConfig;
 
-/// Hashes the client's own request ids (a counter, never chosen by a peer) with one
-/// multiplication instead of SipHash.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
+/// How often a connection checks the deadlines of its long calls. Calls whose deadline is
+/// more than [`SWEEP_MIN`] away (the 30 s default, typically) are timed out by this sweep
+/// instead of a timer each, so they fail at most one tick late.
+pub(crate) const SWEEP_TICK: Duration = Duration::from_millis(10);
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// Deadlines further away than this are left to the sweep; nearer ones get a precise timer.
+pub(crate) const SWEEP_MIN: Duration = Duration::from_secs(1);
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; this fallback keeps the Hasher contract for any input.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// A call waiting for its reply.
+struct Waiting {
+    slot: oneshot::Sender<Reply>,
+    /// Set when the connection's sweep enforces the call's deadline.
+    deadline: Option<Instant>,
+}
+
+impl Pending {
+    fn remove(&mut self, id: u64) -> Option<Waiting> {
+        let waiting = self.waiting.remove(&id)?;
+        if waiting.deadline.is_some() {
+            self.swept -= 1;
         }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Some(waiting)
     }
 }
 
@@ -59,6 +63,8 @@ pub(crate) struct Connection {
 
 /// State the connection task shares with callers.
 struct Shared {
+    /// Wakes the deadline sweep when the first swept call registers.
+    sweep_wake: Notify,
     streams: StreamTable,
     window: usize,
     pending: Mutex<Pending>,
@@ -70,7 +76,10 @@ struct Shared {
 
 struct Pending {
     next_id: u64,
-    waiting: HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>,
+    /// Keyed by this client's own request ids, so the cheap hash is safe.
+    waiting: IdMap<u64, Waiting>,
+    /// How many waiting calls have a deadline the connection enforces (see [`SWEEP_TICK`]).
+    swept: usize,
     /// Set once the connection is gone; new calls fail with it.
     closed: Option<Error>,
 }
@@ -95,11 +104,13 @@ impl Connection {
             config.write_high_water,
         ));
         let shared = Arc::new(Shared {
+            sweep_wake: Notify::new(),
             streams: StreamTable::default(),
             window: config.stream_window,
             pending: Mutex::new(Pending {
                 next_id: 0,
-                waiting: HashMap::default(),
+                waiting: IdMap::default(),
+                swept: 0,
                 closed: None,
             }),
             usable: AtomicBool::new(true),
@@ -116,22 +127,43 @@ impl Connection {
     }
 
     /// Reserves an id and a slot for a call's reply; fails if the connection is gone.
-    pub(crate) fn register(&self) -> Result<(u64, oneshot::Receiver<Reply>), Error> {
+    ///
+    /// With `swept_deadline`, the connection itself fails the call with
+    /// [`Error::DeadlineExceeded`] at that instant (within [`SWEEP_TICK`]), so the caller
+    /// needs no timer of its own.
+    pub(crate) fn register(
+        &self,
+        swept_deadline: Option<Instant>,
+    ) -> Result<(u64, oneshot::Receiver<Reply>), Error> {
         let mut pending = self.shared.lock();
         if let Some(err) = &pending.closed {
             return Err(err.clone());
         }
         let id = pending.next_id;
         pending.next_id += 1;
-        let (tx, rx) = oneshot::channel();
-        pending.waiting.insert(id, tx);
+        let (slot, rx) = oneshot::channel();
+        if swept_deadline.is_some() {
+            pending.swept += 1;
+        }
+        pending.waiting.insert(
+            id,
+            Waiting {
+                slot,
+                deadline: swept_deadline,
+            },
+        );
+        drop(pending);
+        if swept_deadline.is_some() {
+            // The connection task arms its sweep only while swept calls exist.
+            self.shared.sweep_wake.notify_one();
+        }
         Ok((id, rx))
     }
 
     /// Forgets a call that no longer waits (dropped, timed out) and tells the server to
     /// stop it.
     pub(crate) fn cancel(&self, id: u64) {
-        let was_waiting = self.shared.lock().waiting.remove(&id).is_some();
+        let was_waiting = self.shared.lock().remove(id).is_some();
         if was_waiting {
             // Best effort: if the connection is gone, so is the call.
             let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
@@ -187,21 +219,59 @@ impl Shared {
             if pending.closed.is_none() {
                 pending.closed = Some(err.clone());
             }
+            pending.swept = 0;
             std::mem::take(&mut pending.waiting)
         };
-        for (_, slot) in waiting {
-            let _ = slot.send(Err(err.clone()));
+        for (_, waiting) in waiting {
+            let _ = waiting.slot.send(Err(err.clone()));
         }
         self.streams.close(err.clone());
         self.queue.fail(err);
     }
 
     fn deliver(&self, id: u64, reply: Reply) {
-        let slot = self.lock().waiting.remove(&id);
+        let waiting = self.lock().remove(id);
         // No slot: the call was cancelled or timed out; its late reply is dropped.
-        if let Some(slot) = slot {
-            let _ = slot.send(reply);
+        if let Some(waiting) = waiting {
+            let _ = waiting.slot.send(reply);
         }
+    }
+
+    /// Fails every swept call whose deadline has passed, and tells the server to stop them.
+    fn expire(&self, now: Instant) {
+        let expired: Vec<(u64, Waiting)> = {
+            let mut pending = self.lock();
+            let ids: Vec<u64> = pending
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| pending.remove(id).map(|w| (id, w)))
+                .collect()
+        };
+        for (id, waiting) in expired {
+            let _ = waiting.slot.send(Err(Error::DeadlineExceeded));
+            let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
+        }
+    }
+
+    fn has_swept_calls(&self) -> bool {
+        self.lock().swept > 0
+    }
+}
+
+/// Times out swept calls; ticks only while there are any.
+async fn sweep(shared: &Shared) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(SWEEP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while !shared.has_swept_calls() {
+            shared.sweep_wake.notified().await;
+        }
+        let now = tick.tick().await;
+        shared.expire(now);
     }
 }
 
@@ -254,6 +324,7 @@ where
     };
     let write = shared.queue.run(writer);
     let err = tokio::select! {
+        never = sweep(&shared) => match never {},
         err = read => match err {
             Ok(never) => match never {},
             Err(err @ Error::ConnectionClosed { .. }) => err,

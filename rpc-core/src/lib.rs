@@ -10,6 +10,7 @@
 //! | [`message`] | the header at the front of every frame: request, response, cancel |
 //! | [`codec`] | the [`Codec`] trait that turns arguments and results into bytes (bincode) |
 //! | [`stream`] | streams inside calls: items, ends, byte credit per stream |
+//! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
 //! | [`method`] | stable method ids derived from `Service.method` names |
 //! | [`error`] | [`Error`], the framework's failures, apart from application errors |
 //! | [`context`] | [`Context`], the per-call data a handler reads without extra parameters |
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod context;
 pub mod error;
 pub mod frame;
+pub mod ids;
 pub mod message;
 pub mod metadata;
 pub mod method;

@@ -466,7 +466,11 @@ fn client(service: &Service<'_>, names: &Names) -> TokenStream {
         // The stub mirrors the trait method's parameter list, which the user
         // chose (and can `allow` on the trait); don't warn a second time here.
         let allow = quote!(#[allow(clippy::too_many_arguments)]);
-        let method_const = quote!(::rpc::Method::new(#service_name, #name));
+        // A const, so the method id is hashed at compile time, not on every call.
+        let method_const = quote!({
+            const METHOD: ::rpc::Method = ::rpc::Method::new(#service_name, #name);
+            METHOD
+        });
         // The request body holds every argument but a stream, which travels on its own.
         let streamed = method.input_stream().and(names.split_last().zip(types.split_last()));
         let (plain_types, call) = match streamed {

@@ -1,8 +1,8 @@
 //! Which service answers which method id.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use rpc_core::ids::IdMap;
 use rpc_core::{Method, MethodId};
 
 use crate::service::Service;
@@ -10,7 +10,8 @@ use crate::service::Service;
 /// Method id to service, built once when the server is configured.
 #[derive(Default, Clone)]
 pub(crate) struct Router {
-    routes: HashMap<MethodId, Route>,
+    /// Method ids are hashes already and the table is fixed before any peer connects.
+    routes: IdMap<MethodId, Route>,
 }
 
 #[derive(Clone)]
