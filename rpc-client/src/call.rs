@@ -414,7 +414,6 @@ async fn send<Args: Serialize>(
     let inbound = shape
         .streaming_response
         .then(|| conn.streams().open_inbound(id, conn.window()));
-    within(shape.deadline, conn.queue.ready()).await?;
     let header = Header::Request(RequestHeader {
         id,
         method: shape.method.id().as_u64(),
@@ -424,7 +423,15 @@ async fn send<Args: Serialize>(
         }),
         metadata,
     });
-    {
+    // Usually there is room in the write buffer: one lock, no waiting.
+    let pushed = {
+        let args: &Args = args;
+        conn.queue
+            .try_push(&header, |buf| Bincode.encode(args, buf))?
+            .is_ok()
+    };
+    if !pushed {
+        within(shape.deadline, conn.queue.ready()).await?;
         let args: &Args = args;
         conn.queue.push(&header, |buf| Bincode.encode(args, buf))?;
     }

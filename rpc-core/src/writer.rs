@@ -96,6 +96,34 @@ impl WriteQueue {
         Ok(len)
     }
 
+    /// Appends one frame if the buffer is below the high-water mark, with a single lock and
+    /// no waiting. Without room, hands `body` back untouched so the caller can wait with
+    /// [`ready`](Self::ready) and push.
+    pub fn try_push<F>(&self, header: &Header, body: F) -> Result<Result<usize, F>, Error>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    {
+        let mut state = self.lock();
+        if let Some(err) = &state.failed {
+            return Err(err.clone());
+        }
+        if state.closing {
+            return Err(Error::closed("the connection is closing"));
+        }
+        if state.buf.len() >= self.high_water {
+            return Ok(Err(body));
+        }
+        let was_empty = state.buf.is_empty();
+        let before = state.buf.len();
+        encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
+        let len = state.buf.len() - before;
+        drop(state);
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
+        Ok(Ok(len))
+    }
+
     /// Waits until the buffer is below the high-water mark (or the connection is gone).
     pub async fn ready(&self) -> Result<(), Error> {
         loop {
@@ -120,8 +148,13 @@ impl WriteQueue {
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<usize, Error> {
-        self.ready().await?;
-        self.push(header, body)
+        match self.try_push(header, body)? {
+            Ok(len) => Ok(len),
+            Err(body) => {
+                self.ready().await?;
+                self.push(header, body)
+            }
+        }
     }
 
     /// Lets the writer finish: it writes what is queued, then returns. New pushes fail.

@@ -231,11 +231,18 @@ impl Reply {
     /// that handler results be `Sync`.
     pub(crate) async fn ok<T: Serialize + Send>(&self, value: T) -> Result<(), Error> {
         let queue = &self.wire.queue;
-        queue.ready().await?;
         let header = Header::Response {
             id: self.id,
             status: Status::Ok,
         };
+        // Usually there is room: one lock, no waiting.
+        if queue
+            .try_push(&header, |buf| Bincode.encode(&value, buf))?
+            .is_ok()
+        {
+            return Ok(());
+        }
+        queue.ready().await?;
         queue
             .push(&header, |buf| Bincode.encode(&value, buf))
             .map(drop)
