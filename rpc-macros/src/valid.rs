@@ -326,10 +326,10 @@ impl<'ast> Visit<'ast> for TypeChecker<'_> {
         if crate::ast::stream_item_of_path(path).is_some() {
             let message = match self.position {
                 Position::Argument => {
-                    "an rpc::Stream argument must be the method's last argument, and be the                      whole type: `async fn upload(&self, name: String, data: rpc::Stream<Chunk>)`"
+                    "an rpc::Stream argument must be the method's last argument, and be the whole type: `async fn upload(&self, name: String, data: rpc::Stream<Chunk>)`"
                 }
                 Position::Return => {
-                    "an rpc::Stream return must be the whole return type; to end a stream with                      an application error, stream `Result`s: `-> rpc::Stream<Result<T, E>>`"
+                    "an rpc::Stream return must be the whole return type; to end a stream with an application error, stream `Result`s: `-> rpc::Stream<Result<T, E>>`"
                 }
             };
             self.errors.spanned(path, message);
