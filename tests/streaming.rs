@@ -112,7 +112,10 @@ async fn streams_flow_both_ways() {
     let lines = rpc::Stream::iter((0..100).map(|i| format!("line {i}")));
     let replies = client.echo("> ".into(), lines).await.expect("call");
     let got: Vec<String> = within("echo", replies.map(|l| l.expect("line")).collect()).await;
-    assert_eq!(got, (0..100).map(|i| format!("> line {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        (0..100).map(|i| format!("> line {i}")).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -125,7 +128,10 @@ async fn a_slow_consumer_holds_the_producer_to_the_window() {
     let window_items = rpc_core_window() / item + 2;
     for consumed in 1..=30usize {
         pace.tick().await;
-        let bytes = within("item", stream.next()).await.expect("open").expect("item");
+        let bytes = within("item", stream.next())
+            .await
+            .expect("open")
+            .expect("item");
         assert_eq!(bytes.len(), item);
         let produced = svc.produced.load(Ordering::SeqCst);
         assert!(
@@ -143,9 +149,15 @@ fn rpc_core_window() -> usize {
 async fn dropping_a_stream_stops_the_producer() {
     let (_server, client, svc) = feed().await;
     let mut stream = client.endless(16).no_deadline().await.expect("call");
-    within("first item", stream.next()).await.expect("open").expect("item");
+    within("first item", stream.next())
+        .await
+        .expect("open")
+        .expect("item");
     drop(stream);
-    within("producer dropped", svc.dropped.acquire()).await.expect("open").forget();
+    within("producer dropped", svc.dropped.acquire())
+        .await
+        .expect("open")
+        .forget();
 }
 
 #[tokio::test]
@@ -155,14 +167,21 @@ async fn a_failing_producer_ends_the_stream_with_a_typed_error() {
     assert_eq!(stream.next().await.expect("1").expect("ok"), 1);
     assert_eq!(stream.next().await.expect("2").expect("ok"), 2);
     let err = stream.next().await.expect("end").expect_err("failure");
-    assert!(matches!(err, rpc::Error::Overloaded { ref reason } if reason == "producer gave up"), "{err}");
+    assert!(
+        matches!(err, rpc::Error::Overloaded { ref reason } if reason == "producer gave up"),
+        "{err}"
+    );
     assert!(stream.next().await.is_none());
 }
 
 #[tokio::test]
 async fn the_deadline_covers_the_whole_stream() {
     let (_server, client, svc) = feed().await;
-    let mut stream = client.endless(16).timeout(Duration::from_millis(200)).await.expect("call");
+    let mut stream = client
+        .endless(16)
+        .timeout(Duration::from_millis(200))
+        .await
+        .expect("call");
     let outcome = within("deadline", async {
         loop {
             match stream.next().await {
@@ -172,8 +191,14 @@ async fn the_deadline_covers_the_whole_stream() {
         }
     })
     .await;
-    assert!(matches!(outcome, Some(Err(rpc::Error::DeadlineExceeded))), "{outcome:?}");
-    within("producer stopped at the deadline", svc.dropped.acquire()).await.expect("open").forget();
+    assert!(
+        matches!(outcome, Some(Err(rpc::Error::DeadlineExceeded))),
+        "{outcome:?}"
+    );
+    within("producer stopped at the deadline", svc.dropped.acquire())
+        .await
+        .expect("open")
+        .forget();
 }
 
 #[tokio::test]
@@ -181,8 +206,14 @@ async fn a_dying_connection_fails_every_open_stream() {
     let (server, client, _) = feed().await;
     let mut a = client.endless(16).no_deadline().await.expect("a");
     let mut b = client.endless(16).no_deadline().await.expect("b");
-    within("a starts", a.next()).await.expect("open").expect("item");
-    within("b starts", b.next()).await.expect("open").expect("item");
+    within("a starts", a.next())
+        .await
+        .expect("open")
+        .expect("item");
+    within("b starts", b.next())
+        .await
+        .expect("open")
+        .expect("item");
     server.kill();
     for stream in [&mut a, &mut b] {
         let end = within("stream fails", async {
@@ -194,7 +225,10 @@ async fn a_dying_connection_fails_every_open_stream() {
             }
         })
         .await;
-        assert!(matches!(end, Some(Err(rpc::Error::ConnectionClosed { .. }))), "{end:?}");
+        assert!(
+            matches!(end, Some(Err(rpc::Error::ConnectionClosed { .. }))),
+            "{end:?}"
+        );
     }
 }
 
