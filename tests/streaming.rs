@@ -23,6 +23,8 @@ trait Feed {
     async fn endless(&self, size: usize) -> rpc::Stream<Vec<u8>>;
     /// Two items, then a failure.
     async fn fails(&self) -> rpc::Stream<u64>;
+    /// One small item, then large ones: each large one overshoots the credit left.
+    async fn mixed(&self) -> rpc::Stream<Vec<u8>>;
     /// A unary call, to share the connection with streams.
     async fn ping(&self, n: u32) -> u32;
 }
@@ -73,6 +75,11 @@ impl Feed for FeedImpl {
                 reason: "producer gave up".into(),
             }),
         ]))
+    }
+    async fn mixed(&self) -> rpc::Stream<Vec<u8>> {
+        rpc::Stream::iter(
+            std::iter::once(vec![0u8; 1]).chain((0..64).map(|_| vec![1u8; 64 * 1024])),
+        )
     }
     async fn ping(&self, n: u32) -> u32 {
         n
@@ -253,4 +260,17 @@ async fn unary_calls_keep_completing_during_a_large_transfer() {
     let moved = within("transfer", reader).await.expect("join");
     eprintln!("64 MiB streamed; slowest of 200 unary calls meanwhile: {slowest:?}");
     assert!(moved >= 64 << 20);
+}
+
+#[tokio::test]
+async fn items_of_mixed_sizes_respect_the_window_on_both_sides() {
+    // Regression: the sender used to round its credit up to zero after overshooting, and
+    // then sent more than the receiver allowed, which closed the connection.
+    let (_server, client, _) = feed().await;
+    let stream = client.mixed().await.expect("call");
+    let items: Vec<Vec<u8>> =
+        within("mixed stream", stream.map(|i| i.expect("item")).collect()).await;
+    assert_eq!(items.len(), 65);
+    assert!(items[1..].iter().all(|i| i.len() == 64 * 1024));
+    assert_eq!(client.ping(1).await.expect("connection still up"), 1);
 }

@@ -422,7 +422,9 @@ pub struct Outbound {
 
 #[derive(Debug)]
 struct OutboundState {
-    credit: usize,
+    /// Signed: the frame sent with the last of the credit may overshoot, and the overshoot
+    /// must count against the next grant exactly as the receiver counts it.
+    credit: i64,
     failed: Option<Error>,
     waker: Option<Waker>,
 }
@@ -431,7 +433,7 @@ impl Outbound {
     fn new(window: usize) -> Self {
         Outbound {
             state: Mutex::new(OutboundState {
-                credit: window,
+                credit: i64::try_from(window).unwrap_or(i64::MAX),
                 failed: None,
                 waker: None,
             }),
@@ -441,7 +443,9 @@ impl Outbound {
     fn grant(&self, bytes: usize) {
         let waker = {
             let mut state = lock(&self.state);
-            state.credit = state.credit.saturating_add(bytes);
+            state.credit = state
+                .credit
+                .saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -462,7 +466,9 @@ impl Outbound {
 
     fn use_credit(&self, bytes: usize) {
         let mut state = lock(&self.state);
-        state.credit = state.credit.saturating_sub(bytes);
+        state.credit = state
+            .credit
+            .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Waits until the peer has room for at least one more item.

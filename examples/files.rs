@@ -1,0 +1,808 @@
+//! A file server: large transfers as streams, with progress, integrity checks, and paths kept
+//! inside the served directory.
+//!
+//! ```text
+//! cargo run --release --example files                                 # demo: 64 MiB up and down, exits
+//! cargo run --example files -- server 127.0.0.1:7002 /tmp/shared      # terminal 1 (Ctrl-C stops it)
+//! cargo run --example files -- client 127.0.0.1:7002 list             # terminal 2
+//! cargo run --example files -- client 127.0.0.1:7002 upload ./big.iso big.iso
+//! cargo run --example files -- client 127.0.0.1:7002 download big.iso ./copy.iso
+//! cargo run --example files -- client 127.0.0.1:7002 delete big.iso
+//! ```
+//!
+//! `upload` takes an `rpc::Stream` of chunks as its last argument; `download` returns one.
+//! Flow control keeps at most a window of chunks in memory on either side however large the
+//! file. A transfer takes as long as it takes, so the client calls both with `.no_deadline()`
+//! (a call's deadline, 30 s by default, covers its whole stream).
+//!
+//! After each transfer both sides' checksums (FNV-1a, 64 bits: an integrity check against
+//! truncation or corruption, not a defense against tampering) are compared, and the client
+//! prints `OK` or `MISMATCH`. The server refuses any path that leaves its directory: absolute
+//! paths, `..`, and symlinks that point outside, with [`FsError::OutsideRoot`].
+
+use std::error::Error;
+use std::fmt;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+/// Bytes per chunk of a transfer.
+const CHUNK: usize = 256 * 1024;
+
+/// Size of the demo's generated file.
+const DEMO_SIZE: u64 = 64 << 20;
+
+/// The service's own errors; they travel to the client as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FsError {
+    /// The path is absolute, climbs out with `..`, or resolves (through a symlink) to a place
+    /// outside the served directory.
+    OutsideRoot {
+        /// The path as the client gave it.
+        path: String,
+    },
+    /// Nothing exists at the path.
+    NotFound {
+        /// The path as the client gave it.
+        path: String,
+    },
+    /// The path names something that is not a regular file (for a transfer or a delete) or
+    /// not a directory (for a listing).
+    WrongKind {
+        /// The path as the client gave it.
+        path: String,
+    },
+    /// The upload's stream broke before its end; nothing was stored.
+    Interrupted {
+        /// The path as the client gave it.
+        path: String,
+        /// Why the stream broke.
+        reason: String,
+    },
+    /// Any other I/O failure on the server.
+    Io {
+        /// The path as the client gave it.
+        path: String,
+        /// The server's description of the failure.
+        message: String,
+    },
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsError::OutsideRoot { path } => write!(
+                f,
+                "{path:?} is outside the served directory (absolute paths, `..` and symlinks \
+                 pointing out are refused)"
+            ),
+            FsError::NotFound { path } => write!(f, "{path:?} does not exist"),
+            FsError::WrongKind { path } => write!(f, "{path:?} is not the right kind of file"),
+            FsError::Interrupted { path, reason } => {
+                write!(f, "upload of {path:?} interrupted: {reason}")
+            }
+            FsError::Io { path, message } => write!(f, "{path:?}: {message}"),
+        }
+    }
+}
+
+impl Error for FsError {}
+
+/// One directory entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The entry's name in its directory.
+    pub name: String,
+    /// Size in bytes (of the link itself, for a symlink).
+    pub size: u64,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// What a directory entry is. Symlinks are listed, not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (socket, device, ...).
+    Other,
+}
+
+/// What one side saw of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// FNV-1a 64 of those bytes.
+    pub checksum: u64,
+}
+
+/// A piece of a file. `serde_bytes` makes it one length and a block copy on the wire, rather
+/// than serde's item-by-item path for a `Vec<u8>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chunk(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// An item of a download: the data, then the server's receipt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Piece {
+    /// The next bytes of the file.
+    Data(Chunk),
+    /// The last item: what the server sent.
+    End(Receipt),
+}
+
+/// Files in one directory on the server.
+#[rpc::service]
+pub trait Files {
+    /// The entries of directory `dir` (`""` or `"."` for the served directory), by name.
+    async fn list(&self, dir: String) -> Result<Vec<Entry>, FsError>;
+    /// Stores `data` as file `path` (replacing it), once the stream has ended normally.
+    async fn upload(&self, path: String, data: rpc::Stream<Chunk>) -> Result<Receipt, FsError>;
+    /// What is at `path` (a symlink is followed, and must stay inside), like FTP's `SIZE`.
+    async fn stat(&self, path: String) -> Result<Entry, FsError>;
+    /// Sends file `path`: its data, then a [`Piece::End`]; or one error.
+    async fn download(&self, path: String) -> rpc::Stream<Result<Piece, FsError>>;
+    /// Deletes file `path`.
+    async fn delete(&self, path: String) -> Result<(), FsError>;
+}
+
+/// FNV-1a, 64 bits: a fast, dependency-free integrity check. Not cryptographic: it catches
+/// accidents, not an adversary.
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Serves one directory.
+struct Dir {
+    /// The served directory, canonical: every path served must resolve inside it.
+    root: PathBuf,
+}
+
+impl Dir {
+    async fn new(root: impl AsRef<Path>) -> std::io::Result<Self> {
+        Ok(Dir {
+            root: tokio::fs::canonicalize(root).await?,
+        })
+    }
+
+    /// Where `path` is, for reading or deleting it (`must_exist`) or for writing it.
+    ///
+    /// Lexically, only plain names (and `.`) are accepted: no root, no drive prefix, no `..`.
+    /// Then the parent directory is canonicalized, which resolves every symlink on the way,
+    /// and must lie inside the root; an existing final component that is a symlink must
+    /// resolve inside the root too. The returned path is the parent's canonical path joined
+    /// with the final name, so a delete removes a link rather than its target.
+    ///
+    /// This is checked before the file is opened. A client that can also change the served
+    /// directory by other means could swap in a symlink in between; a server exposed to such
+    /// clients would open files relative to a directory handle with `O_NOFOLLOW` instead.
+    async fn resolve(&self, path: &str, must_exist: bool) -> Result<PathBuf, FsError> {
+        let outside = || FsError::OutsideRoot { path: path.into() };
+        let relative = Path::new(path);
+        let mut names = Vec::new();
+        for component in relative.components() {
+            match component {
+                Component::Normal(name) => names.push(name),
+                Component::CurDir => {}
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                    return Err(outside())
+                }
+            }
+        }
+        let Some(name) = names.pop() else {
+            // The root itself: only a listing may name it.
+            return Ok(self.root.clone());
+        };
+        let parent: PathBuf = names.iter().collect();
+        let parent = tokio::fs::canonicalize(self.root.join(parent))
+            .await
+            .map_err(|err| self.io_error(path, err))?;
+        if !parent.starts_with(&self.root) {
+            return Err(outside());
+        }
+        let full = parent.join(name);
+        match tokio::fs::symlink_metadata(&full).await {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                // Wherever it points (or dangles to), it must stay inside.
+                let target = tokio::fs::canonicalize(&full).await;
+                if !target.is_ok_and(|target| target.starts_with(&self.root)) {
+                    return Err(outside());
+                }
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::NotFound && !must_exist => {}
+            Err(err) => return Err(self.io_error(path, err)),
+        }
+        Ok(full)
+    }
+
+    fn io_error(&self, path: &str, err: std::io::Error) -> FsError {
+        match err.kind() {
+            ErrorKind::NotFound => FsError::NotFound { path: path.into() },
+            // Don't reveal the server's own paths in messages.
+            _ => FsError::Io {
+                path: path.into(),
+                message: err.kind().to_string(),
+            },
+        }
+    }
+
+    async fn open_file(&self, path: &str) -> Result<(tokio::fs::File, u64), FsError> {
+        let full = self.resolve(path, true).await?;
+        let file = tokio::fs::File::open(&full)
+            .await
+            .map_err(|err| self.io_error(path, err))?;
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|err| self.io_error(path, err))?;
+        if !meta.is_file() {
+            return Err(FsError::WrongKind { path: path.into() });
+        }
+        Ok((file, meta.len()))
+    }
+}
+
+/// Reads up to one chunk, filling it unless the file ends first. Empty at the end.
+async fn read_chunk(file: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0; CHUNK];
+    let mut filled = 0;
+    while filled < CHUNK {
+        match file.read(&mut buf[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Where a download's stream is.
+enum Sending {
+    Data(tokio::fs::File, Fnv, u64),
+    Done,
+}
+
+impl Files for Dir {
+    async fn list(&self, dir: String) -> Result<Vec<Entry>, FsError> {
+        let full = self.resolve(&dir, true).await?;
+        let mut read = tokio::fs::read_dir(&full)
+            .await
+            .map_err(|err| match err.kind() {
+                ErrorKind::NotADirectory => FsError::WrongKind { path: dir.clone() },
+                _ => self.io_error(&dir, err),
+            })?;
+        let mut entries = Vec::new();
+        while let Some(entry) = read
+            .next_entry()
+            .await
+            .map_err(|err| self.io_error(&dir, err))?
+        {
+            // `DirEntry::metadata` does not follow symlinks.
+            let meta = entry
+                .metadata()
+                .await
+                .map_err(|err| self.io_error(&dir, err))?;
+            let kind = match meta.file_type() {
+                t if t.is_symlink() => Kind::Symlink,
+                t if t.is_dir() => Kind::Dir,
+                t if t.is_file() => Kind::File,
+                _ => Kind::Other,
+            };
+            entries.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: meta.len(),
+                kind,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    async fn upload(&self, path: String, mut data: rpc::Stream<Chunk>) -> Result<Receipt, FsError> {
+        let full = self.resolve(&path, false).await?;
+        if full == self.root {
+            return Err(FsError::WrongKind { path });
+        }
+        // Write beside the target and rename at the end: readers never see half a file, and
+        // a broken upload leaves the old file in place.
+        let mut partial = full.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|err| self.io_error(&path, err))?;
+        let mut sum = Fnv::new();
+        let mut bytes = 0u64;
+        let outcome = async {
+            while let Some(chunk) = data.next().await {
+                let Chunk(chunk) = chunk.map_err(|err| FsError::Interrupted {
+                    path: path.clone(),
+                    reason: err.to_string(),
+                })?;
+                sum.update(&chunk);
+                bytes += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|err| self.io_error(&path, err))?;
+            }
+            file.flush()
+                .await
+                .map_err(|err| self.io_error(&path, err))?;
+            tokio::fs::rename(&partial, &full)
+                .await
+                .map_err(|err| self.io_error(&path, err))
+        }
+        .await;
+        if let Err(err) = outcome {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(err);
+        }
+        Ok(Receipt {
+            bytes,
+            checksum: sum.0,
+        })
+    }
+
+    async fn download(&self, path: String) -> rpc::Stream<Result<Piece, FsError>> {
+        let (file, _) = match self.open_file(&path).await {
+            Ok(opened) => opened,
+            Err(err) => return rpc::Stream::iter([Err(err)]),
+        };
+        let io_error = move |err: std::io::Error| FsError::Io {
+            path: path.clone(),
+            message: err.kind().to_string(),
+        };
+        rpc::Stream::new(futures::stream::unfold(
+            Sending::Data(file, Fnv::new(), 0),
+            move |state| {
+                let io_error = io_error.clone();
+                async move {
+                    match state {
+                        Sending::Data(mut file, mut sum, bytes) => {
+                            match read_chunk(&mut file).await {
+                                Ok(chunk) if chunk.is_empty() => {
+                                    let receipt = Receipt {
+                                        bytes,
+                                        checksum: sum.0,
+                                    };
+                                    Some((Ok(Piece::End(receipt)), Sending::Done))
+                                }
+                                Ok(chunk) => {
+                                    sum.update(&chunk);
+                                    let bytes = bytes + chunk.len() as u64;
+                                    Some((
+                                        Ok(Piece::Data(Chunk(chunk))),
+                                        Sending::Data(file, sum, bytes),
+                                    ))
+                                }
+                                Err(err) => Some((Err(io_error(err)), Sending::Done)),
+                            }
+                        }
+                        Sending::Done => None,
+                    }
+                }
+            },
+        ))
+    }
+
+    async fn stat(&self, path: String) -> Result<Entry, FsError> {
+        let full = self.resolve(&path, true).await?;
+        let meta = tokio::fs::metadata(&full)
+            .await
+            .map_err(|err| self.io_error(&path, err))?;
+        Ok(Entry {
+            name: full
+                .file_name()
+                .map_or_else(|| ".".into(), |name| name.to_string_lossy().into_owned()),
+            size: meta.len(),
+            kind: if meta.is_dir() {
+                Kind::Dir
+            } else if meta.is_file() {
+                Kind::File
+            } else {
+                Kind::Other
+            },
+        })
+    }
+
+    async fn delete(&self, path: String) -> Result<(), FsError> {
+        let full = self.resolve(&path, true).await?;
+        let meta = tokio::fs::symlink_metadata(&full)
+            .await
+            .map_err(|err| self.io_error(&path, err))?;
+        if meta.is_dir() {
+            return Err(FsError::WrongKind { path });
+        }
+        tokio::fs::remove_file(&full)
+            .await
+            .map_err(|err| self.io_error(&path, err))
+    }
+}
+
+// ---- client side ----------------------------------------------------------------------------
+
+/// A progress bar for `total` bytes; drawn on stderr, and only when it is a terminal.
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>10} [{bar:32}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// How a transfer went, from the client's side.
+struct Transfer {
+    bytes: u64,
+    elapsed: Duration,
+    matched: bool,
+}
+
+impl Transfer {
+    fn report(&self, what: &str) {
+        let secs = self.elapsed.as_secs_f64();
+        let mib = self.bytes as f64 / f64::from(1 << 20);
+        println!(
+            "{what}: {mib:.1} MiB in {secs:.2} s = {:.0} MiB/s, checksum {}",
+            mib / secs.max(1e-9),
+            if self.matched { "OK" } else { "MISMATCH" }
+        );
+    }
+}
+
+/// Streams local file `local` to the server as `remote`.
+async fn upload(
+    files: &FilesClient,
+    local: &Path,
+    remote: &str,
+) -> Result<Transfer, Box<dyn Error>> {
+    let file = tokio::fs::File::open(local)
+        .await
+        .map_err(|err| format!("{}: {err}", local.display()))?;
+    let size = file.metadata().await?.len();
+    let bar = progress(size, "upload");
+    // The stream reads the file chunk by chunk as flow control allows, and reports what it
+    // read when it reaches the end.
+    let (sent_tx, mut sent_rx) = oneshot::channel::<std::io::Result<Receipt>>();
+    let chunks = futures::stream::unfold(
+        Some((file, Fnv::new(), 0u64, sent_tx, bar.clone())),
+        |state| async move {
+            let (mut file, mut sum, bytes, sent, bar) = state?;
+            match read_chunk(&mut file).await {
+                Ok(chunk) if !chunk.is_empty() => {
+                    sum.update(&chunk);
+                    bar.inc(chunk.len() as u64);
+                    let bytes = bytes + chunk.len() as u64;
+                    Some((Ok(Chunk(chunk)), Some((file, sum, bytes, sent, bar))))
+                }
+                Ok(_) => {
+                    let _ = sent.send(Ok(Receipt {
+                        bytes,
+                        checksum: sum.0,
+                    }));
+                    None
+                }
+                Err(err) => {
+                    let _ = sent.send(Err(err));
+                    // Ends the stream with an error: the server discards the partial upload.
+                    Some((Err(rpc::Error::Cancelled), None))
+                }
+            }
+        },
+    );
+    let started = Instant::now();
+    let outcome = files
+        .upload(remote.into(), rpc::Stream::from_results(chunks))
+        .no_deadline()
+        .await;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    // The server's receipt means it saw the end of the stream, which the stream reports
+    // before ending: the local side's receipt is there by now.
+    let sent = sent_rx.try_recv().ok();
+    if let Some(Err(err)) = sent {
+        // A local read error explains a failed upload better than the server's reply does.
+        return Err(format!("reading {}: {err}", local.display()).into());
+    }
+    let received = outcome??;
+    let sent = sent.ok_or("the server replied before the end of the file")??;
+    Ok(Transfer {
+        bytes: received.bytes,
+        elapsed,
+        matched: sent == received,
+    })
+}
+
+/// Fetches `remote` from the server into local file `local`.
+async fn download(
+    files: &FilesClient,
+    remote: &str,
+    local: &Path,
+) -> Result<Transfer, Box<dyn Error>> {
+    let started = Instant::now();
+    // The size is only for the progress bar: the receipt at the end is what counts.
+    let size = files.stat(remote.into()).await??.size;
+    let mut pieces = files.download(remote.into()).no_deadline().await?;
+    let bar = progress(size, "download");
+    let mut out = tokio::fs::File::create(local)
+        .await
+        .map_err(|err| format!("{}: {err}", local.display()))?;
+    let mut sum = Fnv::new();
+    let mut bytes = 0u64;
+    let sent = loop {
+        match pieces.next().await {
+            Some(Ok(Ok(Piece::Data(Chunk(chunk))))) => {
+                sum.update(&chunk);
+                bytes += chunk.len() as u64;
+                bar.inc(chunk.len() as u64);
+                out.write_all(&chunk).await?;
+            }
+            Some(Ok(Ok(Piece::End(receipt)))) => break receipt,
+            Some(Ok(Err(err))) => return Err(err.into()),
+            Some(Err(err)) => return Err(err.into()),
+            None => return Err("the download ended without the server's receipt".into()),
+        }
+    };
+    out.flush().await?;
+    bar.finish_and_clear();
+    let received = Receipt {
+        bytes,
+        checksum: sum.0,
+    };
+    Ok(Transfer {
+        bytes,
+        elapsed: started.elapsed(),
+        matched: sent == received,
+    })
+}
+
+fn print_listing(entries: &[Entry]) {
+    for entry in entries {
+        let kind = match entry.kind {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "link",
+            Kind::Other => "other",
+        };
+        println!("  {kind:<5} {:>12}  {}", entry.size, entry.name);
+    }
+}
+
+const USAGE: &str =
+    "usage: files [server ADDR DIR | client ADDR (list [DIR] | upload LOCAL REMOTE | \
+                     download REMOTE LOCAL | delete REMOTE)]";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // Display, not Debug: the server's refusals are meant to be read.
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        [] => demo().await,
+        ["server", addr, dir] => serve(addr, dir).await,
+        ["client", addr, command @ ..] => {
+            let files = FilesClient::connect(*addr).await?;
+            match command {
+                ["list"] => print_listing(&files.list(String::new()).await??),
+                ["list", dir] => print_listing(&files.list((*dir).into()).await??),
+                ["upload", local, remote] => {
+                    let transfer = upload(&files, Path::new(local), remote).await?;
+                    transfer.report(&format!("upload {local} -> {remote}"));
+                    if !transfer.matched {
+                        return Err("checksum mismatch".into());
+                    }
+                }
+                ["download", remote, local] => {
+                    let transfer = download(&files, remote, Path::new(local)).await?;
+                    transfer.report(&format!("download {remote} -> {local}"));
+                    if !transfer.matched {
+                        return Err("checksum mismatch".into());
+                    }
+                }
+                ["delete", remote] => {
+                    files.delete((*remote).into()).await??;
+                    println!("deleted {remote}");
+                }
+                _ => return Err(USAGE.into()),
+            }
+            Ok(())
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+async fn serve(addr: &str, dir: &str) -> Result<(), Box<dyn Error>> {
+    let served = Dir::new(dir).await?;
+    println!(
+        "serving {} on {addr}; Ctrl-C to stop",
+        served.root.display()
+    );
+    let server = rpc::Server::builder()
+        .serve(served.into_service())
+        .bind(addr)
+        .await?;
+    server
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+            println!("shutting down");
+        })
+        .await;
+    Ok(())
+}
+
+/// Removes the demo's directory however the demo ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `size` deterministic pseudo-random bytes (xorshift64) to `path`.
+async fn generate(path: &Path, size: u64) -> std::io::Result<()> {
+    let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(path).await?);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = Vec::with_capacity(CHUNK);
+    let mut written = 0;
+    while written < size {
+        block.clear();
+        while block.len() < CHUNK {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            block.extend_from_slice(&state.to_le_bytes());
+        }
+        let take = block
+            .len()
+            .min(usize::try_from(size - written).unwrap_or(usize::MAX));
+        out.write_all(&block[..take]).await?;
+        written += take as u64;
+    }
+    out.flush().await
+}
+
+async fn demo() -> Result<(), Box<dyn Error>> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let base = TempDir(
+        std::env::temp_dir().join(format!("rpc-files-demo-{}-{nanos}", std::process::id())),
+    );
+    let (served, local, outside) = (
+        base.0.join("served"),
+        base.0.join("local"),
+        base.0.join("outside"),
+    );
+    for dir in [&served, &local, &outside] {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::write(outside.join("secret.txt"), "not for clients\n").await?;
+
+    let original = local.join("big.bin");
+    generate(&original, DEMO_SIZE).await?;
+    println!(
+        "generated {} MiB in {}",
+        DEMO_SIZE >> 20,
+        original.display()
+    );
+
+    let server = rpc::Server::builder()
+        .serve(Dir::new(&served).await?.into_service())
+        .bind("127.0.0.1:0")
+        .await?;
+    let addr = server.local_addr().ok_or("server is not on TCP")?;
+    let handle = server.handle();
+    let running = tokio::spawn(server.run());
+    println!("serving {} on {addr}", served.display());
+
+    let files = FilesClient::connect(addr).await?;
+    upload(&files, &original, "big.bin")
+        .await?
+        .report("upload   big.bin");
+    let copy = local.join("big.copy");
+    download(&files, "big.bin", &copy)
+        .await?
+        .report("download big.bin");
+    let identical = tokio::fs::read(&original).await? == tokio::fs::read(&copy).await?;
+    println!("local copy identical to the original: {identical}");
+
+    // A symlink inside the served directory that points out of it.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.join("secret.txt"), served.join("escape"))?;
+    println!("listing:");
+    print_listing(&files.list(String::new()).await??);
+
+    println!("paths outside the served directory are refused:");
+    let outcomes = [
+        (
+            "download ../outside/secret.txt",
+            files
+                .download("../outside/secret.txt".into())
+                .await?
+                .next()
+                .await,
+        ),
+        (
+            "download /etc/passwd",
+            files.download("/etc/passwd".into()).await?.next().await,
+        ),
+        (
+            "download escape (symlink)",
+            files.download("escape".into()).await?.next().await,
+        ),
+    ];
+    for (what, first) in outcomes {
+        match first {
+            Some(Ok(Err(err))) => println!("  {what}: {err}"),
+            other => println!("  {what}: unexpectedly {other:?}"),
+        }
+    }
+    let refused = files
+        .upload(
+            "../escape".into(),
+            rpc::Stream::iter([Chunk(b"x".to_vec())]),
+        )
+        .await?;
+    println!(
+        "  upload ../escape: {}",
+        refused
+            .err()
+            .map_or("unexpectedly stored".into(), |e| e.to_string())
+    );
+    println!(
+        "  delete escape (symlink): {}",
+        describe(files.delete("escape".into()).await?)
+    );
+
+    println!(
+        "delete big.bin: {}",
+        describe(files.delete("big.bin".into()).await?)
+    );
+    handle.shutdown();
+    running.await?;
+    drop(base);
+    println!("server stopped, temporary directory removed");
+    Ok(())
+}
+
+fn describe(outcome: Result<(), FsError>) -> String {
+    match outcome {
+        Ok(()) => "done".into(),
+        Err(err) => err.to_string(),
+    }
+}
