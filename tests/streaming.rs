@@ -96,6 +96,16 @@ async fn feed() -> (support::Running, FeedClient, FeedImpl) {
     (server, client, svc)
 }
 
+/// Reads past every good item: what ends the stream (an error, or `None`).
+async fn past_items<T>(stream: &mut rpc::Stream<T>) -> Option<Result<T, rpc::Error>> {
+    loop {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_server_stream_arrives_whole_and_in_order() {
     let (_server, client, _) = feed().await;
@@ -189,15 +199,7 @@ async fn the_deadline_covers_the_whole_stream() {
         .timeout(Duration::from_millis(200))
         .await
         .expect("call");
-    let outcome = within("deadline", async {
-        loop {
-            match stream.next().await {
-                Some(Ok(_)) => continue,
-                other => break other,
-            }
-        }
-    })
-    .await;
+    let outcome = within("deadline", past_items(&mut stream)).await;
     assert!(
         matches!(outcome, Some(Err(rpc::Error::DeadlineExceeded))),
         "{outcome:?}"
@@ -223,15 +225,7 @@ async fn a_dying_connection_fails_every_open_stream() {
         .expect("item");
     server.kill();
     for stream in [&mut a, &mut b] {
-        let end = within("stream fails", async {
-            loop {
-                match stream.next().await {
-                    Some(Ok(_)) => continue,
-                    other => break other,
-                }
-            }
-        })
-        .await;
+        let end = within("stream fails", past_items(stream)).await;
         assert!(
             matches!(end, Some(Err(rpc::Error::ConnectionClosed { .. }))),
             "{end:?}"

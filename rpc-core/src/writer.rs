@@ -78,22 +78,8 @@ impl WriteQueue {
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<usize, Error> {
-        let mut state = self.lock();
-        if let Some(err) = &state.failed {
-            return Err(err.clone());
-        }
-        if state.closing {
-            return Err(Error::closed("the connection is closing"));
-        }
-        let was_empty = state.buf.is_empty();
-        let before = state.buf.len();
-        encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
-        let len = state.buf.len() - before;
-        drop(state);
-        if was_empty {
-            self.writer_wake.notify_one();
-        }
-        Ok(len)
+        let state = self.open()?;
+        self.append(state, header, body)
     }
 
     /// Appends one frame if the buffer is below the high-water mark, with a single lock and
@@ -103,16 +89,32 @@ impl WriteQueue {
     where
         F: FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     {
-        let mut state = self.lock();
+        let state = self.open()?;
+        if state.buf.len() >= self.high_water {
+            return Ok(Err(body));
+        }
+        self.append(state, header, body).map(Ok)
+    }
+
+    /// The state, locked, if frames may still be queued.
+    fn open(&self) -> Result<MutexGuard<'_, State>, Error> {
+        let state = self.lock();
         if let Some(err) = &state.failed {
             return Err(err.clone());
         }
         if state.closing {
             return Err(Error::closed("the connection is closing"));
         }
-        if state.buf.len() >= self.high_water {
-            return Ok(Err(body));
-        }
+        Ok(state)
+    }
+
+    /// Encodes one frame into the locked buffer and wakes the writer if it was idle.
+    fn append(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        header: &Header,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    ) -> Result<usize, Error> {
         let was_empty = state.buf.is_empty();
         let before = state.buf.len();
         encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
@@ -121,7 +123,7 @@ impl WriteQueue {
         if was_empty {
             self.writer_wake.notify_one();
         }
-        Ok(Ok(len))
+        Ok(len)
     }
 
     /// Waits until the buffer is below the high-water mark (or the connection is gone).

@@ -97,12 +97,7 @@ impl Request {
         Fut: Future<Output = Out> + Send + 'static,
         Out: Serialize + Send + 'static,
     {
-        let Request {
-            method,
-            body,
-            reply,
-            context,
-        } = self;
+        let (method, body, reply, context) = self.into_parts();
         Dispatch(Box::pin(context.scope(async move {
             let args: Args = decode_args(method, body)?;
             let out = handler(args).await;
@@ -119,12 +114,7 @@ impl Request {
         Fut: Future<Output = Stream<Item>> + Send + 'static,
         Item: Serialize + Send + 'static,
     {
-        let Request {
-            method,
-            body,
-            reply,
-            context,
-        } = self;
+        let (method, body, reply, context) = self.into_parts();
         Dispatch(Box::pin(context.scope(async move {
             let args: Args = decode_args(method, body)?;
             let items = handler(args).await;
@@ -143,12 +133,7 @@ impl Request {
         Out: Serialize + Send + 'static,
     {
         let input = self.open_input::<In>();
-        let Request {
-            method,
-            body,
-            reply,
-            context,
-        } = self;
+        let (method, body, reply, context) = self.into_parts();
         Dispatch(Box::pin(context.scope(async move {
             let _streams = reply.stream_guard();
             let args: Args = decode_args(method, body)?;
@@ -167,18 +152,17 @@ impl Request {
         Item: Serialize + Send + 'static,
     {
         let input = self.open_input::<In>();
-        let Request {
-            method,
-            body,
-            reply,
-            context,
-        } = self;
+        let (method, body, reply, context) = self.into_parts();
         Dispatch(Box::pin(context.scope(async move {
             let _streams = reply.stream_guard();
             let args: Args = decode_args(method, body)?;
             let items = handler(args, input).await;
             reply.stream(items).await
         })))
+    }
+
+    fn into_parts(self) -> (Method, Bytes, Reply, Context) {
+        (self.method, self.body, self.reply, self.context)
     }
 
     /// Starts receiving the client's stream. Done before the dispatch future first runs, so
