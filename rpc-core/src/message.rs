@@ -200,19 +200,24 @@ impl Header {
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
         match self {
             Header::Request(request) => {
-                dst.put_u8(TAG_REQUEST);
-                dst.put_u64_le(request.id);
-                dst.put_u64_le(request.method);
-                match request.timeout_micros {
-                    Some(micros) => {
-                        dst.put_u8(1);
-                        dst.put_u64_le(micros);
-                    }
-                    None => dst.put_u8(0),
-                }
                 let count = u16::try_from(request.metadata.len())
                     .map_err(|_| too_long("metadata pairs", request.metadata.len()))?;
-                dst.put_u16_le(count);
+                // The fixed part goes out in one copy: this runs for every call.
+                let mut fixed = [0u8; 28];
+                let mut at = Cursor(&mut fixed, 0);
+                at.put(&[TAG_REQUEST]);
+                at.put(&request.id.to_le_bytes());
+                at.put(&request.method.to_le_bytes());
+                match request.timeout_micros {
+                    Some(micros) => {
+                        at.put(&[1]);
+                        at.put(&micros.to_le_bytes());
+                    }
+                    None => at.put(&[0]),
+                }
+                at.put(&count.to_le_bytes());
+                let len = at.1;
+                dst.put_slice(&fixed[..len]);
                 for (key, value) in request.metadata.iter() {
                     let key_len = u16::try_from(key.len())
                         .map_err(|_| too_long("metadata key", key.len()))?;
@@ -229,9 +234,18 @@ impl Header {
                 dst.put_u64_le(*id);
             }
             Header::Response { id, status } => {
-                dst.put_u8(TAG_RESPONSE);
-                dst.put_u64_le(*id);
-                status.encode(dst)?;
+                if let Status::Ok = status {
+                    // The common case in one copy.
+                    let mut fixed = [0u8; 10];
+                    fixed[0] = TAG_RESPONSE;
+                    fixed[1..9].copy_from_slice(&id.to_le_bytes());
+                    fixed[9] = STATUS_OK;
+                    dst.put_slice(&fixed);
+                } else {
+                    dst.put_u8(TAG_RESPONSE);
+                    dst.put_u64_le(*id);
+                    status.encode(dst)?;
+                }
             }
             Header::GoAway => dst.put_u8(TAG_GO_AWAY),
             Header::StreamItem { id } => {
@@ -332,6 +346,16 @@ impl Status {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes into a fixed array, for headers assembled on the stack.
+struct Cursor<'a>(&'a mut [u8], usize);
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0[self.1..self.1 + bytes.len()].copy_from_slice(bytes);
+        self.1 += bytes.len();
     }
 }
 
