@@ -164,6 +164,8 @@ async fn a_deadline_fails_the_call_and_stops_the_handler() {
     signalled("handler start", &started).await;
     // The server dropped the handler at the deadline too.
     signalled("handler stopped by the server", &dropped).await;
+    // And the client forgot the call: nothing is left waiting for a reply.
+    assert_eq!(client.client().in_flight(), 0);
 }
 
 #[tokio::test]

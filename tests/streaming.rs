@@ -121,6 +121,16 @@ async fn a_client_stream_is_consumed_by_the_handler() {
         .await
         .expect("sum");
     assert_eq!(total, 10_000 * 10_001 / 2);
+    // Many uploads later, the client holds no stream state for finished calls.
+    for n in 0..100u64 {
+        let sum = client.sum(rpc::Stream::iter(0..n)).await.expect("sum");
+        assert_eq!(sum, n * n.saturating_sub(1) / 2);
+    }
+    support::eventually("upload tasks cleaned up", || {
+        client.client().open_streams() == 0
+    })
+    .await;
+    assert_eq!(client.client().in_flight(), 0);
 }
 
 #[tokio::test]
@@ -171,6 +181,11 @@ async fn dropping_a_stream_stops_the_producer() {
         .expect("open")
         .expect("item");
     drop(stream);
+    assert_eq!(
+        client.client().open_streams(),
+        0,
+        "the dropped stream's buffer is gone"
+    );
     within("producer dropped", svc.dropped.acquire())
         .await
         .expect("open")

@@ -233,6 +233,8 @@ fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result
 fn start_upload<In: Serialize + Send + 'static>(input: Stream<In>) -> StartUpload {
     Box::new(move |conn: Arc<Connection>, id: u64| {
         let task = tokio::spawn(async move {
+            // Forgets the sending side however the task ends, aborted included.
+            let _forget = ForgetOutbound(conn.clone(), id);
             let outbound = conn.streams().open_outbound(id, conn.window());
             if let Err(err) = stream::send(&conn.queue, id, &outbound, input).await {
                 tracing::debug!(request_id = id, error = %err, "request stream stopped");
@@ -240,6 +242,15 @@ fn start_upload<In: Serialize + Send + 'static>(input: Stream<In>) -> StartUploa
         });
         AbortOnDrop(task.abort_handle())
     })
+}
+
+/// Removes a call's request stream from the connection's table when dropped.
+struct ForgetOutbound(Arc<Connection>, u64);
+
+impl Drop for ForgetOutbound {
+    fn drop(&mut self) {
+        self.0.streams().forget_outbound(self.1);
+    }
 }
 
 /// Aborts a task when dropped: the owner of a call's upload task.
@@ -445,7 +456,9 @@ async fn send<Args: Serialize>(
         Some(_) => reply.await,
         None => within(shape.deadline, reply).await,
     };
-    pending.done = true;
+    // A reply, or the connection's own verdict (its sweep, its end), settled the call. Our
+    // timer firing did not: then the guard below forgets the call and cancels it.
+    pending.done = swept.is_some() || !matches!(outcome, Err(Error::DeadlineExceeded));
     let (status, body) = outcome?;
     match status {
         Status::Ok => Ok(Answer {
@@ -478,6 +491,8 @@ impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.conn.cancel(self.id);
+            // A streamed reply's buffer, if one was opened, is not wanted any more.
+            self.conn.streams().remove(self.id);
         }
     }
 }

@@ -216,6 +216,16 @@ impl Client {
         self.current().is_usable()
     }
 
+    /// Calls on the current connection still waiting for their reply (a diagnostic).
+    pub fn in_flight(&self) -> usize {
+        self.current().waiting()
+    }
+
+    /// Streams open on the current connection, both directions together (a diagnostic).
+    pub fn open_streams(&self) -> usize {
+        self.current().streams().len()
+    }
+
     /// Dials the endpoint again now, ignoring any backoff, and routes new calls over the new
     /// connection. Calls in flight on the old one finish there.
     pub async fn reconnect(&self) -> Result<(), Error> {

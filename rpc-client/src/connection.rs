@@ -170,6 +170,11 @@ impl Connection {
         }
     }
 
+    /// Calls waiting for their reply.
+    pub(crate) fn waiting(&self) -> usize {
+        self.shared.lock().waiting.len()
+    }
+
     /// The streams of this connection's calls.
     pub(crate) fn streams(&self) -> &StreamTable {
         &self.shared.streams

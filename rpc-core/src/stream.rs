@@ -172,6 +172,23 @@ impl StreamTable {
         }
     }
 
+    /// Forgets call `id`'s sending side only (its request stream is done), leaving a reply
+    /// stream it may also have untouched.
+    pub fn forget_outbound(&self, id: u64) {
+        lock(&self.state).outbound.remove(&id);
+    }
+
+    /// How many streams are open, both directions together.
+    pub fn len(&self) -> usize {
+        let state = lock(&self.state);
+        state.inbound.len() + state.outbound.len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Routes a received item. Items for streams nobody reads any more are dropped; an item
     /// beyond the granted window is a protocol violation.
     pub fn on_item(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
