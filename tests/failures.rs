@@ -375,23 +375,64 @@ async fn an_enormous_timeout_means_no_deadline() {
     assert!(!has_deadline);
 }
 
+/// A server that completes the handshake and then never answers: any deadline error a client
+/// gets from it was produced by the client itself. Reports the ids of the cancels it receives.
+async fn silent_server() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<u64>) {
+    use rpc::protocol::message::{decode_frame, Header};
+    use tokio_util::codec::Decoder;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (cancels, received) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut hello = [0u8; 8];
+        stream.read_exact(&mut hello).await.expect("preamble");
+        // Echoing the client's preamble accepts it: same magic, same version, status 0.
+        stream.write_all(&hello).await.expect("answer");
+        let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
+        let mut buf = bytes::BytesMut::new();
+        while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                if let Ok((Header::Cancel { id }, _)) = decode_frame(frame) {
+                    let _ = cancels.send(id).await;
+                }
+            }
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn a_call_whose_own_timer_fires_is_forgotten_and_cancelled() {
+    let (addr, mut cancels) = silent_server().await;
+    let client = FlakyClient::connect(addr).await.expect("connect");
+    let err = within("deadline", client.ok(1).timeout(Duration::from_millis(100)))
+        .await
+        .expect_err("the server never answers");
+    assert!(matches!(err, rpc::Error::DeadlineExceeded), "{err}");
+    // Only the client's timer can have ended this call: it must leave nothing behind and
+    // tell the server.
+    assert_eq!(client.client().in_flight(), 0);
+    assert_eq!(within("cancel", cancels.recv()).await, Some(0));
+}
+
 #[tokio::test]
 async fn a_far_deadline_is_enforced_by_the_connection_sweep() {
-    // Deadlines over a second away are timed out by the connection, not a timer per call.
-    let (svc, _, started, dropped, _) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
-    let client = FlakyClient::connect(server.addr).await.expect("connect");
+    // Deadlines over a second away are timed out by the connection, not a timer per call;
+    // the server here never answers, so nothing else can end the call.
+    let (addr, mut cancels) = silent_server().await;
+    let client = FlakyClient::connect(addr).await.expect("connect");
     let begun = tokio::time::Instant::now();
     let err = within(
         "swept deadline",
-        client.hangs().timeout(Duration::from_millis(1_200)),
+        client.ok(1).timeout(Duration::from_millis(1_200)),
     )
     .await
     .expect_err("must time out");
     assert!(matches!(err, rpc::Error::DeadlineExceeded), "{err}");
     assert!(begun.elapsed() >= Duration::from_millis(1_200));
-    signalled("handler start", &started).await;
-    signalled("handler stopped", &dropped).await;
-    // The connection still serves.
-    assert_eq!(client.ok(3).await.expect("after the deadline"), 3);
+    assert_eq!(client.client().in_flight(), 0);
+    assert_eq!(within("cancel", cancels.recv()).await, Some(0));
 }

@@ -412,9 +412,10 @@ async fn send<Args: Serialize>(
     .await?;
     // A far deadline (the default one) is enforced by the connection's sweep: no timer per
     // call. A near one gets a precise timer below.
+    let now = Instant::now();
     let swept = shape
         .deadline
-        .filter(|at| at.saturating_duration_since(Instant::now()) > SWEEP_MIN);
+        .filter(|at| at.saturating_duration_since(now) > SWEEP_MIN);
     let (id, reply) = conn.register(swept)?;
     let mut pending = PendingCall {
         conn,
@@ -429,7 +430,7 @@ async fn send<Args: Serialize>(
         id,
         method: shape.method.id().as_u64(),
         timeout_micros: shape.deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
+            let left = d.saturating_duration_since(now);
             u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
         }),
         metadata,

@@ -299,11 +299,6 @@ impl Inbound {
             waker.wake();
         }
     }
-
-    /// Bytes of items buffered and not yet read.
-    pub fn buffered(&self) -> usize {
-        lock(&self.state).items.iter().map(|(_, len)| len).sum()
-    }
 }
 
 /// What a reader does with an item: the next one, the end, or nothing yet.

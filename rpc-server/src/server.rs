@@ -293,7 +293,6 @@ async fn serve_accepted(
     }
 }
 
-/// Keeps `Transport` in the public API's vocabulary for users of `serve_transport`.
 impl Server {
     /// Serves one already-connected stream with this server's services and limits, outside
     /// the accept loop (for example a stream accepted by your own listener).
