@@ -39,10 +39,21 @@ use crate::connection::{Connection, SWEEP_MIN};
 /// cancels the call.
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<Args, Out> {
-    /// The call as configured; taken when the call starts.
+    /// The call as configured. Kept while the call is sent directly (a refused call is sent
+    /// again from it), taken when it runs on the general path.
     setup: Option<Setup<Args, Out>>,
-    /// The running call, from the first poll on.
-    running: Option<Running<Out>>,
+    state: State<Out>,
+}
+
+enum State<Out> {
+    /// Not polled yet.
+    Idle,
+    /// Sent in the first poll, waiting in its slot: the common case, costing no allocation.
+    Sent(InFlight),
+    /// On the general path (waits for a connection, room or a permit; streams; near
+    /// deadlines), as one boxed future.
+    Running(Running<Out>),
+    Done,
 }
 
 type Running<Out> = Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>;
@@ -64,11 +75,17 @@ struct Setup<Args, Out> {
 
 /// A successful response, with everything needed to turn it into the call's output.
 pub(crate) struct Answer {
+    body: Bytes,
+    /// For a method that answers with a stream: what reading it needs.
+    stream: Option<StreamParts>,
+    /// The task sending the request stream, if any; dropping it stops the stream.
+    upload: Option<AbortOnDrop>,
+}
+
+struct StreamParts {
     conn: Arc<Connection>,
     id: u64,
-    body: Bytes,
-    inbound: Option<Arc<Inbound>>,
-    upload: Option<AbortOnDrop>,
+    inbound: Arc<Inbound>,
     deadline: Option<Instant>,
 }
 
@@ -91,7 +108,8 @@ impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
             f.field("method", &setup.method)
                 .field("deadline", &setup.deadline);
         }
-        f.field("started", &self.running.is_some()).finish()
+        f.field("started", &!matches!(self.state, State::Idle))
+            .finish()
     }
 }
 
@@ -118,7 +136,7 @@ impl<Args, Out> Call<Args, Out> {
                 streaming_response,
                 respond,
             }),
-            running: None,
+            state: State::Idle,
         }
     }
 
@@ -209,21 +227,20 @@ fn decode_answer<Out: DeserializeOwned>(answer: Answer) -> Result<Out, Error> {
 }
 
 fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result<Stream<T>, Error> {
-    let Answer {
+    let StreamParts {
         conn,
         id,
         inbound,
-        upload,
         deadline,
-        ..
-    } = answer;
-    let inbound = inbound.ok_or_else(|| Error::closed("stream buffer missing"))?;
+    } = answer
+        .stream
+        .ok_or_else(|| Error::closed("stream buffer missing"))?;
     let abandon = conn.clone();
     let receiver =
         Receiver::new(id, inbound, conn.queue.clone()).on_abandon(move || abandon.abandon(id));
     Ok(Stream::from_results(ResponseStream {
         receiver,
-        _upload: upload,
+        _upload: answer.upload,
         timer: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
         expired: false,
     }))
@@ -295,7 +312,7 @@ impl<T: DeserializeOwned> futures::Stream for ResponseStream<T> {
 }
 
 impl<Args, Out> Setup<Args, Out> {
-    fn resolve_deadline(&self) -> Option<Instant> {
+    fn resolve_deadline(&self, now: Instant) -> Option<Instant> {
         match self.deadline {
             Deadline::At(at) => Some(at),
             Deadline::Never => None,
@@ -304,7 +321,7 @@ impl<Args, Out> Setup<Args, Out> {
                     .client
                     .config()
                     .default_timeout
-                    .and_then(|t| Instant::now().checked_add(t));
+                    .and_then(|t| now.checked_add(t));
                 let inherited = Context::with_current(Context::deadline).flatten();
                 match (default, inherited) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -315,9 +332,91 @@ impl<Args, Out> Setup<Args, Out> {
     }
 }
 
+impl<Args: Serialize, Out> Setup<Args, Out> {
+    /// Sends a plain unary call at once, if nothing has to be waited for: a live connection,
+    /// a free permit and room in the write buffer. `None` leaves the call to the general
+    /// path ([`run`](Self::run)), which waits for whatever is missing or reports why not.
+    fn send_now(&self) -> Option<Result<InFlight, Error>> {
+        if self.upload.is_some() || self.streaming_response {
+            return None;
+        }
+        let now = Instant::now();
+        let deadline = self.resolve_deadline(now);
+        // A near deadline needs a precise timer: the general path arms one.
+        if deadline.is_some_and(|at| at.saturating_duration_since(now) <= SWEEP_MIN) {
+            return None;
+        }
+        let conn = self.client.usable_connection()?;
+        let permit = conn.permits.try_acquire().ok()?;
+        let id = conn.register(deadline).ok()?;
+        let header = request_header(id, self.method, deadline, now, self.metadata.clone());
+        match conn
+            .queue
+            .try_push(&header, |buf| Bincode.encode(&self.args, buf))
+        {
+            Ok(Ok(_)) => {
+                // Given back by `InFlight` when the call ends.
+                permit.forget();
+                Some(Ok(InFlight {
+                    conn,
+                    id,
+                    settled: false,
+                }))
+            }
+            Ok(Err(_full)) => {
+                conn.unregister(id);
+                None
+            }
+            Err(err) => {
+                conn.unregister(id);
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+/// The header of a request sent at `now`.
+fn request_header(
+    id: u64,
+    method: Method,
+    deadline: Option<Instant>,
+    now: Instant,
+    metadata: Metadata,
+) -> Header {
+    Header::Request(RequestHeader {
+        id,
+        method: method.id().as_u64(),
+        timeout_micros: deadline.map(|d| {
+            let left = d.saturating_duration_since(now);
+            u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
+        }),
+        metadata,
+    })
+}
+
+/// A call sent by [`Setup::send_now`]: holds its slot and its permit until it ends, and
+/// cancels it on the server if the caller stops waiting first.
+struct InFlight {
+    conn: Arc<Connection>,
+    id: u64,
+    /// Set once the reply (or the connection's verdict) has been taken.
+    settled: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.cancel(self.id);
+        }
+        self.conn.permits.add_permits(1);
+    }
+}
+
 impl<Args: Serialize + Send + 'static, Out: Send + 'static> Setup<Args, Out> {
-    async fn run(self) -> Result<Out, Error> {
-        let deadline = self.resolve_deadline();
+    /// The general path: every wait, every kind of call. `attempt` counts the times the call
+    /// was already refused unrun.
+    async fn run(self, mut attempt: usize) -> Result<Out, Error> {
+        let deadline = self.resolve_deadline(Instant::now());
         let Setup {
             client,
             method,
@@ -329,7 +428,6 @@ impl<Args: Serialize + Send + 'static, Out: Send + 'static> Setup<Args, Out> {
             ..
         } = self;
         let attempts = async {
-            let mut attempt = 0;
             loop {
                 let conn = within(deadline, client.connection()).await?;
                 let had_upload = upload.is_some();
@@ -416,25 +514,17 @@ async fn send<Args: Serialize>(
     let swept = shape
         .deadline
         .filter(|at| at.saturating_duration_since(now) > SWEEP_MIN);
-    let (id, reply) = conn.register(swept)?;
+    let id = conn.register(swept)?;
     let mut pending = PendingCall {
         conn,
         id,
-        done: false,
+        keep_stream: false,
     };
     // A streamed reply's items may follow the response at once: their buffer comes first.
     let inbound = shape
         .streaming_response
         .then(|| conn.streams().open_inbound(id, conn.window()));
-    let header = Header::Request(RequestHeader {
-        id,
-        method: shape.method.id().as_u64(),
-        timeout_micros: shape.deadline.map(|d| {
-            let left = d.saturating_duration_since(now);
-            u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
-        }),
-        metadata,
-    });
+    let header = request_header(id, shape.method, shape.deadline, now, metadata);
     // Usually there is room in the write buffer: one lock, no waiting.
     let pushed = {
         let args: &Args = args;
@@ -448,51 +538,52 @@ async fn send<Args: Serialize>(
         conn.queue.push(&header, |buf| Bincode.encode(args, buf))?;
     }
     let upload = shape.upload.take().map(|start| start(conn.clone(), id));
-    let reply = async {
-        reply
-            .await
-            .unwrap_or_else(|_| Err(Error::closed("the connection ended")))
-    };
-    let outcome = match swept {
-        Some(_) => reply.await,
-        None => within(shape.deadline, reply).await,
-    };
-    // A reply, or the connection's own verdict (its sweep, its end), settled the call. Our
-    // timer firing did not: then the guard below forgets the call and cancels it.
-    pending.done = swept.is_some() || !matches!(outcome, Err(Error::DeadlineExceeded));
-    let (status, body) = outcome?;
+    // A reply, or the connection's own verdict (its sweep, its end), settles the call and
+    // frees its slot. Our own timer firing does not: then the guard below cancels the call.
+    let (status, body) = match swept {
+        Some(_) => conn.reply(id).await,
+        None => within(shape.deadline, conn.reply(id)).await,
+    }?;
     match status {
-        Status::Ok => Ok(Answer {
-            conn: conn.clone(),
-            id,
-            body,
-            inbound,
-            upload,
-            deadline: shape.deadline,
-        }),
-        Status::Error { code, message } => {
-            if ErrorCode::from_u16(code) == Some(ErrorCode::ShuttingDown) {
-                // The server did not run it; new calls must go to a new connection.
-                conn.mark_going_away();
-            }
-            conn.streams().remove(id);
-            Err(Error::from_remote(code, message, &shape.method))
+        Status::Ok => {
+            pending.keep_stream = true;
+            Ok(Answer {
+                body,
+                stream: inbound.map(|inbound| StreamParts {
+                    conn: conn.clone(),
+                    id,
+                    inbound,
+                    deadline: shape.deadline,
+                }),
+                upload,
+            })
         }
+        Status::Error { code, message } => Err(refused(conn, code, message, &shape.method)),
     }
 }
 
-/// Cancels the call on the server if the caller stops waiting (drop, timeout).
+/// The error for a call the server answered with an error status.
+fn refused(conn: &Connection, code: u16, message: String, method: &Method) -> Error {
+    if ErrorCode::from_u16(code) == Some(ErrorCode::ShuttingDown) {
+        // The server did not run it; new calls must go to a new connection.
+        conn.mark_going_away();
+    }
+    Error::from_remote(code, message, method)
+}
+
+/// Cancels the call on the server if the caller stops waiting (drop, timeout), and drops
+/// the buffer of its streamed reply unless the call succeeded.
 struct PendingCall<'a> {
     conn: &'a Connection,
     id: u64,
-    done: bool,
+    keep_stream: bool,
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.conn.cancel(self.id);
-            // A streamed reply's buffer, if one was opened, is not wanted any more.
+        // Sends a cancel only if the call is still waiting for its reply.
+        self.conn.cancel(self.id);
+        if !self.keep_stream {
             self.conn.streams().remove(self.id);
         }
     }
@@ -507,22 +598,72 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.running.is_none() {
-            let Some(setup) = this.setup.take() else {
-                return Poll::Ready(Err(Error::Cancelled));
-            };
-            this.running = Some(Box::pin(setup.run()));
-        }
-        match &mut this.running {
-            Some(running) => {
-                let outcome = running.as_mut().poll(cx);
-                if outcome.is_ready() {
-                    // Release the connection and buffers now, not when the Call is dropped.
-                    this.running = None;
+        loop {
+            match &mut this.state {
+                State::Idle => {
+                    let Some(setup) = &this.setup else {
+                        return Poll::Ready(Err(Error::Cancelled));
+                    };
+                    match setup.send_now() {
+                        Some(Ok(sent)) => this.state = State::Sent(sent),
+                        Some(Err(err)) => return this.finish(Err(err)),
+                        None => this.run_general(0),
+                    }
                 }
-                outcome
+                State::Sent(sent) => {
+                    let reply = std::task::ready!(sent.conn.poll_reply(sent.id, cx));
+                    sent.settled = true;
+                    let Some(setup) = &this.setup else {
+                        return this.finish(Err(Error::Cancelled));
+                    };
+                    let outcome = match reply {
+                        Ok((Status::Ok, body)) => (setup.respond)(Answer {
+                            body,
+                            stream: None,
+                            upload: None,
+                        }),
+                        Ok((Status::Error { code, message }, _)) => {
+                            let err = refused(&sent.conn, code, message, &setup.method);
+                            if matches!(err, Error::Overloaded { .. }) && !sent.conn.is_usable() {
+                                // Refused unrun by a server going away: send it again, on a
+                                // new connection (the general path's retry rule).
+                                this.run_general(1);
+                                continue;
+                            }
+                            Err(err)
+                        }
+                        Err(err) => Err(err),
+                    };
+                    return this.finish(outcome);
+                }
+                State::Running(running) => {
+                    let outcome = std::task::ready!(running.as_mut().poll(cx));
+                    return this.finish(outcome);
+                }
+                State::Done => return Poll::Ready(Err(Error::Cancelled)),
             }
-            None => Poll::Ready(Err(Error::Cancelled)),
         }
+    }
+}
+
+impl<Args, Out> Call<Args, Out>
+where
+    Args: Serialize + Send + 'static,
+    Out: Send + 'static,
+{
+    /// Moves the call to the general path, `attempt` refusals in.
+    fn run_general(&mut self, attempt: usize) {
+        self.state = match self.setup.take() {
+            Some(setup) => State::Running(Box::pin(setup.run(attempt))),
+            None => State::Done,
+        };
+    }
+
+    /// Ends the call, releasing its connection and buffers now rather than when the `Call`
+    /// is dropped.
+    fn finish(&mut self, outcome: Result<Out, Error>) -> Poll<Result<Out, Error>> {
+        self.state = State::Done;
+        self.setup = None;
+        Poll::Ready(outcome)
     }
 }

@@ -241,6 +241,11 @@ impl Client {
             .clone()
     }
 
+    /// The current connection if it takes new calls; never waits.
+    pub(crate) fn usable_connection(&self) -> Option<Arc<Connection>> {
+        Some(self.current()).filter(|conn| conn.is_usable())
+    }
+
     /// The connection a new call should use, redialing if the current one is gone.
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Error> {
         let conn = self.current();

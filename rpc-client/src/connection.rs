@@ -1,30 +1,33 @@
 //! One live connection: the task that reads replies and writes requests, and the table of
 //! calls waiting for a reply.
 //!
-//! Every call registers a one-shot slot under a fresh id, queues its request on the shared
-//! [`WriteQueue`], and waits. The connection task routes each response to its slot by id.
-//! When the connection ends for any reason, every waiting slot receives the same error at
-//! once, and later calls on this connection fail immediately.
+//! Every call takes a slot in the connection's table (its id names the slot), queues its
+//! request on the shared [`WriteQueue`], and polls its slot. The connection task stores each
+//! response in its slot and wakes the caller. When the connection ends for any reason,
+//! every waiting slot receives the same error at once, and later calls on this connection
+//! fail immediately.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use rpc_core::frame::{FrameDecoder, PREFIX_LEN};
-use rpc_core::ids::IdMap;
-use rpc_core::message::{decode_frame, Header, Status};
+use rpc_core::message::{decode_frame, Header};
 use rpc_core::preamble::client_handshake;
 use rpc_core::stream::StreamTable;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Error, ProtocolError, Transport};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::config::ClientConfig;
+pub(crate) use crate::slots::Reply;
+use crate::slots::{Removed, Slots};
 
 /// How often a connection checks the deadlines of its long calls. Calls whose deadline is
 /// more than [`SWEEP_MIN`] away (the 30 s default, typically) are timed out by this sweep
@@ -33,26 +36,6 @@ pub(crate) const SWEEP_TICK: Duration = Duration::from_millis(10);
 
 /// Deadlines further away than this are left to the sweep; nearer ones get a precise timer.
 pub(crate) const SWEEP_MIN: Duration = Duration::from_secs(1);
-
-/// A call waiting for its reply.
-struct Waiting {
-    slot: oneshot::Sender<Reply>,
-    /// Set when the connection's sweep enforces the call's deadline.
-    deadline: Option<Instant>,
-}
-
-impl Pending {
-    fn remove(&mut self, id: u64) -> Option<Waiting> {
-        let waiting = self.waiting.remove(&id)?;
-        if waiting.deadline.is_some() {
-            self.swept -= 1;
-        }
-        Some(waiting)
-    }
-}
-
-/// What a waiting call receives: the response status and body, or why there is none.
-pub(crate) type Reply = Result<(Status, Bytes), Error>;
 
 pub(crate) struct Connection {
     pub(crate) queue: Arc<WriteQueue>,
@@ -75,11 +58,7 @@ struct Shared {
 }
 
 struct Pending {
-    next_id: u64,
-    /// Keyed by this client's own request ids, so the cheap hash is safe.
-    waiting: IdMap<u64, Waiting>,
-    /// How many waiting calls have a deadline the connection enforces (see [`SWEEP_TICK`]).
-    swept: usize,
+    slots: Slots,
     /// Set once the connection is gone; new calls fail with it.
     closed: Option<Error>,
 }
@@ -108,9 +87,7 @@ impl Connection {
             streams: StreamTable::default(),
             window: config.stream_window,
             pending: Mutex::new(Pending {
-                next_id: 0,
-                waiting: IdMap::default(),
-                swept: 0,
+                slots: Slots::default(),
                 closed: None,
             }),
             usable: AtomicBool::new(true),
@@ -126,53 +103,56 @@ impl Connection {
         })
     }
 
-    /// Reserves an id and a slot for a call's reply; fails if the connection is gone.
+    /// Reserves a slot for a call's reply and returns the call's id; fails if the
+    /// connection is gone. Poll the reply with [`poll_reply`](Self::poll_reply).
     ///
     /// With `swept_deadline`, the connection itself fails the call with
     /// [`Error::DeadlineExceeded`] at that instant (within [`SWEEP_TICK`]), so the caller
     /// needs no timer of its own.
-    pub(crate) fn register(
-        &self,
-        swept_deadline: Option<Instant>,
-    ) -> Result<(u64, oneshot::Receiver<Reply>), Error> {
+    pub(crate) fn register(&self, swept_deadline: Option<Instant>) -> Result<u64, Error> {
         let mut pending = self.shared.lock();
         if let Some(err) = &pending.closed {
             return Err(err.clone());
         }
-        let id = pending.next_id;
-        pending.next_id += 1;
-        let (slot, rx) = oneshot::channel();
-        if swept_deadline.is_some() {
-            pending.swept += 1;
-        }
-        pending.waiting.insert(
-            id,
-            Waiting {
-                slot,
-                deadline: swept_deadline,
-            },
-        );
+        let first_swept = swept_deadline.is_some() && pending.slots.swept() == 0;
+        let id = pending.slots.insert(swept_deadline);
         drop(pending);
-        if swept_deadline.is_some() {
+        if first_swept {
             // The connection task arms its sweep only while swept calls exist.
             self.shared.sweep_wake.notify_one();
         }
-        Ok((id, rx))
+        Ok(id)
     }
 
-    /// Forgets a call that no longer waits (dropped, timed out) and tells the server to
-    /// stop it.
+    /// Takes the reply of call `id` if it has arrived, which ends the call's registration;
+    /// otherwise wakes `cx` when it does.
+    pub(crate) fn poll_reply(&self, id: u64, cx: &mut TaskContext<'_>) -> Poll<Reply> {
+        self.shared.lock().slots.poll(id, cx.waker())
+    }
+
+    /// Waits for the reply of call `id`.
+    pub(crate) fn reply(&self, id: u64) -> impl Future<Output = Reply> + '_ {
+        std::future::poll_fn(move |cx| self.poll_reply(id, cx))
+    }
+
+    /// Forgets a call that no longer waits (dropped, timed out) and, if the server may still
+    /// be running it, tells the server to stop it.
     pub(crate) fn cancel(&self, id: u64) {
-        let was_waiting = self.shared.lock().remove(id).is_some();
-        if was_waiting {
+        let removed = self.shared.lock().slots.remove(id);
+        if removed == Removed::Waiting {
             // Best effort: if the connection is gone, so is the call.
             let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
         }
     }
 
+    /// Forgets a call whose request was never queued: the server knows nothing of it.
+    pub(crate) fn unregister(&self, id: u64) {
+        self.shared.lock().slots.remove(id);
+    }
+
     /// Calls waiting for their reply.
     pub(crate) fn waiting(&self) -> usize {
-        self.shared.lock().waiting.len()
+        self.shared.lock().slots.live()
     }
 
     /// The streams of this connection's calls.
@@ -218,52 +198,38 @@ impl Shared {
 
     /// Fails every waiting call with `err` and refuses new ones.
     fn close(&self, err: Error) {
-        let waiting = {
+        let wakers = {
             let mut pending = self.lock();
             self.usable.store(false, Ordering::Release);
             if pending.closed.is_none() {
                 pending.closed = Some(err.clone());
             }
-            pending.swept = 0;
-            std::mem::take(&mut pending.waiting)
+            pending.slots.fail_all(&err)
         };
-        for (_, waiting) in waiting {
-            let _ = waiting.slot.send(Err(err.clone()));
-        }
+        wakers.into_iter().for_each(Waker::wake);
         self.streams.close(err.clone());
         self.queue.fail(err);
     }
 
     fn deliver(&self, id: u64, reply: Reply) {
-        let waiting = self.lock().remove(id);
-        // No slot: the call was cancelled or timed out; its late reply is dropped.
-        if let Some(waiting) = waiting {
-            let _ = waiting.slot.send(reply);
+        // No waker: nobody polled yet, or the call was cancelled and its late reply dropped.
+        let waker = self.lock().slots.fill(id, reply);
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
     /// Fails every swept call whose deadline has passed, and tells the server to stop them.
     fn expire(&self, now: Instant) {
-        let expired: Vec<(u64, Waiting)> = {
-            let mut pending = self.lock();
-            let ids: Vec<u64> = pending
-                .waiting
-                .iter()
-                .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| pending.remove(id).map(|w| (id, w)))
-                .collect()
-        };
-        for (id, waiting) in expired {
-            let _ = waiting.slot.send(Err(Error::DeadlineExceeded));
+        let (ids, wakers) = self.lock().slots.expire(now);
+        wakers.into_iter().for_each(Waker::wake);
+        for id in ids {
             let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
         }
     }
 
     fn has_swept_calls(&self) -> bool {
-        self.lock().swept > 0
+        self.lock().slots.swept() > 0
     }
 }
 

@@ -10,12 +10,14 @@
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`endpoint`] | [`Endpoint`]: where to connect (TCP address or name, Unix socket) |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
+//! | `slots` | the table of calls awaiting replies, one reusable slot each |
 
 pub mod call;
 pub mod client;
 pub mod config;
 mod connection;
 pub mod endpoint;
+mod slots;
 
 pub use call::Call;
 pub use client::{Client, ClientBuilder};
