@@ -239,7 +239,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(slots.poll(a, Waker::noop()).is_pending());
         assert!(slots.fill(b, ok(2)).is_none(), "b never polled: no waker");
-        assert!(slots.fill(a, ok(1)).is_some(), "a polled: its waker comes back");
+        assert!(
+            slots.fill(a, ok(1)).is_some(),
+            "a polled: its waker comes back"
+        );
         assert_eq!(body(slots.poll(b, Waker::noop())), 2);
         assert_eq!(body(slots.poll(a, Waker::noop())), 1);
         assert_eq!(slots.live(), 0);

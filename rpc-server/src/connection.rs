@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,8 +87,13 @@ pub(crate) async fn serve<T: Transport>(
         counters,
     };
     let read = connection.run();
-    let write = queue.run(writer);
-    tokio::pin!(read, write);
+    // The writer is a task of its own, so that under load one thread can write replies while
+    // another reads and runs calls. This task owns it: dropping the connection aborts it.
+    let mut write = WriterTask(tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.run(writer).await }
+    }));
+    tokio::pin!(read);
     tokio::select! {
         outcome = &mut read => {
             match &outcome {
@@ -98,14 +104,28 @@ pub(crate) async fn serve<T: Transport>(
             wire.streams.close(Error::closed("the connection closed"));
             // Flush what is queued (a go-away, the last replies), then close.
             queue.close();
-            let _ = write.await;
+            let _ = (&mut write.0).await;
         }
-        outcome = &mut write => {
-            if let Err(err) = outcome {
+        outcome = &mut write.0 => {
+            let err = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(err),
+                Err(join) => Some(Error::closed(format!("the writer stopped: {join}"))),
+            };
+            if let Some(err) = err {
                 tracing::debug!(%peer, error = %err, "connection lost while writing");
                 wire.streams.close(err);
             }
         }
+    }
+}
+
+/// The connection's writer task; aborted when the connection's own task ends or is dropped.
+struct WriterTask(tokio::task::JoinHandle<Result<(), Error>>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -159,6 +179,19 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                     Some(Err(err)) => return Err(err),
                     Some(Ok(frame)) => {
                         self.on_frame(frame, draining).await?;
+                        // Frames already read arrive by the dozen under load: take them
+                        // here rather than through another round of `select!` each. The
+                        // runtime's budget ends the loop if the socket never runs dry.
+                        while self.calls.len() < self.config.max_in_flight_per_connection {
+                            match futures::poll!(self.frames.next()) {
+                                Poll::Ready(Some(Ok(frame))) => {
+                                    self.on_frame(frame, draining).await?
+                                }
+                                Poll::Ready(Some(Err(err))) => return Err(err),
+                                Poll::Ready(None) => return Ok(()),
+                                Poll::Pending => break,
+                            }
+                        }
                         idle_since = Instant::now();
                     }
                 },
