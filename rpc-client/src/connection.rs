@@ -250,7 +250,7 @@ async fn sweep(shared: &Shared) -> std::convert::Infallible {
 async fn drive<R, W>(shared: Arc<Shared>, mut frames: FramedRead<R, FrameDecoder>, writer: W)
 where
     R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let read = async {
         let outcome: Result<std::convert::Infallible, Error> = loop {
@@ -293,7 +293,10 @@ where
         };
         outcome
     };
-    let write = shared.queue.run(writer);
+    // The writer is a task of its own, so that under load one thread can write requests
+    // while another reads replies. Owned here: it ends when this task ends or is aborted.
+    let queue = shared.queue.clone();
+    let mut write = WriterTask(tokio::spawn(async move { queue.run(writer).await }));
     let err = tokio::select! {
         never = sweep(&shared) => match never {},
         err = read => match err {
@@ -304,10 +307,20 @@ where
                 Error::closed(err)
             }
         },
-        written = write => match written {
-            Ok(()) => Error::closed("the client closed the connection"),
-            Err(err) => err,
+        written = &mut write.0 => match written {
+            Ok(Ok(())) => Error::closed("the client closed the connection"),
+            Ok(Err(err)) => err,
+            Err(join) => Error::closed(format!("the writer stopped: {join}")),
         },
     };
     shared.close(err);
+}
+
+/// A connection's writer task; aborted when the connection task ends or is aborted.
+struct WriterTask(tokio::task::JoinHandle<Result<(), Error>>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
