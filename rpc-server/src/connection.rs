@@ -13,8 +13,10 @@
 //! `tokio::task::spawn_blocking` for such work.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -178,19 +180,22 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                     None => return Ok(()),
                     Some(Err(err)) => return Err(err),
                     Some(Ok(frame)) => {
-                        self.on_frame(frame, draining).await?;
-                        // Frames already read arrive by the dozen under load: take them
-                        // here rather than through another round of `select!` each. The
-                        // runtime's budget ends the loop if the socket never runs dry.
-                        while self.calls.len() < self.config.max_in_flight_per_connection {
-                            match futures::poll!(self.frames.next()) {
-                                Poll::Ready(Some(Ok(frame))) => {
-                                    self.on_frame(frame, draining).await?
-                                }
-                                Poll::Ready(Some(Err(err))) => return Err(err),
-                                Poll::Ready(None) => return Ok(()),
-                                Poll::Pending => break,
+                        let mut first = Some(frame);
+                        let batch = std::future::poll_fn(|cx| {
+                            Poll::Ready(match first.take() {
+                                Some(frame) => self.take_frames(frame, draining, cx),
+                                None => Ok(Batch::Drained),
+                            })
+                        })
+                        .await?;
+                        match batch {
+                            Batch::Drained => {}
+                            Batch::Refuse(header) => {
+                                // Waits for room: a client that does not read its replies
+                                // is slowed down, not buffered for.
+                                self.wire.queue.send(&header, |_| Ok(())).await?;
                             }
+                            Batch::Eof => return Ok(()),
                         }
                         idle_since = Instant::now();
                     }
@@ -206,63 +211,102 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         }
     }
 
-    async fn on_frame(&mut self, frame: Bytes, draining: bool) -> Result<(), Error> {
+    /// Handles `first` and then every frame already read, without waiting: under load they
+    /// arrive by the dozen, and each costs no round of `select!`. The runtime's budget ends
+    /// the batch if the socket never runs dry.
+    fn take_frames(
+        &mut self,
+        first: Bytes,
+        draining: bool,
+        cx: &mut TaskContext<'_>,
+    ) -> Result<Batch, Error> {
+        let mut frame = first;
+        loop {
+            if let Some(refusal) = self.on_frame(frame, draining, cx)? {
+                return Ok(Batch::Refuse(refusal));
+            }
+            if self.calls.len() >= self.config.max_in_flight_per_connection {
+                return Ok(Batch::Drained);
+            }
+            frame = match self.frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(err))) => return Err(err),
+                Poll::Ready(None) => return Ok(Batch::Eof),
+                Poll::Pending => return Ok(Batch::Drained),
+            };
+        }
+    }
+
+    /// Handles one frame; returns the response refusing it if it is a request that cannot
+    /// run.
+    fn on_frame(
+        &mut self,
+        frame: Bytes,
+        draining: bool,
+        cx: &mut TaskContext<'_>,
+    ) -> Result<Option<Header>, Error> {
         let frame_len = frame.len() + PREFIX_LEN;
         let (header, body) = decode_frame(frame)?;
         match header {
-            Header::Request(request) => self.on_request(request, body, draining).await,
+            Header::Request(request) => self.on_request(request, body, draining, cx),
             Header::Cancel { id } => {
                 // Unknown ids are fine: the call may have just finished.
                 if let Some(task) = self.running.remove(&id) {
                     task.abort();
                 }
                 self.wire.streams.remove(id);
-                Ok(())
+                Ok(None)
             }
-            Header::StreamItem { id } => Ok(self.wire.streams.on_item(id, body, frame_len)?),
+            Header::StreamItem { id } => {
+                self.wire.streams.on_item(id, body, frame_len)?;
+                Ok(None)
+            }
             Header::StreamEnd { id, status } => {
                 self.wire.streams.on_end(id, status, &"the client's stream");
-                Ok(())
+                Ok(None)
             }
             Header::Credit { id, bytes } => {
                 self.wire.streams.on_credit(id, bytes);
-                Ok(())
+                Ok(None)
             }
             other => Err(ProtocolError::UnexpectedMessage { kind: other.kind() }.into()),
         }
     }
 
-    async fn on_request(
+    /// Starts a call and polls it once; returns the response refusing the request if it
+    /// cannot run. A request id already running breaks the protocol: that is an error.
+    fn on_request(
         &mut self,
         request: RequestHeader,
         body: Bytes,
         draining: bool,
-    ) -> Result<(), Error> {
+        cx: &mut TaskContext<'_>,
+    ) -> Result<Option<Header>, Error> {
         let id = request.id;
+        let refuse = |code: ErrorCode, message: String| {
+            Ok(Some(Header::Response {
+                id,
+                status: Status::Error {
+                    code: code.to_u16(),
+                    message,
+                },
+            }))
+        };
         // Most calls finish in their first poll, so the set is usually empty.
         if !self.running.is_empty() && self.running.contains_key(&id) {
             return Err(ProtocolError::DuplicateRequestId { id }.into());
         }
-        let refuse = |code: ErrorCode, message: String| Header::Response {
-            id,
-            status: Status::Error {
-                code: code.to_u16(),
-                message,
-            },
-        };
         if draining {
-            let header = refuse(
+            return refuse(
                 ErrorCode::ShuttingDown,
                 "server is shutting down; the call was not run".into(),
             );
-            return self.wire.queue.send(&header, |_| Ok(())).await.map(drop);
         }
         let Some(route) = self.router.get(MethodId::from_u64(request.method)) else {
-            let header = refuse(
+            return refuse(
                 ErrorCode::UnknownMethod,
                 format!("no method with id {:#018x}", request.method),
             );
-            return self.wire.queue.send(&header, |_| Ok(())).await.map(drop);
         };
         let metadata_len = request.metadata.byte_len();
         if metadata_len > self.config.max_metadata_len {
@@ -270,8 +314,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 len: metadata_len,
                 max: self.config.max_metadata_len,
             };
-            let header = refuse(ErrorCode::BadRequest, err.to_string());
-            return self.wire.queue.send(&header, |_| Ok(())).await.map(drop);
+            return refuse(ErrorCode::BadRequest, err.to_string());
         }
         let deadline = request
             .timeout_micros
@@ -287,13 +330,23 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let in_flight = CallGuard::new(&self.counters);
         let mut call = CallTask::new(id, dispatch, deadline, reply, in_flight);
         // Most calls finish right here, costing no timer, no set entry and no wake-up.
-        if futures::poll!(&mut call).is_pending() {
+        if Pin::new(&mut call).poll(cx).is_pending() {
             let (call, cancel) = futures::future::abortable(call);
             self.calls.push(call);
             self.running.insert(id, cancel);
         }
-        Ok(())
+        Ok(None)
     }
+}
+
+/// How a batch of frames ended.
+enum Batch {
+    /// No more frames are ready (or no more calls may start): back to waiting.
+    Drained,
+    /// A request must be refused with this response, once there is room to write it.
+    Refuse(Header),
+    /// The client closed its side.
+    Eof,
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
