@@ -14,6 +14,10 @@
 //! that take no bytes on the wire (`()`, empty structs), since every other element of every
 //! container starts at a byte of its own; those containers just grow as elements arrive.
 //!
+//! Owned strings and byte buffers are asked of the inner deserializer as borrowed ones (the
+//! input is a slice), so their visitors copy exactly the bytes once rather than bincode
+//! zeroing a buffer first; see [`Bounded::deserialize_byte_buf`].
+//!
 //! Everything else is forwarded untouched: every `deserialize_*` call goes to the inner
 //! deserializer with a wrapped visitor, and the wrapped visitor passes every `visit_*` on,
 //! wrapping only the accessors it is given so nested values go through [`Bounded`] again.
@@ -134,9 +138,27 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
         deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
         deserialize_f32 deserialize_f64 deserialize_char
-        deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
+        deserialize_str deserialize_bytes
         deserialize_option deserialize_unit deserialize_seq deserialize_map
         deserialize_identifier deserialize_ignored_any
+    }
+
+    /// Decoding from a slice, the bytes can be lent: the visitor copies exactly them
+    /// (`visit_borrowed_bytes`), instead of the inner decoder zeroing a buffer and copying
+    /// into it. Every visitor that accepts an owned buffer accepts a borrowed one too (serde
+    /// falls back from `visit_byte_buf` to `visit_bytes`, never the other way), and
+    /// serde_json treats this hint the same way.
+    #[inline]
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_bytes(visitor)
+    }
+
+    /// As [`deserialize_byte_buf`](Self::deserialize_byte_buf), for strings.
+    #[inline]
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let visitor = self.wrap(visitor);
+        self.inner.deserialize_str(visitor)
     }
 
     #[inline]

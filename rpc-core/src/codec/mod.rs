@@ -215,6 +215,45 @@ mod tests {
         assert_eq!(back, value);
     }
 
+    /// A byte buffer that asks for an owned buffer, as `serde_bytes::ByteBuf` does.
+    #[derive(Debug, PartialEq)]
+    struct Blob(Vec<u8>);
+
+    impl Serialize for Blob {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Blob {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Blob;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob, E> {
+                    Ok(Blob(v.to_vec()))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+
+    #[test]
+    fn owned_buffers_and_strings_decode_from_borrowed_input() {
+        round_trip(Blob(vec![1, 2, 3, 255]));
+        round_trip(Blob(Vec::new()));
+        round_trip((String::from("grüße"), Blob(vec![7; 1000]), String::new()));
+        // Invalid UTF-8 is still refused on the borrowed path.
+        let mut buf = BytesMut::new();
+        Bincode
+            .encode(&Blob(vec![0xff, 0xfe]), &mut buf)
+            .expect("encode");
+        assert!(Bincode.decode::<String>(&buf).is_err());
+    }
+
     #[test]
     fn round_trips_common_types() {
         round_trip(());
