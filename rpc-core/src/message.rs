@@ -369,35 +369,45 @@ fn malformed(reason: String) -> ProtocolError {
     ProtocolError::MalformedHeader { reason }
 }
 
+/// The error for a field the frame ends inside of; out of line, as it is rare.
+#[cold]
+fn cut_short(what: &str, left: usize, needed: usize) -> ProtocolError {
+    malformed(format!(
+        "frame ends inside the {what} ({left} of {needed} bytes)"
+    ))
+}
+
 /// Bounds-checked reads; every failure names the field that was cut short.
 struct Reader<'a, 'b>(&'a mut &'b [u8]);
 
 impl Reader<'_, '_> {
+    #[inline]
     fn need(&self, n: usize, what: &str) -> Result<(), ProtocolError> {
         if self.0.len() < n {
-            return Err(malformed(format!(
-                "frame ends inside the {what} ({} of {n} bytes)",
-                self.0.len()
-            )));
+            return Err(cut_short(what, self.0.len(), n));
         }
         Ok(())
     }
 
+    #[inline]
     fn u8(&mut self, what: &str) -> Result<u8, ProtocolError> {
         self.need(1, what)?;
         Ok(self.0.get_u8())
     }
 
+    #[inline]
     fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
         self.need(2, what)?;
         Ok(self.0.get_u16_le())
     }
 
+    #[inline]
     fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
         self.need(4, what)?;
         Ok(self.0.get_u32_le())
     }
 
+    #[inline]
     fn u64(&mut self, what: &str) -> Result<u64, ProtocolError> {
         self.need(8, what)?;
         Ok(self.0.get_u64_le())

@@ -29,6 +29,7 @@ impl Metadata {
     }
 
     /// Empty metadata with room for `pairs` pairs.
+    #[inline]
     pub fn with_capacity(pairs: usize) -> Self {
         Metadata {
             entries: Vec::with_capacity(pairs),

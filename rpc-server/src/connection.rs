@@ -220,9 +220,11 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         draining: bool,
         cx: &mut TaskContext<'_>,
     ) -> Result<Batch, Error> {
+        // One clock read per batch: deadlines count from when the batch was read.
+        let now = Instant::now();
         let mut frame = first;
         loop {
-            if let Some(refusal) = self.on_frame(frame, draining, cx)? {
+            if let Some(refusal) = self.on_frame(frame, draining, now, cx)? {
                 return Ok(Batch::Refuse(refusal));
             }
             if self.calls.len() >= self.config.max_in_flight_per_connection {
@@ -243,12 +245,13 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         &mut self,
         frame: Bytes,
         draining: bool,
+        now: Instant,
         cx: &mut TaskContext<'_>,
     ) -> Result<Option<Header>, Error> {
         let frame_len = frame.len() + PREFIX_LEN;
         let (header, body) = decode_frame(frame)?;
         match header {
-            Header::Request(request) => self.on_request(request, body, draining, cx),
+            Header::Request(request) => self.on_request(request, body, draining, now, cx),
             Header::Cancel { id } => {
                 // Unknown ids are fine: the call may have just finished.
                 if let Some(task) = self.running.remove(&id) {
@@ -280,6 +283,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         request: RequestHeader,
         body: Bytes,
         draining: bool,
+        now: Instant,
         cx: &mut TaskContext<'_>,
     ) -> Result<Option<Header>, Error> {
         let id = request.id;
@@ -319,7 +323,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let deadline = request
             .timeout_micros
             // A deadline too far to represent is no deadline (the peer chose the number).
-            .and_then(|micros| Instant::now().checked_add(Duration::from_micros(micros)));
+            .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
         let reply = Reply::new(self.wire.clone(), id);
