@@ -436,3 +436,78 @@ async fn a_far_deadline_is_enforced_by_the_connection_sweep() {
     assert_eq!(client.client().in_flight(), 0);
     assert_eq!(within("cancel", cancels.recv()).await, Some(0));
 }
+
+/// A scripted server: on its first connection it refuses every request the way a server
+/// that is going away does ("shutting down, not run"); on later connections it answers every
+/// request with 4242. Reports, for each request, the index of the connection it came on.
+async fn refusing_then_answering_server() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<usize>)
+{
+    use rpc::protocol::message::{decode_frame, encode_frame, Header, Status};
+    use rpc::protocol::{Bincode, Codec};
+    use tokio_util::codec::Decoder;
+    /// `ErrorCode::ShuttingDown` on the wire.
+    const SHUTTING_DOWN: u16 = 7;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (seen, received) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        for index in 0.. {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            connections.spawn(async move {
+                let mut hello = [0u8; 8];
+                stream.read_exact(&mut hello).await.expect("preamble");
+                stream.write_all(&hello).await.expect("answer");
+                let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
+                let mut buf = bytes::BytesMut::new();
+                while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+                    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                        let Ok((Header::Request(request), _)) = decode_frame(frame) else {
+                            continue;
+                        };
+                        let _ = seen.send(index).await;
+                        let mut out = bytes::BytesMut::new();
+                        let encoded = if index == 0 {
+                            let status = Status::Error {
+                                code: SHUTTING_DOWN,
+                                message: "shutting down; the call was not run".into(),
+                            };
+                            let header = Header::Response {
+                                id: request.id,
+                                status,
+                            };
+                            encode_frame(&mut out, &header, 1 << 20, |_| Ok(()))
+                        } else {
+                            let header = Header::Response {
+                                id: request.id,
+                                status: Status::Ok,
+                            };
+                            encode_frame(&mut out, &header, 1 << 20, |body| {
+                                Bincode.encode(&4242u32, body)
+                            })
+                        };
+                        encoded.expect("encode");
+                        stream.write_all(&out).await.expect("reply");
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn a_call_refused_unrun_by_a_server_going_away_is_sent_again_on_a_new_connection() {
+    let (addr, mut seen) = refusing_then_answering_server().await;
+    let client = FlakyClient::connect(addr).await.expect("connect");
+    let answer = within("call", client.ok(1)).await.expect("sent again");
+    assert_eq!(answer, 4242);
+    assert_eq!(within("first request", seen.recv()).await, Some(0));
+    assert_eq!(within("second request", seen.recv()).await, Some(1));
+    assert_eq!(client.client().in_flight(), 0);
+}

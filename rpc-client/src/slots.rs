@@ -55,6 +55,12 @@ pub(crate) enum Removed {
     Settled,
 }
 
+/// The request id of use `generation` of slot `index`.
+fn join(index: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(index)
+}
+
+/// The slot index and generation a request id names.
 fn split(id: u64) -> (usize, u32) {
     // Both halves by construction; truncation is the point.
     ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32)
@@ -87,8 +93,7 @@ impl Slots {
         if deadline.is_some() {
             self.swept += 1;
         }
-        let generation = self.entries[index as usize].generation;
-        (u64::from(generation) << 32) | u64::from(index)
+        join(index, self.entries[index as usize].generation)
     }
 
     /// The entry for `id`, if it is the current use of its slot.
@@ -185,7 +190,7 @@ impl Slots {
     pub(crate) fn expire(&mut self, now: Instant) -> (Vec<u64>, Vec<Waker>) {
         let mut ids = Vec::new();
         let mut wakers = Vec::new();
-        for (index, entry) in self.entries.iter_mut().enumerate() {
+        for (index, entry) in (0u32..).zip(self.entries.iter_mut()) {
             let State::Waiting {
                 waker,
                 deadline: Some(deadline),
@@ -199,7 +204,7 @@ impl Slots {
             wakers.extend(waker.take());
             entry.state = State::Ready(Err(Error::DeadlineExceeded));
             self.swept -= 1;
-            ids.push((u64::from(entry.generation) << 32) | index as u64);
+            ids.push(join(index, entry.generation));
         }
         (ids, wakers)
     }
