@@ -440,8 +440,8 @@ async fn a_far_deadline_is_enforced_by_the_connection_sweep() {
 /// A scripted server: on its first connection it refuses every request the way a server
 /// that is going away does ("shutting down, not run"); on later connections it answers every
 /// request with 4242. Reports, for each request, the index of the connection it came on.
-async fn refusing_then_answering_server() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<usize>)
-{
+async fn refusing_then_answering_server(
+) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<usize>) {
     use rpc::protocol::message::{decode_frame, encode_frame, Header, Status};
     use rpc::protocol::{Bincode, Codec};
     use tokio_util::codec::Decoder;

@@ -31,7 +31,7 @@ use rpc_core::stream::StreamTable;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedRead;
 
 use crate::call::CallTask;
@@ -147,19 +147,26 @@ struct Connection<R> {
 
 impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
     async fn run(&mut self) -> Result<(), Error> {
-        let idle = self.config.idle_timeout.unwrap_or(Duration::MAX);
-        let mut idle_since = Instant::now();
+        let idle = self.config.idle_timeout;
+        let mut last_active = Instant::now();
+        // One timer for the connection's life, moved on only when it fires early (there was
+        // traffic since): a call costs it nothing.
+        let mut idle_timer = idle.and_then(|idle| {
+            let at = last_active.checked_add(idle)?;
+            Some(Box::pin(tokio::time::sleep_until(at)))
+        });
         let mut draining = *self.shutdown.borrow();
         if draining {
             self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
         }
+        // Also one future for the connection's life, for the same reason.
+        let mut shutdown = self.shutdown.clone();
+        let shutdown_changed = shutdown.changed();
+        tokio::pin!(shutdown_changed);
         loop {
             let can_read = self.calls.len() < self.config.max_in_flight_per_connection;
-            let idle_deadline = idle_since
-                .checked_add(idle)
-                .filter(|_| self.calls.is_empty());
             tokio::select! {
-                changed = self.shutdown.changed(), if !draining => {
+                changed = &mut shutdown_changed, if !draining => {
                     // A dropped sender means the server itself is gone: drain as well.
                     let _ = changed;
                     draining = true;
@@ -173,7 +180,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                         self.running.remove(&id);
                     }
                     if self.calls.is_empty() {
-                        idle_since = Instant::now();
+                        last_active = Instant::now();
                     }
                 }
                 frame = self.frames.next(), if can_read => match frame {
@@ -197,12 +204,20 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                             }
                             Batch::Eof => return Ok(()),
                         }
-                        idle_since = Instant::now();
+                        last_active = Instant::now();
                     }
                 },
-                () = sleep_until_opt(idle_deadline) => {
-                    tracing::debug!(peer = %self.peer, "closing idle connection");
-                    return Ok(());
+                () = fire(&mut idle_timer), if self.calls.is_empty() => {
+                    let due = idle.and_then(|idle| last_active.checked_add(idle));
+                    match (due, &mut idle_timer) {
+                        (Some(due), Some(timer)) if due > Instant::now() => {
+                            timer.as_mut().reset(due)
+                        }
+                        _ => {
+                            tracing::debug!(peer = %self.peer, "closing idle connection");
+                            return Ok(());
+                        }
+                    }
                 }
             }
             if draining && self.calls.is_empty() {
@@ -353,9 +368,10 @@ enum Batch {
     Eof,
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+/// Waits for `timer`; forever if there is none.
+async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
         None => std::future::pending().await,
     }
 }
