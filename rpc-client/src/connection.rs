@@ -46,8 +46,10 @@ pub(crate) struct Connection {
 
 /// State the connection task shares with callers.
 struct Shared {
-    /// Wakes the deadline sweep when the first swept call registers.
+    /// Wakes the deadline sweep when a swept call registers while it is parked.
     sweep_wake: Notify,
+    /// Whether the sweep is parked: it found no swept call at its last tick.
+    sweep_parked: AtomicBool,
     streams: StreamTable,
     window: usize,
     pending: Mutex<Pending>,
@@ -84,6 +86,7 @@ impl Connection {
         ));
         let shared = Arc::new(Shared {
             sweep_wake: Notify::new(),
+            sweep_parked: AtomicBool::new(true),
             streams: StreamTable::default(),
             window: config.stream_window,
             pending: Mutex::new(Pending {
@@ -114,11 +117,11 @@ impl Connection {
         if let Some(err) = &pending.closed {
             return Err(err.clone());
         }
-        let first_swept = swept_deadline.is_some() && pending.slots.swept() == 0;
         let id = pending.slots.insert(swept_deadline);
         drop(pending);
-        if first_swept {
-            // The connection task arms its sweep only while swept calls exist.
+        // The sweep ticks while swept calls come and go, and parks when it finds none: only
+        // then does a call need to wake it (once, not per call).
+        if swept_deadline.is_some() && self.shared.sweep_parked.load(Ordering::SeqCst) {
             self.shared.sweep_wake.notify_one();
         }
         Ok(id)
@@ -233,13 +236,19 @@ impl Shared {
     }
 }
 
-/// Times out swept calls; ticks only while there are any.
+/// Times out swept calls: ticks while there are any, parks at the first tick that finds none.
 async fn sweep(shared: &Shared) -> std::convert::Infallible {
     let mut tick = tokio::time::interval(SWEEP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while !shared.has_swept_calls() {
-            shared.sweep_wake.notified().await;
+            shared.sweep_parked.store(true, Ordering::SeqCst);
+            // A call that registered before the flag was set did not notify: look again.
+            // (`notify_one` keeps a permit when nobody waits, so a later one is not lost.)
+            if !shared.has_swept_calls() {
+                shared.sweep_wake.notified().await;
+            }
+            shared.sweep_parked.store(false, Ordering::SeqCst);
         }
         let now = tick.tick().await;
         shared.expire(now);
