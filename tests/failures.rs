@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc::protocol::message::{decode_frame, encode_frame, Header, Status};
 use support::{start, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -375,31 +376,49 @@ async fn an_enormous_timeout_means_no_deadline() {
     assert!(!has_deadline);
 }
 
+/// Completes the handshake as a server on `stream`, then hands every frame the client sends,
+/// decoded, to `answer` and writes back the bytes it returns. Ends when the client leaves.
+async fn play_server(
+    mut stream: TcpStream,
+    mut answer: impl FnMut(Header, bytes::Bytes) -> bytes::BytesMut,
+) {
+    use tokio_util::codec::Decoder;
+    let mut hello = [0u8; 8];
+    stream.read_exact(&mut hello).await.expect("preamble");
+    // Echoing the client's preamble accepts it: same magic, same version, status 0.
+    stream.write_all(&hello).await.expect("answer");
+    let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
+    let mut buf = bytes::BytesMut::new();
+    while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+        while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+            let Ok((header, body)) = decode_frame(frame) else {
+                continue;
+            };
+            let out = answer(header, body);
+            if !out.is_empty() {
+                stream.write_all(&out).await.expect("reply");
+            }
+        }
+    }
+}
+
 /// A server that completes the handshake and then never answers: any deadline error a client
 /// gets from it was produced by the client itself. Reports the ids of the cancels it receives.
 async fn silent_server() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<u64>) {
-    use rpc::protocol::message::{decode_frame, Header};
-    use tokio_util::codec::Decoder;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (cancels, received) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.expect("accept");
-        let mut hello = [0u8; 8];
-        stream.read_exact(&mut hello).await.expect("preamble");
-        // Echoing the client's preamble accepts it: same magic, same version, status 0.
-        stream.write_all(&hello).await.expect("answer");
-        let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
-        let mut buf = bytes::BytesMut::new();
-        while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
-            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-                if let Ok((Header::Cancel { id }, _)) = decode_frame(frame) {
-                    let _ = cancels.send(id).await;
-                }
+        let (stream, _) = listener.accept().await.expect("accept");
+        play_server(stream, |header, _| {
+            if let Header::Cancel { id } = header {
+                let _ = cancels.try_send(id);
             }
-        }
+            bytes::BytesMut::new()
+        })
+        .await;
     });
     (addr, received)
 }
@@ -442,9 +461,7 @@ async fn a_far_deadline_is_enforced_by_the_connection_sweep() {
 /// request with 4242. Reports, for each request, the index of the connection it came on.
 async fn refusing_then_answering_server(
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<usize>) {
-    use rpc::protocol::message::{decode_frame, encode_frame, Header, Status};
     use rpc::protocol::{Bincode, Codec};
-    use tokio_util::codec::Decoder;
     /// `ErrorCode::ShuttingDown` on the wire.
     const SHUTTING_DOWN: u16 = 7;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -455,47 +472,38 @@ async fn refusing_then_answering_server(
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         for index in 0.. {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let seen = seen.clone();
-            connections.spawn(async move {
-                let mut hello = [0u8; 8];
-                stream.read_exact(&mut hello).await.expect("preamble");
-                stream.write_all(&hello).await.expect("answer");
-                let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
-                let mut buf = bytes::BytesMut::new();
-                while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
-                    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-                        let Ok((Header::Request(request), _)) = decode_frame(frame) else {
-                            continue;
-                        };
-                        let _ = seen.send(index).await;
-                        let mut out = bytes::BytesMut::new();
-                        let encoded = if index == 0 {
-                            let status = Status::Error {
-                                code: SHUTTING_DOWN,
-                                message: "shutting down; the call was not run".into(),
-                            };
-                            let header = Header::Response {
-                                id: request.id,
-                                status,
-                            };
-                            encode_frame(&mut out, &header, 1 << 20, |_| Ok(()))
-                        } else {
-                            let header = Header::Response {
-                                id: request.id,
-                                status: Status::Ok,
-                            };
-                            encode_frame(&mut out, &header, 1 << 20, |body| {
-                                Bincode.encode(&4242u32, body)
-                            })
-                        };
-                        encoded.expect("encode");
-                        stream.write_all(&out).await.expect("reply");
-                    }
-                }
-            });
+            connections.spawn(play_server(stream, move |header, _| {
+                let mut out = bytes::BytesMut::new();
+                let Header::Request(request) = header else {
+                    return out;
+                };
+                let _ = seen.try_send(index);
+                let encoded = if index == 0 {
+                    let status = Status::Error {
+                        code: SHUTTING_DOWN,
+                        message: "shutting down; the call was not run".into(),
+                    };
+                    let header = Header::Response {
+                        id: request.id,
+                        status,
+                    };
+                    encode_frame(&mut out, &header, 1 << 20, |_| Ok(()))
+                } else {
+                    let header = Header::Response {
+                        id: request.id,
+                        status: Status::Ok,
+                    };
+                    encode_frame(&mut out, &header, 1 << 20, |body| {
+                        Bincode.encode(&4242u32, body)
+                    })
+                };
+                encoded.expect("encode");
+                out
+            }));
         }
     });
     (addr, received)
