@@ -17,43 +17,42 @@ use futures::FutureExt;
 use rpc_core::Error;
 use tokio::time::{Instant, Sleep};
 
-use crate::service::{Dispatch, Reply};
+use crate::service::Dispatch;
 use crate::stats::CallGuard;
 
-/// A call in progress. Resolves to its request id once its one reply is queued.
+/// A call in progress. Resolves to its request id once the handler has queued its reply
+/// (with `None`), or failed without one (with the error the connection sends back for it).
 pub(crate) struct CallTask {
     id: u64,
     handler: CatchUnwind<AssertUnwindSafe<Dispatch>>,
     deadline: Option<Instant>,
     /// Created only if the handler does not finish in its first poll.
     timer: Option<Pin<Box<Sleep>>>,
-    reply: Reply,
-    _in_flight: CallGuard,
+    /// Counts the call as in flight; set only if it does not finish in its first poll.
+    in_flight: Option<CallGuard>,
 }
 
 impl CallTask {
-    pub(crate) fn new(
-        id: u64,
-        dispatch: Dispatch,
-        deadline: Option<Instant>,
-        reply: Reply,
-        in_flight: CallGuard,
-    ) -> Self {
+    pub(crate) fn new(id: u64, dispatch: Dispatch, deadline: Option<Instant>) -> Self {
         CallTask {
             id,
             handler: AssertUnwindSafe(dispatch).catch_unwind(),
             deadline,
             timer: None,
-            reply,
-            _in_flight: in_flight,
+            in_flight: None,
         }
+    }
+
+    /// Counts the call in the server's in-flight figure until it ends.
+    pub(crate) fn track(&mut self, in_flight: CallGuard) {
+        self.in_flight = Some(in_flight);
     }
 }
 
 impl Future for CallTask {
-    type Output = u64;
+    type Output = (u64, Option<Error>);
 
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<u64> {
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the handler lives in a Box).
         let this = self.get_mut();
         let failure = match Pin::new(&mut this.handler).poll(cx) {
@@ -78,10 +77,7 @@ impl Future for CallTask {
                 }
             }
         };
-        if let Some(err) = failure {
-            this.reply.error(&err);
-        }
-        Poll::Ready(this.id)
+        Poll::Ready((this.id, failure))
     }
 }
 

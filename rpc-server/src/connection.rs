@@ -159,25 +159,43 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         if draining {
             self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
         }
-        // Also one future for the connection's life, for the same reason.
+        // Also one future for the connection's life, for the same reason. Polled once here,
+        // it holds this task's waker (a task's waker never changes); after that it is polled
+        // only when a cheap version check says there is news, because polling it takes a lock.
+        let probe = self.shutdown.clone();
         let mut shutdown = self.shutdown.clone();
-        let shutdown_changed = shutdown.changed();
+        // Unconstrained: the runtime's budget must not skip the first poll, which registers.
+        let shutdown_changed = tokio::task::unconstrained(shutdown.changed());
         tokio::pin!(shutdown_changed);
+        if !draining && futures::poll!(&mut shutdown_changed).is_ready() {
+            draining = true;
+            self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
+        }
         loop {
             let can_read = self.calls.len() < self.config.max_in_flight_per_connection;
+            let shutdown_signal = std::future::poll_fn(|cx| {
+                // A dropped sender means the server itself is gone: that is news too.
+                if probe.has_changed().unwrap_or(true) {
+                    shutdown_changed.as_mut().poll(cx).map(drop)
+                } else {
+                    Poll::Pending
+                }
+            });
             tokio::select! {
-                changed = &mut shutdown_changed, if !draining => {
+                () = shutdown_signal, if !draining => {
                     // A dropped sender means the server itself is gone: drain as well.
-                    let _ = changed;
                     draining = true;
                     self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
                 }
                 Some(done) = self.calls.next(), if !self.calls.is_empty() => {
-                    // A call's reply is queued in the same poll that reports it done, so no
-                    // request for a reused id can be read in between. Cancelled calls were
-                    // forgotten when cancelled.
-                    if let Ok(id) = done {
+                    // A call's reply is queued before anything else is read, so no request
+                    // for a reused id can arrive in between. Cancelled calls were forgotten
+                    // when cancelled.
+                    if let Ok((id, failure)) = done {
                         self.running.remove(&id);
+                        if let Some(err) = failure {
+                            self.wire.fail(id, &err);
+                        }
                     }
                     if self.calls.is_empty() {
                         last_active = Instant::now();
@@ -342,14 +360,18 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let method = route.method;
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
         let reply = Reply::new(self.wire.clone(), id);
-        let dispatch = route.service.call(
-            method.id(),
-            Request::new(method, body, reply.clone(), context),
-        );
-        let in_flight = CallGuard::new(&self.counters);
-        let mut call = CallTask::new(id, dispatch, deadline, reply, in_flight);
-        // Most calls finish right here, costing no timer, no set entry and no wake-up.
-        if Pin::new(&mut call).poll(cx).is_pending() {
+        let dispatch = route
+            .service
+            .call(method.id(), Request::new(method, body, reply, context));
+        let mut call = CallTask::new(id, dispatch, deadline);
+        // Most calls finish right here, costing no timer, no set entry, no wake-up and no
+        // count in the in-flight figure.
+        if let Poll::Ready((_, failure)) = Pin::new(&mut call).poll(cx) {
+            if let Some(err) = failure {
+                self.wire.fail(id, &err);
+            }
+        } else {
+            call.track(CallGuard::new(&self.counters));
             let (call, cancel) = futures::future::abortable(call);
             self.calls.push(call);
             self.running.insert(id, cancel);

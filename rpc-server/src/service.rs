@@ -197,6 +197,25 @@ pub(crate) struct Wire {
     pub(crate) window: usize,
 }
 
+impl Wire {
+    /// Queues a failed response for call `id` (or, once its stream has started, a failed end
+    /// of stream) without waiting for room: it is small, and each call sends at most one.
+    /// Errors are dropped: they mean the connection is gone, and then nobody is left to tell.
+    pub(crate) fn fail(&self, id: u64, err: &Error) {
+        let (code, message) = err.to_wire();
+        let status = Status::Error {
+            code: code.to_u16(),
+            message,
+        };
+        let header = if self.streams.is_sending(id) {
+            Header::StreamEnd { id, status }
+        } else {
+            Header::Response { id, status }
+        };
+        let _ = self.queue.push(&header, |_| Ok(()));
+    }
+}
+
 /// The way back to one caller: the connection's wire and the request id.
 #[derive(Clone)]
 pub(crate) struct Reply {
@@ -249,29 +268,6 @@ impl Reply {
             id: self.id,
             finished: false,
         }
-    }
-
-    /// Queues a failed response (or, once a stream has started, a failed end of stream)
-    /// without waiting for room: it is small, and each call sends at most one. Errors are
-    /// dropped: they mean the connection is gone, and then nobody is left to tell.
-    pub(crate) fn error(&self, err: &Error) {
-        let (code, message) = err.to_wire();
-        let status = Status::Error {
-            code: code.to_u16(),
-            message,
-        };
-        let header = if self.wire.streams.is_sending(self.id) {
-            Header::StreamEnd {
-                id: self.id,
-                status,
-            }
-        } else {
-            Header::Response {
-                id: self.id,
-                status,
-            }
-        };
-        let _ = self.wire.queue.push(&header, |_| Ok(()));
     }
 }
 
