@@ -1,12 +1,15 @@
 //! One connection: read frames, start calls, write replies.
 //!
-//! A connection is one task. It runs two loops side by side: the reader (this file), which
-//! decodes frames and drives the calls, and the writer ([`WriteQueue::run`]), which flushes
-//! every queued reply in one write. Each call is polled once where its request was read (see
-//! [`CallTask`]); the ones still pending join a set the reader polls alongside the socket.
-//! Calls run concurrently and reply in any order. When `max_in_flight_per_connection` calls
-//! are pending the reader stops reading, so the client is slowed by TCP rather than buffered
-//! here. Dropping the connection drops every call it owns.
+//! A connection is two tasks: the reader (this file), which decodes frames and drives the
+//! calls, and the writer ([`WriteQueue::run`]), a task the reader owns, which flushes every
+//! queued reply in one write. The reader is one hand-written poll loop ([`Connection::poll_turn`]):
+//! each turn it looks at the shutdown signal, reaps finished calls and takes every frame
+//! already read, and only a refusal that must wait for room leaves the loop. Each call is
+//! polled once where its request was read (see [`CallTask`]); the ones still pending join a
+//! set the reader polls in the same turn. Calls run concurrently and reply in any order. When
+//! `max_in_flight_per_connection` calls are pending the reader stops reading, so the client
+//! is slowed by TCP rather than buffered here. Dropping the connection drops every call it
+//! owns, and its writer.
 //!
 //! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
 //! work, blocking I/O) delays the other calls of that connection, as in any async code; use
@@ -148,127 +151,138 @@ struct Connection<R> {
 impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
     async fn run(&mut self) -> Result<(), Error> {
         let idle = self.config.idle_timeout;
-        let mut last_active = Instant::now();
-        // One timer for the connection's life, moved on only when it fires early (there was
-        // traffic since): a call costs it nothing.
-        let mut idle_timer = idle.and_then(|idle| {
-            let at = last_active.checked_add(idle)?;
-            Some(Box::pin(tokio::time::sleep_until(at)))
-        });
-        let mut draining = *self.shutdown.borrow();
-        if draining {
+        let now = Instant::now();
+        let mut turn = TurnState {
+            idle,
+            last_active: now,
+            // One timer for the connection's life, moved on only when it fires early (there
+            // was traffic since): a call costs it nothing.
+            idle_timer: idle.and_then(|idle| {
+                let at = now.checked_add(idle)?;
+                Some(Box::pin(tokio::time::sleep_until(at)))
+            }),
+            draining: *self.shutdown.borrow(),
+            probe: self.shutdown.clone(),
+        };
+        if turn.draining {
             self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
         }
         // Also one future for the connection's life, for the same reason. Polled once here,
         // it holds this task's waker (a task's waker never changes); after that it is polled
         // only when a cheap version check says there is news, because polling it takes a lock.
-        let probe = self.shutdown.clone();
         let mut shutdown = self.shutdown.clone();
         // Unconstrained: the runtime's budget must not skip the first poll, which registers.
         let shutdown_changed = tokio::task::unconstrained(shutdown.changed());
         tokio::pin!(shutdown_changed);
-        if !draining && futures::poll!(&mut shutdown_changed).is_ready() {
-            draining = true;
+        if !turn.draining && futures::poll!(&mut shutdown_changed).is_ready() {
+            turn.draining = true;
             self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
         }
         loop {
-            let can_read = self.calls.len() < self.config.max_in_flight_per_connection;
-            let shutdown_signal = std::future::poll_fn(|cx| {
-                // A dropped sender means the server itself is gone: that is news too.
-                if probe.has_changed().unwrap_or(true) {
-                    shutdown_changed.as_mut().poll(cx).map(drop)
-                } else {
-                    Poll::Pending
+            let next =
+                std::future::poll_fn(|cx| self.poll_turn(cx, &mut turn, shutdown_changed.as_mut()))
+                    .await?;
+            match next {
+                Turn::Refuse(header) => {
+                    // Waits for room: a client that does not read its replies is slowed
+                    // down, not buffered for.
+                    self.wire.queue.send(&header, |_| Ok(())).await?;
                 }
-            });
-            tokio::select! {
-                () = shutdown_signal, if !draining => {
-                    // A dropped sender means the server itself is gone: drain as well.
-                    draining = true;
-                    self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
-                }
-                Some(done) = self.calls.next(), if !self.calls.is_empty() => {
-                    // A call's reply is queued before anything else is read, so no request
-                    // for a reused id can arrive in between. Cancelled calls were forgotten
-                    // when cancelled.
-                    if let Ok((id, failure)) = done {
-                        self.running.remove(&id);
-                        if let Some(err) = failure {
-                            self.wire.fail(id, &err);
-                        }
-                    }
-                    if self.calls.is_empty() {
-                        last_active = Instant::now();
-                    }
-                }
-                frame = self.frames.next(), if can_read => match frame {
-                    None => return Ok(()),
-                    Some(Err(err)) => return Err(err),
-                    Some(Ok(frame)) => {
-                        let mut first = Some(frame);
-                        let batch = std::future::poll_fn(|cx| {
-                            Poll::Ready(match first.take() {
-                                Some(frame) => self.take_frames(frame, draining, cx),
-                                None => Ok(Batch::Drained),
-                            })
-                        })
-                        .await?;
-                        match batch {
-                            Batch::Drained => {}
-                            Batch::Refuse(header) => {
-                                // Waits for room: a client that does not read its replies
-                                // is slowed down, not buffered for.
-                                self.wire.queue.send(&header, |_| Ok(())).await?;
-                            }
-                            Batch::Eof => return Ok(()),
-                        }
-                        last_active = Instant::now();
-                    }
-                },
-                () = fire(&mut idle_timer), if self.calls.is_empty() => {
-                    let due = idle.and_then(|idle| last_active.checked_add(idle));
-                    match (due, &mut idle_timer) {
-                        (Some(due), Some(timer)) if due > Instant::now() => {
-                            timer.as_mut().reset(due)
-                        }
-                        _ => {
-                            tracing::debug!(peer = %self.peer, "closing idle connection");
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            if draining && self.calls.is_empty() {
-                return Ok(());
+                Turn::Close => return Ok(()),
             }
         }
     }
 
-    /// Handles `first` and then every frame already read, without waiting: under load they
-    /// arrive by the dozen, and each costs no round of `select!`. The runtime's budget ends
-    /// the batch if the socket never runs dry.
-    fn take_frames(
+    /// One turn of the connection: everything that is ready, in order — the shutdown
+    /// signal, finished calls, every frame already read (starting calls), the idle timer.
+    /// Pending once nothing is left to do; ready only when the caller must act (write a
+    /// refusal, which may wait for room; close).
+    fn poll_turn(
         &mut self,
-        first: Bytes,
-        draining: bool,
         cx: &mut TaskContext<'_>,
-    ) -> Result<Batch, Error> {
-        // One clock read per batch: deadlines count from when the batch was read.
-        let now = Instant::now();
-        let mut frame = first;
+        turn: &mut TurnState,
+        shutdown: Pin<&mut impl Future>,
+    ) -> Poll<Result<Turn, Error>> {
+        // A dropped sender means the server itself is gone: that is news too, and drains.
+        if !turn.draining
+            && turn.probe.has_changed().unwrap_or(true)
+            && shutdown.poll(cx).is_ready()
+        {
+            turn.draining = true;
+            self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
+        }
+        // Finished calls, then every frame already read, until neither moves: calls started
+        // (and perhaps cancelled) by this turn's frames must be polled by the set before the
+        // turn ends, or nothing would wake the task for them.
+        let mut batch_start = None;
         loop {
-            if let Some(refusal) = self.on_frame(frame, draining, now, cx)? {
-                return Ok(Batch::Refuse(refusal));
+            self.reap_calls(cx, turn);
+            let mut read_any = false;
+            // Under load frames arrive by the dozen: all of them are taken in this turn. The
+            // runtime's budget ends the loop if the socket never runs dry; at the in-flight
+            // limit reading stops, so the client is slowed down by TCP.
+            while self.calls.len() < self.config.max_in_flight_per_connection {
+                let frame = match self.frames.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
+                    Poll::Ready(None) => return Poll::Ready(Ok(Turn::Close)),
+                    Poll::Pending => break,
+                };
+                read_any = true;
+                // One clock read per batch: deadlines count from when the batch was read.
+                let now = *batch_start.get_or_insert_with(Instant::now);
+                turn.last_active = now;
+                if let Some(refusal) = self.on_frame(frame, turn.draining, now, cx)? {
+                    return Poll::Ready(Ok(Turn::Refuse(refusal)));
+                }
             }
-            if self.calls.len() >= self.config.max_in_flight_per_connection {
-                return Ok(Batch::Drained);
+            if !read_any {
+                break;
             }
-            frame = match self.frames.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(frame))) => frame,
-                Poll::Ready(Some(Err(err))) => return Err(err),
-                Poll::Ready(None) => return Ok(Batch::Eof),
-                Poll::Pending => return Ok(Batch::Drained),
+        }
+        if turn.draining && self.calls.is_empty() {
+            return Poll::Ready(Ok(Turn::Close));
+        }
+        if self.calls.is_empty() {
+            if let Some(timer) = &mut turn.idle_timer {
+                if timer.as_mut().poll(cx).is_ready() {
+                    let due = turn
+                        .idle
+                        .and_then(|idle| turn.last_active.checked_add(idle));
+                    match due {
+                        Some(due) if due > Instant::now() => {
+                            timer.as_mut().reset(due);
+                            // Registers the new deadline.
+                            let _ = timer.as_mut().poll(cx);
+                        }
+                        _ => {
+                            tracing::debug!(peer = %self.peer, "closing idle connection");
+                            return Poll::Ready(Ok(Turn::Close));
+                        }
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Takes every finished call out of the set and sends the error of any that failed.
+    fn reap_calls(&mut self, cx: &mut TaskContext<'_>, turn: &mut TurnState) {
+        while !self.calls.is_empty() {
+            let Poll::Ready(Some(done)) = self.calls.poll_next_unpin(cx) else {
+                break;
             };
+            // A call's reply is queued before anything else is read, so no request for a
+            // reused id can arrive in between. Cancelled calls were forgotten when cancelled.
+            if let Ok((id, failure)) = done {
+                self.running.remove(&id);
+                if let Some(err) = failure {
+                    self.wire.fail(id, &err);
+                }
+            }
+            if self.calls.is_empty() {
+                turn.last_active = Instant::now();
+            }
         }
     }
 
@@ -380,20 +394,20 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
     }
 }
 
-/// How a batch of frames ended.
-enum Batch {
-    /// No more frames are ready (or no more calls may start): back to waiting.
-    Drained,
+/// What a turn of the connection hands to its async loop.
+enum Turn {
     /// A request must be refused with this response, once there is room to write it.
     Refuse(Header),
-    /// The client closed its side.
-    Eof,
+    /// The connection is done: the client left, it idled out, or it drained.
+    Close,
 }
 
-/// Waits for `timer`; forever if there is none.
-async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(timer) => timer.as_mut().await,
-        None => std::future::pending().await,
-    }
+/// The connection loop's own state between turns.
+struct TurnState {
+    idle: Option<Duration>,
+    last_active: Instant,
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    draining: bool,
+    /// Tells cheaply whether the shutdown signal moved.
+    probe: watch::Receiver<bool>,
 }
