@@ -214,10 +214,10 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         // Finished calls, then every frame already read, until neither moves: calls started
         // (and perhaps cancelled) by this turn's frames must be polled by the set before the
         // turn ends, or nothing would wake the task for them.
-        let mut batch_start = None;
         loop {
             self.reap_calls(cx, turn);
             let mut read_any = false;
+            let mut batch_start = None;
             // Under load frames arrive by the dozen: all of them are taken in this turn. The
             // runtime's budget ends the loop if the socket never runs dry; at the in-flight
             // limit reading stops, so the client is slowed down by TCP.
