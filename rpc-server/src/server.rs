@@ -170,7 +170,8 @@ impl ServerHandle {
         self.counters.connections()
     }
 
-    /// Calls running right now, across all connections.
+    /// Calls running right now, across all connections. A call that finishes in its first
+    /// poll (most do) is over before anyone could look, and is not counted.
     pub fn in_flight(&self) -> usize {
         self.counters.in_flight()
     }
