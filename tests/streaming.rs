@@ -23,6 +23,8 @@ trait Feed {
     async fn endless(&self, size: usize) -> rpc::Stream<Vec<u8>>;
     /// Two items, then a failure.
     async fn fails(&self) -> rpc::Stream<u64>;
+    /// Two items, then its producer panics.
+    async fn panics(&self) -> rpc::Stream<u64>;
     /// One small item, then large ones: each large one overshoots the credit left.
     async fn mixed(&self) -> rpc::Stream<Vec<u8>>;
     /// A unary call, to share the connection with streams.
@@ -83,6 +85,12 @@ impl Feed for FeedImpl {
     }
     async fn ping(&self, n: u32) -> u32 {
         n
+    }
+    async fn panics(&self) -> rpc::Stream<u64> {
+        let broken = futures::stream::poll_fn(|_| -> std::task::Poll<Option<u64>> {
+            panic!("producer broke")
+        });
+        rpc::Stream::new(futures::stream::iter([1, 2]).chain(broken))
     }
 }
 
@@ -282,4 +290,66 @@ async fn items_of_mixed_sizes_respect_the_window_on_both_sides() {
     assert_eq!(items.len(), 65);
     assert!(items[1..].iter().all(|i| i.len() == 64 * 1024));
     assert_eq!(client.ping(1).await.expect("connection still up"), 1);
+}
+
+#[tokio::test]
+async fn a_panicking_producer_ends_its_stream_once_and_the_connection_goes_on() {
+    use rpc::protocol::message::{Header, Status};
+    let (server, client, _) = feed().await;
+    let mut stream = client.panics().await.expect("call");
+    assert_eq!(stream.next().await.expect("1").expect("ok"), 1);
+    assert_eq!(stream.next().await.expect("2").expect("ok"), 2);
+    let err = stream.next().await.expect("end").expect_err("panic");
+    assert!(
+        matches!(err, rpc::Error::HandlerPanicked { ref message } if message.contains("producer broke")),
+        "{err}"
+    );
+
+    // On the wire: the response, the items, one failed end of stream, and nothing more for
+    // that call; the next frame is the answer to the next request.
+    let mut raw = support::Raw::connect(server.addr).await;
+    raw.send_frame(&support::request(1, "Feed", "panics"), &support::body(&()))
+        .await;
+    let mut ends = 0;
+    loop {
+        match raw.next().await.expect("frame") {
+            (
+                Header::Response {
+                    id: 1,
+                    status: Status::Ok,
+                },
+                _,
+            ) => {}
+            (Header::StreamItem { id: 1 }, _) => {}
+            (
+                Header::StreamEnd {
+                    id: 1,
+                    status: Status::Error { message, .. },
+                },
+                _,
+            ) => {
+                assert!(message.contains("producer broke"), "{message}");
+                ends += 1;
+                break;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    raw.send_frame(
+        &support::request(2, "Feed", "ping"),
+        &support::body(&(5u32,)),
+    )
+    .await;
+    let (header, _) = raw.next().await.expect("frame");
+    assert!(
+        matches!(
+            header,
+            Header::Response {
+                id: 2,
+                status: Status::Ok
+            }
+        ),
+        "a second frame for the panicked call: {header:?}"
+    );
+    assert_eq!(ends, 1);
 }

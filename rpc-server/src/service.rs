@@ -201,6 +201,7 @@ impl Wire {
     /// Queues a failed response for call `id` (or, once its stream has started, a failed end
     /// of stream) without waiting for room: it is small, and each call sends at most one.
     /// Errors are dropped: they mean the connection is gone, and then nobody is left to tell.
+    /// The call's streams are forgotten.
     pub(crate) fn fail(&self, id: u64, err: &Error) {
         let (code, message) = err.to_wire();
         let status = Status::Error {
@@ -213,11 +214,11 @@ impl Wire {
             Header::Response { id, status }
         };
         let _ = self.queue.push(&header, |_| Ok(()));
+        self.streams.remove(id);
     }
 }
 
 /// The way back to one caller: the connection's wire and the request id.
-#[derive(Clone)]
 pub(crate) struct Reply {
     wire: Arc<Wire>,
     id: u64,
@@ -253,48 +254,33 @@ impl Reply {
 
     /// Sends a successful response that announces a stream, then the stream.
     async fn stream<T: Serialize + Send + 'static>(&self, items: Stream<T>) -> Result<(), Error> {
-        let mut guard = self.stream_guard();
+        let _streams = self.stream_guard();
         // Registered before the response goes out, so the client's first credit finds it.
         let outbound = self.wire.streams.open_outbound(self.id, self.wire.window);
         self.ok(()).await?;
-        stream::send(&self.wire.queue, self.id, &outbound, items).await?;
-        guard.finished = true;
-        Ok(())
+        stream::send(&self.wire.queue, self.id, &outbound, items).await
     }
 
     fn stream_guard(&self) -> StreamGuard {
         StreamGuard {
             wire: self.wire.clone(),
             id: self.id,
-            finished: false,
         }
     }
 }
 
-/// Forgets a call's streams when its handler ends, however it ends. If the handler
-/// panicked while streaming, the client is told in the stream itself: it already has its
-/// response.
+/// Forgets a call's streams when its handler ends. Not when it panics: then the connection
+/// reports the panic, as a failed end of stream if the stream had started (see
+/// [`Wire::fail`]), and forgets them itself.
 struct StreamGuard {
     wire: Arc<Wire>,
     id: u64,
-    finished: bool,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if !self.finished && std::thread::panicking() && self.wire.streams.is_sending(self.id) {
-            let status = Status::Error {
-                code: rpc_core::error::ErrorCode::HandlerPanicked.to_u16(),
-                message: "the stream's producer panicked".into(),
-            };
-            let _ = self.wire.queue.push(
-                &Header::StreamEnd {
-                    id: self.id,
-                    status,
-                },
-                |_| Ok(()),
-            );
+        if !std::thread::panicking() {
+            self.wire.streams.remove(self.id);
         }
-        self.wire.streams.remove(self.id);
     }
 }
