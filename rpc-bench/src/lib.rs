@@ -65,6 +65,15 @@ pub trait BenchConn: Clone + Send + Sync + 'static {
     fn hold(&self, ms: u64) -> impl Future<Output = Result<u64, String>> + Send;
 }
 
+/// The runtime every bench process runs on: tokio's multi-thread runtime with its defaults,
+/// as a user of either framework would start it.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Raises the soft open-file limit to the hard limit (10,000 connections need more than the
 /// usual 1024). Returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
@@ -107,10 +116,7 @@ pub fn server_main(system: System) {
         // The orchestrator is gone or done with us.
         std::process::exit(0);
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::runtime();
     rt.block_on(async move {
         let result = match system {
             System::Rpc => rpc_sys::serve().await,

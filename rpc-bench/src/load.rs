@@ -62,11 +62,11 @@ impl Workload {
 /// What one client run measured.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
-    /// Calls completed (correctly or not) while measuring.
+    /// Calls answered correctly while measuring: what calls/s and latency are made of.
     pub calls: u64,
-    /// Calls that returned an error.
+    /// Calls that returned an error, warm-up included.
     pub errors: u64,
-    /// Calls that returned a wrong reply.
+    /// Calls that returned a wrong reply, warm-up included.
     pub wrong: u64,
     /// Length of the measuring window.
     pub elapsed_ns: u64,
@@ -130,10 +130,7 @@ struct TaskStats {
 /// Entry point of `client --system S --workload W`.
 pub fn client_main(system: System, workload: Workload, addr: SocketAddr, warm: f64, secs: f64) {
     crate::raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::runtime();
     let warm = Duration::from_secs_f64(warm);
     let secs = Duration::from_secs_f64(secs);
     let result = rt.block_on(async move {
@@ -253,12 +250,15 @@ async fn call_loop<C: BenchConn>(
             conn.add(n, 7).await.map(|sum| sum == n.wrapping_add(7))
         };
         let dt = t0.elapsed();
-        if phase.load(Ordering::Relaxed) != MEASURE {
-            continue;
-        }
-        stats.lat.push(dt.as_nanos() as u64);
+        // Only correct replies in the measured window count as calls (and for latency);
+        // errors and wrong replies are counted in every phase.
         match outcome {
-            Ok(true) => stats.bytes += template.len() as u64,
+            Ok(true) => {
+                if phase.load(Ordering::Relaxed) == MEASURE {
+                    stats.lat.push(dt.as_nanos() as u64);
+                    stats.bytes += template.len() as u64;
+                }
+            }
             Ok(false) => stats.wrong += 1,
             Err(err) => {
                 stats.errors += 1;

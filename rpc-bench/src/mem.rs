@@ -109,10 +109,7 @@ fn expect(p: &mut Proc, word: &str) -> Option<String> {
 /// bad=<n>` when all are answered. Then waits for stdin to close.
 pub fn client_main(system: System, addr: SocketAddr, conns: usize, calls: usize) {
     crate::raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::runtime();
     rt.block_on(async move {
         let result = match system {
             System::Rpc => run::<rpc_sys::BenchClient>(addr, conns, calls).await,

@@ -434,7 +434,7 @@ fn report(
                 wr += s.load.wrong;
             }
             bad.push(format!(
-                "{} {}: {} calls, {} errors, {} wrong",
+                "{} {}: {} correct calls measured, {} errors, {} wrong",
                 w.name(),
                 sys.name(),
                 calls,
@@ -443,7 +443,11 @@ fn report(
             ));
         }
     }
-    let _ = writeln!(out, "Every reply checked: {}.\n", bad.join("; "));
+    let _ = writeln!(
+        out,
+        "Every reply checked (errors and wrong replies counted from the start of warm-up): {}.\n",
+        bad.join("; ")
+    );
     if opts.systems.len() == 3 {
         let _ = writeln!(out, "{}", targets(samples));
     }
