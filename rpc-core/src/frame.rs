@@ -1,14 +1,13 @@
 //! Length-delimited frames: a big-endian `u32` length, then that many bytes.
 //!
-//! Decoding is [`LengthDelimitedCodec`]'s, with one change in front of it: the length prefix
-//! is checked against the limit *before* anything is reserved, and no memory is reserved for
-//! the claimed length at all. The read buffer grows only as bytes arrive, so a peer that
-//! announces a 16 MiB frame and then sends nothing costs a few kilobytes, not 16 MiB.
-//! (`LengthDelimitedCodec` on its own reserves the whole announced length as soon as it has
-//! read the prefix.)
+//! The length prefix is checked against the limit *before* anything is reserved, and no
+//! memory is reserved for the claimed length at all. The read buffer grows only as bytes
+//! arrive, so a peer that announces a 16 MiB frame and then sends nothing costs a few
+//! kilobytes, not 16 MiB. (tokio-util's `LengthDelimitedCodec` reserves the whole announced
+//! length as soon as it has read the prefix.)
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::Decoder;
 
 use crate::error::{Error, ProtocolError};
 
@@ -35,24 +34,12 @@ pub const PREFIX_LEN: usize = 4;
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_frame_len: usize,
-    inner: LengthDelimitedCodec,
 }
 
 impl FrameDecoder {
     /// A decoder that accepts frames of up to `max_frame_len` bytes (not counting the prefix).
     pub fn new(max_frame_len: usize) -> Self {
-        FrameDecoder {
-            max_frame_len,
-            inner: LengthDelimitedCodec::builder()
-                .length_field_length(PREFIX_LEN)
-                .max_frame_length(max_frame_len)
-                .new_codec(),
-        }
-    }
-
-    /// The largest frame accepted.
-    pub fn max_frame_len(&self) -> usize {
-        self.max_frame_len
+        FrameDecoder { max_frame_len }
     }
 }
 
@@ -76,8 +63,8 @@ impl Decoder for FrameDecoder {
             // Wait for more bytes without reserving the claimed length.
             return Ok(None);
         }
-        // The whole frame is buffered, so the inner codec neither waits nor reserves.
-        Ok(self.inner.decode(src)?.map(BytesMut::freeze))
+        src.advance(PREFIX_LEN);
+        Ok(Some(src.split_to(len).freeze()))
     }
 }
 

@@ -192,6 +192,10 @@ const TAG_GO_AWAY: u8 = 3;
 const TAG_STREAM_ITEM: u8 = 4;
 const TAG_STREAM_END: u8 = 5;
 const TAG_CREDIT: u8 = 6;
+/// The longest fixed part of a request header: tag, id, method, timeout flag and value,
+/// metadata count.
+const FIXED_REQUEST_LEN: usize = 1 + 8 + 8 + 1 + 8 + 2;
+
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
 
@@ -203,20 +207,20 @@ impl Header {
                 let count = u16::try_from(request.metadata.len())
                     .map_err(|_| too_long("metadata pairs", request.metadata.len()))?;
                 // The fixed part goes out in one copy: this runs for every call.
-                let mut fixed = [0u8; 28];
-                let mut at = Cursor(&mut fixed, 0);
-                at.put(&[TAG_REQUEST]);
-                at.put(&request.id.to_le_bytes());
-                at.put(&request.method.to_le_bytes());
+                let mut fixed = [0u8; FIXED_REQUEST_LEN];
+                let mut at = &mut fixed[..];
+                at.put_u8(TAG_REQUEST);
+                at.put_u64_le(request.id);
+                at.put_u64_le(request.method);
                 match request.timeout_micros {
                     Some(micros) => {
-                        at.put(&[1]);
-                        at.put(&micros.to_le_bytes());
+                        at.put_u8(1);
+                        at.put_u64_le(micros);
                     }
-                    None => at.put(&[0]),
+                    None => at.put_u8(0),
                 }
-                at.put(&count.to_le_bytes());
-                let len = at.1;
+                at.put_u16_le(count);
+                let len = FIXED_REQUEST_LEN - at.len();
                 dst.put_slice(&fixed[..len]);
                 for (key, value) in request.metadata.iter() {
                     let key_len = u16::try_from(key.len())
@@ -346,16 +350,6 @@ impl Status {
             }
         }
         Ok(())
-    }
-}
-
-/// Writes into a fixed array, for headers assembled on the stack.
-struct Cursor<'a>(&'a mut [u8], usize);
-
-impl Cursor<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0[self.1..self.1 + bytes.len()].copy_from_slice(bytes);
-        self.1 += bytes.len();
     }
 }
 

@@ -18,7 +18,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::codec::CodecError;
+use serde::Serialize;
+
+use crate::codec::{Bincode, Codec, CodecError};
 use crate::error::Error;
 use crate::message::{encode_frame, Header};
 
@@ -159,6 +161,28 @@ impl WriteQueue {
         }
     }
 
+    /// Like [`send`](Self::send), with `value` as the body, encoded with [`Bincode`]. Takes the
+    /// value itself (or `&mut` to it), not a shared reference: a reference held across the
+    /// wait for room would demand `T: Sync` of a future that is `Send`.
+    pub async fn send_value<T: Serialize + Send>(
+        &self,
+        header: &Header,
+        value: T,
+    ) -> Result<usize, Error> {
+        // Usually there is room: one lock, no waiting. (The closure, which borrows `value`,
+        // is gone before any wait.)
+        let pushed = self
+            .try_push(header, |buf| Bincode.encode(&value, buf))?
+            .ok();
+        match pushed {
+            Some(len) => Ok(len),
+            None => {
+                self.ready().await?;
+                self.push(header, |buf| Bincode.encode(&value, buf))
+            }
+        }
+    }
+
     /// Lets the writer finish: it writes what is queued, then returns. New pushes fail.
     pub fn close(&self) {
         self.lock().closing = true;
@@ -180,12 +204,14 @@ impl WriteQueue {
     }
 
     /// The error the queue failed with, if it did.
-    pub fn failure(&self) -> Option<Error> {
+    #[cfg(test)]
+    pub(crate) fn failure(&self) -> Option<Error> {
         self.lock().failed.clone()
     }
 
     /// Bytes currently waiting to be written.
-    pub fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.lock().buf.len()
     }
 
@@ -240,7 +266,6 @@ impl WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Bincode, Codec};
     use crate::frame::FrameDecoder;
     use crate::message::decode_frame;
     use std::sync::Arc;

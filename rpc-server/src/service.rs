@@ -229,27 +229,13 @@ impl Reply {
         Reply { wire, id }
     }
 
-    /// Queues a successful response carrying `value`.
-    ///
-    /// Takes the value by value: holding a reference across the wait for room would demand
-    /// that handler results be `Sync`.
+    /// Queues a successful response carrying `value`, waiting for room if there is none.
     pub(crate) async fn ok<T: Serialize + Send>(&self, value: T) -> Result<(), Error> {
-        let queue = &self.wire.queue;
         let header = Header::Response {
             id: self.id,
             status: Status::Ok,
         };
-        // Usually there is room: one lock, no waiting.
-        if queue
-            .try_push(&header, |buf| Bincode.encode(&value, buf))?
-            .is_ok()
-        {
-            return Ok(());
-        }
-        queue.ready().await?;
-        queue
-            .push(&header, |buf| Bincode.encode(&value, buf))
-            .map(drop)
+        self.wire.queue.send_value(&header, value).await.map(drop)
     }
 
     /// Sends a successful response that announces a stream, then the stream.

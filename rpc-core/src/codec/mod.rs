@@ -9,12 +9,12 @@
 //! frame reserve gigabytes. Two mechanisms bound what a decode reserves ahead of the data:
 //!
 //! * **Strings and byte buffers** (`String`, `serde_bytes`-style `deserialize_byte_buf`
-//!   types) are reserved by bincode from the length in front of them. Every decode runs with a
-//!   bincode size limit chosen from the size of the input: the smallest power of 16 (at least
-//!   64 KiB) that is at least 16 times the input. Honest input never comes near it (its
-//!   strings and buffers hold at most as many bytes as the input), while forged input can
-//!   reserve at most 256 times the bytes actually received, 64 KiB at least, and never more
-//!   than 16 times the largest frame a connection accepts.
+//!   types) are never reserved from the length in front of them: the input is a slice, so
+//!   they are asked of bincode as borrowed ones, checked against the bytes actually present,
+//!   and copied once (see `bounded.rs`). Every decode also runs with a bincode size limit
+//!   chosen from the size of the input: the smallest power of 16 (at least 64 KiB) that is at
+//!   least 16 times the input. Honest input never comes near it; a forged length fails with
+//!   [`CodecError::LimitExceeded`], which names the limit, before anything is copied.
 //! * **Sequences and maps** (`Vec`, `VecDeque`, `HashMap`, `HashSet`, `BinaryHeap`, ...) are
 //!   built by serde, which reserves room for the element count written in front of them (up
 //!   to 1 MiB per container) before reading one element; bincode's limit does not see that.
@@ -28,8 +28,8 @@
 //!   `BTreeMap`s and `BTreeSet`s reserve nothing.
 //!   Past what was reserved, containers grow only as elements actually arrive.
 //!
-//! So before forged input is refused, a decode reserves at most `max(64 KiB, 256 * input_len)`
-//! bytes for strings and byte buffers, plus `input_len` elements of its containers in all.
+//! So before forged input is refused, a decode reserves nothing for strings and byte buffers
+//! and at most `input_len` elements of its containers in all.
 //! Honest input decodes exactly as without these bounds: every container element that takes
 //! at least one byte on the wire is counted against a byte of its own, so honest containers
 //! are always allowed their full count (only containers of elements encoded in zero bytes,
