@@ -310,7 +310,6 @@ async fn a_panicking_producer_ends_its_stream_once_and_the_connection_goes_on() 
     let mut raw = support::Raw::connect(server.addr).await;
     raw.send_frame(&support::request(1, "Feed", "panics"), &support::body(&()))
         .await;
-    let mut ends = 0;
     loop {
         match raw.next().await.expect("frame") {
             (
@@ -329,7 +328,6 @@ async fn a_panicking_producer_ends_its_stream_once_and_the_connection_goes_on() 
                 _,
             ) => {
                 assert!(message.contains("producer broke"), "{message}");
-                ends += 1;
                 break;
             }
             other => panic!("unexpected frame {other:?}"),
@@ -351,5 +349,4 @@ async fn a_panicking_producer_ends_its_stream_once_and_the_connection_goes_on() 
         ),
         "a second frame for the panicked call: {header:?}"
     );
-    assert_eq!(ends, 1);
 }

@@ -247,7 +247,8 @@ fn rewrite_trait(service: &Service<'_>, names: &Names) -> TokenStream {
                 let ty = arg.ty;
                 // `mut` is only meaningful (and only allowed) with a body.
                 let mutability = (arg.mutable && method.default.is_some()).then(|| quote!(mut));
-                quote!(#mutability #name: #ty)
+                let attrs = &arg.original.attrs;
+                quote!(#(#attrs)* #mutability #name: #ty)
             });
         match method.default {
             None => quote! {
@@ -428,6 +429,8 @@ fn server(service: &Service<'_>, names: &Names) -> TokenStream {
                 METHODS
             }
 
+            // Serving a deprecated method is not a use of it: only its callers are warned.
+            #[allow(deprecated)]
             fn call(
                 &self,
                 #method_param: ::rpc::MethodId,

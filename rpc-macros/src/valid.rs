@@ -88,6 +88,15 @@ fn check_method(service: &Service<'_>, method: &Method<'_>, errors: &mut Errors)
     let sig = method.sig();
     let name = method.ident;
 
+    for attr in method.attrs {
+        if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+            errors.spanned(
+                attr,
+                "rpc service methods cannot be conditional: the server, the client and the \
+                 method list are generated for every method; put the `#[cfg]` on the whole trait",
+            );
+        }
+    }
     if let Some(constness) = &sig.constness {
         errors.spanned(
             constness,
