@@ -43,9 +43,8 @@ struct GoodTraffic {
 
 impl GoodTraffic {
     async fn start(addr: std::net::SocketAddr) -> GoodTraffic {
-        let client = TargetClient::connect(addr)
-            .await
-            .expect("good client connects");
+        // Pinned: if the attack cost this connection, a redial must not hide it.
+        let client = TargetClient::new(support::connect_pinned(addr).await);
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
@@ -441,4 +440,30 @@ async fn a_deadline_too_far_to_represent_is_no_deadline() {
     raw.send_frame(&header, &body(&(4u32,))).await;
     expect_ok(&mut raw, 1, &4u32).await;
     good.finish().await;
+}
+
+#[tokio::test]
+async fn the_server_enforces_a_deadline_the_client_never_acts_on() {
+    // A raw client that sends a deadline and then neither times out nor cancels: only the
+    // server's own timer can end the call.
+    let server = target().await;
+    let mut raw = Raw::connect(server.addr).await;
+    let header = match request(1, "Target", "hangs") {
+        Header::Request(mut request) => {
+            request.timeout_micros = Some(100_000);
+            Header::Request(request)
+        }
+        other => other,
+    };
+    raw.send_frame(&header, &body(&())).await;
+    /// `ErrorCode::DeadlineExceeded` on the wire.
+    const DEADLINE_EXCEEDED: u16 = 4;
+    expect_error(&mut raw, 1, DEADLINE_EXCEEDED).await;
+    eventually("in-flight count back to zero", || {
+        server.handle.in_flight() == 0
+    })
+    .await;
+    raw.send_frame(&request(2, "Target", "ok"), &body(&(7u32,)))
+        .await;
+    expect_ok(&mut raw, 2, &7u32).await;
 }

@@ -7,6 +7,8 @@ use support::within;
 #[rpc::service]
 trait Echo {
     async fn echo(&self, text: String) -> String;
+    /// Who the server sees on the other end.
+    async fn peer(&self) -> String;
 }
 
 struct EchoImpl;
@@ -14,6 +16,9 @@ struct EchoImpl;
 impl Echo for EchoImpl {
     async fn echo(&self, text: String) -> String {
         text
+    }
+    async fn peer(&self) -> String {
+        rpc::Context::with_current(|ctx| ctx.peer().to_string()).unwrap_or_default()
     }
 }
 
@@ -37,8 +42,8 @@ async fn calls_work_over_a_unix_socket() {
             .expect("echo"),
         "over unix"
     );
-    let peer = client.client().endpoint().expect("endpoint").to_string();
-    assert!(peer.starts_with("unix:"), "{peer}");
+    let peer = within("peer", client.peer()).await.expect("peer");
+    assert!(peer.starts_with("unix:"), "the server saw {peer}");
     task.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -60,5 +65,7 @@ async fn calls_work_over_an_in_memory_pipe() {
     for (i, reply) in replies.into_iter().enumerate() {
         assert_eq!(reply.expect("echo"), format!("m{i}"));
     }
+    let peer = within("peer", client.peer()).await.expect("peer");
+    assert_eq!(peer, "memory");
     task.abort();
 }

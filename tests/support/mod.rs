@@ -68,6 +68,16 @@ pub(crate) async fn start(bind: impl Into<Bind>) -> Running {
     Running { addr, handle, task }
 }
 
+/// A client on one TCP connection that it never redials: once that connection breaks, every
+/// call fails. A call that succeeds on it proves the connection survived what came before.
+pub(crate) async fn connect_pinned(addr: SocketAddr) -> rpc::Client {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    rpc::Client::builder()
+        .connect_transport(stream)
+        .await
+        .expect("handshake")
+}
+
 /// Guards a test against hanging: the behaviour under test must finish well within this.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
