@@ -113,8 +113,19 @@ struct Tally {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let options = options()?;
-    // Panics are deliberate here; keep the default hook from printing thousands of them.
-    std::panic::set_hook(Box::new(|_| {}));
+    // The handlers' panics are deliberate: keep the default hook from printing thousands of
+    // them, and every other panic (a real bug) as loud as ever.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if !message.starts_with("soak: deliberate panic") {
+            default_hook(info);
+        }
+    }));
     let rss_start = rss_kib();
 
     let server = rpc::Server::builder()

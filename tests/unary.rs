@@ -165,6 +165,7 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
         let (i, reply) = joined.expect("task");
         assert_eq!(reply.expect("reply"), format!("call {i}"));
     }
+    assert_eq!(server.handle.connections(), 1, "one connection for all");
 }
 
 /// A service whose `slow` call waits for the test to release it.
