@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rpc_core::Transport;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
@@ -98,14 +98,70 @@ impl ServerBuilder {
     /// [`Server::local_addr`]).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(self.build(Listener::Tcp(listener)))
+        Ok(self.listener(listener))
     }
 
     /// Listens on a Unix domain socket at `path` (which must not exist yet).
     #[cfg(unix)]
     pub fn bind_unix(self, path: impl AsRef<std::path::Path>) -> io::Result<Server> {
         let listener = tokio::net::UnixListener::bind(path)?;
-        Ok(self.build(Listener::Unix(listener)))
+        Ok(self.unix_listener(listener))
+    }
+
+    /// Serves the connections of a TCP listener that is already bound: one handed over by
+    /// socket activation, or one a test bound to own its port. The server is the same as
+    /// from [`bind`](Self::bind): the same accept loop, connection cap and graceful
+    /// shutdown. The listener closes when the server stops.
+    ///
+    /// ```no_run
+    /// # async fn demo(svc: impl rpc_server::Service) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let server = rpc_server::Server::builder().serve(svc).listener(listener);
+    /// tokio::spawn(server.run());
+    /// // ... connect to `addr` ...
+    /// # let _ = addr; Ok(()) }
+    /// ```
+    pub fn listener(self, listener: TcpListener) -> Server {
+        self.build(Listener::Tcp(listener))
+    }
+
+    /// Like [`listener`](Self::listener), for a listener from the standard library (for
+    /// example one made from a file descriptor the service manager passed). It is switched to
+    /// non-blocking mode here.
+    ///
+    /// # Errors
+    /// If the listener cannot be made non-blocking or registered with the runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the listener is registered with the current one).
+    pub fn std_listener(self, listener: std::net::TcpListener) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        Ok(self.listener(TcpListener::from_std(listener)?))
+    }
+
+    /// Like [`listener`](Self::listener), for a Unix domain socket listener that is already
+    /// bound.
+    #[cfg(unix)]
+    pub fn unix_listener(self, listener: tokio::net::UnixListener) -> Server {
+        self.build(Listener::Unix(listener))
+    }
+
+    /// Like [`unix_listener`](Self::unix_listener), for a listener from the standard library.
+    /// It is switched to non-blocking mode here.
+    ///
+    /// # Errors
+    /// If the listener cannot be made non-blocking or registered with the runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the listener is registered with the current one).
+    #[cfg(unix)]
+    pub fn std_unix_listener(
+        self,
+        listener: std::os::unix::net::UnixListener,
+    ) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        Ok(self.unix_listener(tokio::net::UnixListener::from_std(listener)?))
     }
 
     /// Serves in-memory connections opened with the returned [`MemoryConnector`]; for tests.
@@ -119,12 +175,15 @@ impl ServerBuilder {
             tracing::warn!("server hosts no service: every call will fail with UnknownMethod; add one with .serve(..)");
         }
         let (shutdown, _) = watch::channel(false);
+        // A cap beyond what a semaphore can count is no cap.
+        let slots = Semaphore::new(self.config.max_connections.min(Semaphore::MAX_PERMITS));
         Server {
             listener,
             router: Arc::new(self.router),
             config: Arc::new(self.config),
             shutdown: Arc::new(shutdown),
             counters: Arc::default(),
+            slots: Arc::new(slots),
         }
     }
 }
@@ -140,6 +199,9 @@ pub struct Server {
     config: Arc<ServerConfig>,
     shutdown: Arc<watch::Sender<bool>>,
     counters: Arc<Counters>,
+    /// One permit per connection served, from the accept loop or
+    /// [`serve_transport`](Server::serve_transport).
+    slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Server {
@@ -212,7 +274,6 @@ impl Server {
     /// ```
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) {
         let mut connections = JoinSet::new();
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let mut stop = self.shutdown.subscribe();
         let mut accept_backoff = ACCEPT_BACKOFF_MIN;
         tokio::pin!(signal);
@@ -224,11 +285,7 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok(stream) => {
                         accept_backoff = ACCEPT_BACKOFF_MIN;
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
-                            tracing::warn!(
-                                limit = self.config.max_connections,
-                                "refusing connection: max_connections reached; existing connections are unaffected"
-                            );
+                        let Some(slot) = self.take_slot() else {
                             continue;
                         };
                         let router = self.router.clone();
@@ -295,16 +352,48 @@ async fn serve_accepted(
 }
 
 impl Server {
+    /// A connection slot, or `None` (logged) at [`ServerConfig::max_connections`].
+    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            tracing::warn!(
+                limit = self.config.max_connections,
+                "refusing connection: max_connections reached; existing connections are unaffected"
+            );
+        }
+        slot
+    }
+
     /// Serves one already-connected stream with this server's services and limits, outside
-    /// the accept loop (for example a stream accepted by your own listener).
+    /// the accept loop: for a stream your own code accepted and wrapped (in TLS, say), when
+    /// the server is not [`run`](Server::run) at all. Call it once per stream, concurrently.
+    ///
+    /// The stream counts against [`ServerConfig::max_connections`] like an accepted one:
+    /// beyond the cap it is dropped at once (with a log line). It follows
+    /// [`ServerHandle::shutdown`] like one too: the client is told to go away, calls in
+    /// flight get [`ServerConfig::shutdown_grace`] to finish, then the connection closes and
+    /// this returns.
     pub async fn serve_transport<T: Transport>(&self, stream: T) {
-        connection::serve(
+        let Some(_slot) = self.take_slot() else {
+            return;
+        };
+        let serve = connection::serve(
             stream,
             self.router.clone(),
             self.config.clone(),
             self.shutdown.subscribe(),
             self.counters.clone(),
-        )
-        .await
+        );
+        let mut stop = self.shutdown.subscribe();
+        let grace = self.config.shutdown_grace + DRAIN_SLACK;
+        tokio::select! {
+            () = serve => {}
+            () = async {
+                stopped(&mut stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("connection still open after the shutdown grace period; closing it");
+            }
+        }
     }
 }
