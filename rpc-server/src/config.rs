@@ -7,16 +7,19 @@ use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
 /// Limits and timeouts for a [`Server`](crate::Server). Every field has a default, chosen so
 /// a misbehaving peer costs one connection and bounded memory.
 ///
+/// Each field has a setter of the same name on [`ServerBuilder`](crate::ServerBuilder), which
+/// is the usual way to change one. The struct is `#[non_exhaustive]` (fields may be added), so
+/// a whole config starts from [`ServerConfig::default`]:
+///
 /// ```
-/// use std::time::Duration;
 /// use rpc_server::ServerConfig;
-/// let config = ServerConfig {
-///     max_in_flight_per_connection: 64,
-///     ..ServerConfig::default()
-/// };
+/// let mut config = ServerConfig::default();
+/// config.max_in_flight_per_connection = 64;
 /// assert_eq!(config.max_frame_len, 16 * 1024 * 1024);
+/// # let _ = rpc_server::Server::builder().config(config);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Largest frame accepted or sent, in bytes. A larger length prefix closes the connection.
     /// Default: 16 MiB.

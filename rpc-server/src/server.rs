@@ -88,6 +88,18 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`ServerConfig::write_high_water`].
+    pub fn write_high_water(mut self, bytes: usize) -> Self {
+        self.config.write_high_water = bytes;
+        self
+    }
+
+    /// See [`ServerConfig::stream_window`]; at least 1 (no window would stall every stream).
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.config.stream_window = bytes.max(1);
+        self
+    }
+
     /// See [`ServerConfig::shutdown_grace`].
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
@@ -395,5 +407,48 @@ impl Server {
                 tracing::warn!("connection still open after the shutdown grace period; closing it");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setter_reaches_the_config() {
+        let builder = Server::builder()
+            .max_frame_len(1)
+            .max_in_flight_per_connection(2)
+            .max_connections(3)
+            .preamble_timeout(Duration::from_secs(4))
+            .idle_timeout(Some(Duration::from_secs(5)))
+            .max_metadata_len(6)
+            .write_high_water(7)
+            .stream_window(8)
+            .shutdown_grace(Duration::from_secs(9));
+        // Destructured without `..`: a new field fails to compile here until it has a setter
+        // and a line in this test.
+        let ServerConfig {
+            max_frame_len,
+            max_in_flight_per_connection,
+            max_connections,
+            preamble_timeout,
+            idle_timeout,
+            max_metadata_len,
+            write_high_water,
+            stream_window,
+            shutdown_grace,
+        } = builder.config;
+        assert_eq!(
+            (max_frame_len, max_in_flight_per_connection, max_connections),
+            (1, 2, 3)
+        );
+        assert_eq!(preamble_timeout, Duration::from_secs(4));
+        assert_eq!(idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            (max_metadata_len, write_high_water, stream_window),
+            (6, 7, 8)
+        );
+        assert_eq!(shutdown_grace, Duration::from_secs(9));
     }
 }
