@@ -1,10 +1,12 @@
 //! One call on the server: run the handler under its deadline and catch its panics, so that
 //! every request gets exactly one response.
 //!
-//! Calls are not spawned as tasks. The connection polls a new call once, right where it
-//! read the request; most handlers finish in that first poll, and then the call has cost no
-//! task, no timer and no wake-up. A call still pending after it moves into the connection's
-//! set of running calls, and only then does its deadline get a timer.
+//! Calls are not spawned as tasks by default. The connection polls a new call once, right
+//! where it read the request; most handlers finish in that first poll, and then the call has
+//! cost no task, no timer and no wake-up. A call still pending after it moves into the
+//! connection's set of running calls, and only then does its deadline get a timer. The calls
+//! of a service hosted with `serve_spawned` run as tasks of their own instead
+//! ([`SpawnedCall`]), still owned by the connection's set.
 
 use std::any::Any;
 use std::future::Future;
@@ -15,6 +17,7 @@ use std::task::{Context as TaskContext, Poll};
 use futures::future::CatchUnwind;
 use futures::FutureExt;
 use rpc_core::Error;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use crate::service::Dispatch;
@@ -78,6 +81,68 @@ impl Future for CallTask {
             }
         };
         Poll::Ready((this.id, failure))
+    }
+}
+
+/// A call in the connection's set of running calls: one still pending after its first poll
+/// on the connection's task, or one running as a task of its own.
+pub(crate) enum Running {
+    InPlace(CallTask),
+    Spawned(SpawnedCall),
+}
+
+impl Future for Running {
+    type Output = (u64, Option<Error>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // Both variants are Unpin.
+        match self.get_mut() {
+            Running::InPlace(call) => Pin::new(call).poll(cx),
+            Running::Spawned(call) => Pin::new(call).poll(cx),
+        }
+    }
+}
+
+/// A call running as a tokio task of its own (a service hosted with `serve_spawned`).
+/// Dropping it aborts the task, so a cancel, the connection's end or the server's drop stop
+/// the handler as they stop an in-place call; the deadline and panic capture run inside the
+/// task, in its [`CallTask`].
+pub(crate) struct SpawnedCall {
+    id: u64,
+    task: JoinHandle<(u64, Option<Error>)>,
+}
+
+impl SpawnedCall {
+    /// Spawns `call` on the current runtime; its first poll happens on some worker, not here.
+    pub(crate) fn spawn(call: CallTask) -> Self {
+        SpawnedCall {
+            id: call.id,
+            task: tokio::spawn(call),
+        }
+    }
+}
+
+impl Future for SpawnedCall {
+    type Output = (u64, Option<Error>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        let failure = match std::task::ready!(Pin::new(&mut self.task).poll(cx)) {
+            Ok(done) => return Poll::Ready(done),
+            // The handler's panics are caught inside the task; this is a panic outside it.
+            Err(join) if join.is_panic() => Error::HandlerPanicked {
+                message: panic_message(&*join.into_panic()),
+            },
+            // Only the runtime shutting down cancels the task while this handle holds it.
+            Err(_) => Error::closed("the call's task was cancelled: the runtime is shutting down"),
+        };
+        Poll::Ready((id, Some(failure)))
+    }
+}
+
+impl Drop for SpawnedCall {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -12,8 +12,9 @@
 //! owns, and its writer.
 //!
 //! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
-//! work, blocking I/O) delays the other calls of that connection, as in any async code; use
-//! `tokio::task::spawn_blocking` for such work.
+//! work, blocking I/O) delays the other calls of that connection, as in any async code. Host
+//! such a service with `ServerBuilder::serve_spawned` (each call a task of its own, still in
+//! this connection's set), or use `tokio::task::spawn_blocking` for the blocking part.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,9 +38,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedRead;
 
-use crate::call::CallTask;
+use crate::call::{CallTask, Running, SpawnedCall};
 use crate::config::ServerConfig;
-use crate::router::Router;
+use crate::router::{Router, RunOn};
 use crate::service::{Reply, Request, Wire};
 use crate::stats::{CallGuard, ConnectionGuard, Counters};
 
@@ -141,7 +142,7 @@ struct Connection<R> {
     config: Arc<ServerConfig>,
     peer: PeerAddr,
     /// Calls still pending after their first poll; dropping the connection drops them.
-    calls: FuturesUnordered<Abortable<CallTask>>,
+    calls: FuturesUnordered<Abortable<Running>>,
     /// Request id of each pending call, for `Cancel`.
     running: HashMap<u64, AbortHandle>,
     shutdown: watch::Receiver<bool>,
@@ -378,18 +379,27 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
             .service
             .call(method.id(), Request::new(method, body, reply, context));
         let mut call = CallTask::new(id, dispatch, deadline);
-        // Most calls finish right here, costing no timer, no set entry, no wake-up and no
-        // count in the in-flight figure.
-        if let Poll::Ready((_, failure)) = Pin::new(&mut call).poll(cx) {
-            if let Some(err) = failure {
-                self.wire.fail(id, &err);
+        let running = match route.run {
+            RunOn::Connection => {
+                // Most calls finish right here, costing no timer, no set entry, no wake-up
+                // and no count in the in-flight figure.
+                if let Poll::Ready((_, failure)) = Pin::new(&mut call).poll(cx) {
+                    if let Some(err) = failure {
+                        self.wire.fail(id, &err);
+                    }
+                    return Ok(None);
+                }
+                call.track(CallGuard::new(&self.counters));
+                Running::InPlace(call)
             }
-        } else {
-            call.track(CallGuard::new(&self.counters));
-            let (call, cancel) = futures::future::abortable(call);
-            self.calls.push(call);
-            self.running.insert(id, cancel);
-        }
+            RunOn::OwnTask => {
+                call.track(CallGuard::new(&self.counters));
+                Running::Spawned(SpawnedCall::spawn(call))
+            }
+        };
+        let (running, cancel) = futures::future::abortable(running);
+        self.calls.push(running);
+        self.running.insert(id, cancel);
         Ok(None)
     }
 }

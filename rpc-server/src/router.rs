@@ -18,6 +18,18 @@ pub(crate) struct Router {
 pub(crate) struct Route {
     pub(crate) service: Arc<dyn Service>,
     pub(crate) method: Method,
+    pub(crate) run: RunOn,
+}
+
+/// Where the calls of a service run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunOn {
+    /// Polled by the connection's own task, first right where the request was read (the
+    /// default: most calls finish in that first poll).
+    Connection,
+    /// Each call is a tokio task of its own, owned by the connection (for handlers that block
+    /// or burn CPU).
+    OwnTask,
 }
 
 impl Router {
@@ -26,11 +38,12 @@ impl Router {
     /// # Panics
     /// If a method id is already taken: two services with the same name, or (vanishingly
     /// unlikely) two `Service.method` names whose hashes collide.
-    pub(crate) fn add(&mut self, service: Arc<dyn Service>) {
+    pub(crate) fn add(&mut self, service: Arc<dyn Service>, run: RunOn) {
         for method in service.methods() {
             let route = Route {
                 service: service.clone(),
                 method: *method,
+                run,
             };
             if let Some(existing) = self.routes.insert(method.id(), route) {
                 panic!(

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
-use crate::router::Router;
+use crate::router::{Router, RunOn};
 use crate::service::Service;
 use crate::stats::Counters;
 
@@ -39,10 +39,36 @@ pub struct ServerBuilder {
 impl ServerBuilder {
     /// Hosts `service`; call once per service. All of them share every connection.
     ///
+    /// Its calls run on their connection's task: each call is polled first right where its
+    /// request was read, and most handlers finish in that poll, so a call costs no task, no
+    /// timer and no wake-up (the figures in the README's "Performance" section are measured
+    /// this way). The price: a handler that blocks its thread or computes for long delays
+    /// the other calls of its connection. Host such a service with
+    /// [`serve_spawned`](Self::serve_spawned), or move the blocking part to
+    /// `tokio::task::spawn_blocking`.
+    ///
     /// # Panics
     /// If a method of `service` is already hosted (the same service added twice).
     pub fn serve<S: Service>(mut self, service: S) -> Self {
-        self.router.add(Arc::new(service));
+        self.router.add(Arc::new(service), RunOn::Connection);
+        self
+    }
+
+    /// Hosts `service` like [`serve`](Self::serve), but runs each of its calls as a tokio
+    /// task of its own, so a handler that blocks its thread or burns CPU does not stall the
+    /// other calls of its connection (on a multi-thread runtime, the others run on another
+    /// worker). Each call then costs a task spawn and a wake-up.
+    ///
+    /// The call is still the connection's: it is aborted when the client cancels it, when its
+    /// deadline passes and when the connection closes (an abort takes effect at the
+    /// handler's next `.await`; a thread that is blocked stays blocked until it returns). A
+    /// panic still reaches the caller as `HandlerPanicked`, and the call counts against
+    /// [`ServerConfig::max_in_flight_per_connection`] until it ends.
+    ///
+    /// # Panics
+    /// If a method of `service` is already hosted (the same service added twice).
+    pub fn serve_spawned<S: Service>(mut self, service: S) -> Self {
+        self.router.add(Arc::new(service), RunOn::OwnTask);
         self
     }
 
