@@ -14,8 +14,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures::future::CatchUnwind;
 use futures::FutureExt;
+use rpc_core::deadline::Timer;
 use rpc_core::Error;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::service::Dispatch;
 use crate::stats::CallGuard;
@@ -25,9 +26,8 @@ use crate::stats::CallGuard;
 pub(crate) struct CallTask {
     id: u64,
     handler: CatchUnwind<AssertUnwindSafe<Dispatch>>,
-    deadline: Option<Instant>,
-    /// Created only if the handler does not finish in its first poll.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Armed only if the handler does not finish in its first poll.
+    timer: Timer,
     /// Counts the call as in flight; set only if it does not finish in its first poll.
     in_flight: Option<CallGuard>,
 }
@@ -37,8 +37,7 @@ impl CallTask {
         CallTask {
             id,
             handler: AssertUnwindSafe(dispatch).catch_unwind(),
-            deadline,
-            timer: None,
+            timer: Timer::new(deadline),
             in_flight: None,
         }
     }
@@ -64,17 +63,9 @@ impl Future for CallTask {
                 Some(Error::HandlerPanicked { message })
             }
             Poll::Pending => {
-                let Some(deadline) = this.deadline else {
-                    return Poll::Pending;
-                };
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    // The handler is dropped with this task: its work stops here.
-                    Poll::Ready(()) => Some(Error::DeadlineExceeded),
-                }
+                std::task::ready!(this.timer.poll_expired(cx));
+                // The handler is dropped with this task: its work stops here.
+                Some(Error::DeadlineExceeded)
             }
         };
         Poll::Ready((this.id, failure))
