@@ -450,14 +450,33 @@ async fn a_far_deadline_is_enforced_by_the_connection_sweep() {
     assert_eq!(within("cancel", cancels.recv()).await, Some(0));
 }
 
-/// A scripted server: on its first connection it refuses every request the way a server
-/// that is going away does ("shutting down, not run"); on later connections it answers every
-/// request with 4242. Reports, for each request, the index of the connection it came on.
-async fn refusing_then_answering_server(
-) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<usize>) {
+/// How the scripted server answers the requests on its first connection.
+#[derive(Clone, Copy)]
+enum FirstAnswer {
+    /// The way a server going away refuses: "shutting down, not run".
+    RefusedUnrun,
+    /// A go-away, then `Overloaded` from the handler: the call *did* run, while the server
+    /// was going away.
+    GoAwayThenOverloaded,
+}
+
+/// A request as the scripted server saw it.
+#[derive(Debug)]
+struct Seen {
+    /// Which connection it came on, counting from 0.
+    connection: usize,
+    timeout_micros: Option<u64>,
+}
+
+/// A scripted server: on its first connection it answers every request with `first`; on
+/// later connections it answers every request with 4242. Reports every request it sees.
+async fn scripted_server(
+    first: FirstAnswer,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<Seen>) {
     use rpc::protocol::{Bincode, Codec};
-    /// `ErrorCode::ShuttingDown` on the wire.
+    /// `ErrorCode::ShuttingDown` and `ErrorCode::Overloaded` on the wire.
     const SHUTTING_DOWN: u16 = 7;
+    const OVERLOADED: u16 = 5;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -475,25 +494,37 @@ async fn refusing_then_answering_server(
                 let Header::Request(request) = header else {
                     return out;
                 };
-                let _ = seen.try_send(index);
-                let encoded = if index == 0 {
+                let _ = seen.try_send(Seen {
+                    connection: index,
+                    timeout_micros: request.timeout_micros,
+                });
+                let id = request.id;
+                let refuse = |out: &mut bytes::BytesMut, code, message: &str| {
                     let status = Status::Error {
-                        code: SHUTTING_DOWN,
-                        message: "shutting down; the call was not run".into(),
+                        code,
+                        message: message.into(),
                     };
-                    let header = Header::Response {
-                        id: request.id,
-                        status,
-                    };
-                    encode_frame(&mut out, &header, 1 << 20, |_| Ok(()))
-                } else {
-                    let header = Header::Response {
-                        id: request.id,
-                        status: Status::Ok,
-                    };
-                    encode_frame(&mut out, &header, 1 << 20, |body| {
-                        Bincode.encode(&4242u32, body)
-                    })
+                    encode_frame(out, &Header::Response { id, status }, 1 << 20, |_| Ok(()))
+                };
+                let encoded = match (index, first) {
+                    (0, FirstAnswer::RefusedUnrun) => refuse(
+                        &mut out,
+                        SHUTTING_DOWN,
+                        "shutting down; the call was not run",
+                    ),
+                    (0, FirstAnswer::GoAwayThenOverloaded) => {
+                        encode_frame(&mut out, &Header::GoAway, 1 << 20, |_| Ok(()))
+                            .and_then(|_| refuse(&mut out, OVERLOADED, "handler says: too busy"))
+                    }
+                    _ => {
+                        let header = Header::Response {
+                            id,
+                            status: Status::Ok,
+                        };
+                        encode_frame(&mut out, &header, 1 << 20, |body| {
+                            Bincode.encode(&4242u32, body)
+                        })
+                    }
                 };
                 encoded.expect("encode");
                 out
@@ -505,11 +536,50 @@ async fn refusing_then_answering_server(
 
 #[tokio::test]
 async fn a_call_refused_unrun_by_a_server_going_away_is_sent_again_on_a_new_connection() {
-    let (addr, mut seen) = refusing_then_answering_server().await;
+    let (addr, mut seen) = scripted_server(FirstAnswer::RefusedUnrun).await;
     let client = FlakyClient::connect(addr).await.expect("connect");
     let answer = within("call", client.ok(1)).await.expect("sent again");
     assert_eq!(answer, 4242);
-    assert_eq!(within("first request", seen.recv()).await, Some(0));
-    assert_eq!(within("second request", seen.recv()).await, Some(1));
+    let first = within("first request", seen.recv()).await.expect("seen");
+    let second = within("second request", seen.recv()).await.expect("seen");
+    assert_eq!((first.connection, second.connection), (0, 1));
+    // One deadline covers every attempt: the second is not given a fresh default one, so
+    // it has strictly less time left (the round trip in between took some).
+    let (Some(first), Some(second)) = (first.timeout_micros, second.timeout_micros) else {
+        panic!("the default deadline travels with every attempt");
+    };
+    assert!(
+        second <= first,
+        "second attempt's timeout {second} us > first's {first} us"
+    );
     assert_eq!(client.client().in_flight(), 0);
+}
+
+#[tokio::test]
+async fn an_overloaded_reply_racing_a_go_away_is_not_sent_again() {
+    // The handler ran and said "overloaded" just as the server started going away. Only the
+    // wire's "refused unrun" code makes a call safe to send again; this one must not be.
+    let (addr, mut seen) = scripted_server(FirstAnswer::GoAwayThenOverloaded).await;
+    let client = FlakyClient::connect(addr).await.expect("connect");
+    let err = within("call", client.ok(1))
+        .await
+        .expect_err("overloaded, not retried");
+    assert!(
+        matches!(&err, rpc::Error::Overloaded { reason } if reason.contains("too busy")),
+        "{err}"
+    );
+    let first = within("first request", seen.recv()).await.expect("seen");
+    assert_eq!(first.connection, 0);
+    // The go-away still moves the next call to a new connection, where it is answered; the
+    // overloaded call was never sent there.
+    assert_eq!(
+        within("next call", client.ok(2)).await.expect("answered"),
+        4242
+    );
+    let next = within("next request", seen.recv()).await.expect("seen");
+    assert_eq!(next.connection, 1);
+    assert!(
+        seen.try_recv().is_err(),
+        "the overloaded call was sent again"
+    );
 }

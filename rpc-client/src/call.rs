@@ -1,4 +1,16 @@
 //! [`Call`]: one remote call, configured before it is awaited.
+//!
+//! A call goes through one path, in attempts. [`Plan::start_now`] and [`Plan::start`] start
+//! an attempt (the first when nothing has to be waited for, the second waiting for a
+//! connection, a permit or room); both queue the request through [`Plan::queue`]. An attempt
+//! in flight is a [`Sent`], polled for its reply, and [`Plan::settle`] turns the reply into
+//! the call's result or into "refused unrun": the server said it ran none of the call, so
+//! the next attempt goes to a new connection. The deadline is resolved once, when the call
+//! is first polled, and covers every attempt.
+//!
+//! The common case (a unary call, a live connection, a free permit, room in the write
+//! buffer) is sent in the call's first poll and then polls its slot: no allocation, no
+//! timer for a far deadline (the connection's sweep enforces it), no boxed future.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,16 +19,18 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rpc_core::deadline::{Deadline, Timer};
 use rpc_core::error::ErrorCode;
 use rpc_core::message::{Header, RequestHeader, Status};
 use rpc_core::stream::{self, Inbound, Receiver, Stream};
+use rpc_core::task::AbortOnDrop;
 use rpc_core::{Bincode, Codec, Context, Error, Metadata, Method};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::connection::{Connection, SWEEP_MIN};
+use crate::connection::{Connection, Reply, SWEEP_MIN};
 
 /// A call to a remote method, returned by the generated stub methods.
 ///
@@ -39,38 +53,58 @@ use crate::connection::{Connection, SWEEP_MIN};
 /// cancels the call.
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<Args, Out> {
-    /// The call as configured. Kept while the call is sent directly (a refused call is sent
-    /// again from it), taken when it runs on the general path.
-    setup: Option<Setup<Args, Out>>,
-    state: State<Out>,
+    state: State<Args, Out>,
 }
 
-enum State<Out> {
-    /// Not polled yet.
-    Idle,
-    /// Sent in the first poll, waiting in its slot: the common case, costing no allocation.
-    Sent(InFlight),
-    /// On the general path (waits for a connection, room or a permit; streams; near
-    /// deadlines), as one boxed future.
-    Running(Running<Out>),
+enum State<Args, Out> {
+    /// Not polled yet: still configurable.
+    Configured {
+        request: Request<Args, Out>,
+        deadline: DeadlineSetting,
+    },
+    /// An attempt sent without waiting, polled in place: the common case.
+    Sent {
+        plan: Plan<Args, Out>,
+        sent: Sent,
+    },
+    /// Attempts that must wait (for a connection, a permit, room) or that follow a refusal,
+    /// as one boxed future.
+    Waiting(Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>),
     Done,
 }
 
-type Running<Out> = Pin<Box<dyn Future<Output = Result<Out, Error>> + Send>>;
-
 /// Starts sending a call's request stream once the request is queued.
-type StartUpload = Box<dyn FnOnce(Arc<Connection>, u64) -> AbortOnDrop + Send>;
+type StartUpload = Box<dyn FnOnce(Arc<Connection>, u64) -> AbortOnDrop<()> + Send>;
 
-struct Setup<Args, Out> {
+/// What the caller asked for: the same for every attempt.
+struct Request<Args, Out> {
     client: Client,
     method: Method,
     args: Args,
-    deadline: Deadline,
     metadata: Metadata,
+    /// Taken by the attempt that starts the request stream: a call whose stream started is
+    /// never sent again.
     upload: Option<StartUpload>,
     /// Whether the server answers with a stream (its items need a buffer from the start).
     streaming_response: bool,
     respond: fn(Answer) -> Result<Out, Error>,
+}
+
+/// A call on its way: the request, its deadline (resolved once, for every attempt) and the
+/// attempts refused unrun so far.
+struct Plan<Args, Out> {
+    request: Request<Args, Out>,
+    deadline: Option<Instant>,
+    /// Whether a request stream was consumed by an earlier attempt.
+    upload_started: bool,
+    refusals: usize,
+}
+
+/// What an attempt became.
+enum Settled<Out> {
+    Done(Result<Out, Error>),
+    /// The server ran none of it and the call may be sent again, on a new connection.
+    RefusedUnrun,
 }
 
 /// A successful response, with everything needed to turn it into the call's output.
@@ -79,7 +113,7 @@ pub(crate) struct Answer {
     /// For a method that answers with a stream: what reading it needs.
     stream: Option<StreamParts>,
     /// The task sending the request stream, if any; dropping it stops the stream.
-    upload: Option<AbortOnDrop>,
+    upload: Option<AbortOnDrop<()>>,
 }
 
 struct StreamParts {
@@ -89,12 +123,13 @@ struct StreamParts {
     deadline: Option<Instant>,
 }
 
-// No field is ever pinned in place: `args` is moved into the boxed future before the first
-// poll, and that future is pinned by its box. So `Call` can be `Unpin` whatever `Args` is.
+// No field is ever pinned in place: the boxed future is pinned by its box, and every other
+// field moves freely. So `Call` can be `Unpin` whatever `Args` is.
 impl<Args, Out> Unpin for Call<Args, Out> {}
 
+/// The deadline the caller chose, resolved to an instant when the call is first polled.
 #[derive(Debug, Clone, Copy)]
-enum Deadline {
+enum DeadlineSetting {
     /// The client's default timeout, or the surrounding handler's deadline if sooner.
     Default,
     At(Instant),
@@ -104,12 +139,18 @@ enum Deadline {
 impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut f = f.debug_struct("Call");
-        if let Some(setup) = &self.setup {
-            f.field("method", &setup.method)
-                .field("deadline", &setup.deadline);
+        match &self.state {
+            State::Configured { request, deadline } => f
+                .field("method", &request.method)
+                .field("deadline", deadline)
+                .field("started", &false),
+            State::Sent { plan, .. } => f
+                .field("method", &plan.request.method)
+                .field("deadline", &plan.deadline)
+                .field("started", &true),
+            State::Waiting(_) | State::Done => f.field("started", &true),
         }
-        f.field("started", &!matches!(self.state, State::Idle))
-            .finish()
+        .finish()
     }
 }
 
@@ -125,24 +166,27 @@ impl<Args, Out> Call<Args, Out> {
         streaming_response: bool,
         respond: fn(Answer) -> Result<Out, Error>,
     ) -> Self {
+        let request = Request {
+            client,
+            method,
+            args,
+            metadata: Metadata::new(),
+            upload,
+            streaming_response,
+            respond,
+        };
         Call {
-            setup: Some(Setup {
-                client,
-                method,
-                args,
-                deadline: Deadline::Default,
-                metadata: Metadata::new(),
-                upload,
-                streaming_response,
-                respond,
-            }),
-            state: State::Idle,
+            state: State::Configured {
+                request,
+                deadline: DeadlineSetting::Default,
+            },
         }
     }
 
-    fn set_deadline(mut self, deadline: Deadline) -> Self {
-        if let Some(setup) = &mut self.setup {
-            setup.deadline = deadline;
+    /// Changes the call before it starts; a call already polled keeps what it started with.
+    fn configure(mut self, f: impl FnOnce(&mut Request<Args, Out>, &mut DeadlineSetting)) -> Self {
+        if let State::Configured { request, deadline } = &mut self.state {
+            f(request, deadline);
         }
         self
     }
@@ -151,28 +195,26 @@ impl<Args, Out> Call<Args, Out> {
     /// the server stops the handler at the same moment.
     pub fn timeout(self, timeout: Duration) -> Self {
         // A timeout too long to represent as an instant means no deadline at all.
-        match Instant::now().checked_add(timeout) {
-            Some(at) => self.set_deadline(Deadline::At(at)),
-            None => self.set_deadline(Deadline::Never),
-        }
+        let setting = match Instant::now().checked_add(timeout) {
+            Some(at) => DeadlineSetting::At(at),
+            None => DeadlineSetting::Never,
+        };
+        self.configure(|_, deadline| *deadline = setting)
     }
 
     /// Like [`timeout`](Self::timeout), with an absolute instant.
-    pub fn deadline(self, deadline: Instant) -> Self {
-        self.set_deadline(Deadline::At(deadline))
+    pub fn deadline(self, at: Instant) -> Self {
+        self.configure(|_, deadline| *deadline = DeadlineSetting::At(at))
     }
 
     /// Waits as long as it takes, ignoring the client's default timeout.
     pub fn no_deadline(self) -> Self {
-        self.set_deadline(Deadline::Never)
+        self.configure(|_, deadline| *deadline = DeadlineSetting::Never)
     }
 
     /// Adds a metadata pair, readable by the handler through `rpc::Context`.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        if let Some(setup) = &mut self.setup {
-            setup.metadata.insert(key, value);
-        }
-        self
+    pub fn metadata(self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.configure(|request, _| request.metadata.insert(key, value))
     }
 }
 
@@ -241,7 +283,7 @@ fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result
     Ok(Stream::from_results(ResponseStream {
         receiver,
         _upload: answer.upload,
-        timer: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        timer: Timer::new(deadline),
         expired: false,
     }))
 }
@@ -249,15 +291,14 @@ fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result
 /// Sends the request stream from a task of its own, which ends with the call.
 fn start_upload<In: Serialize + Send + 'static>(input: Stream<In>) -> StartUpload {
     Box::new(move |conn: Arc<Connection>, id: u64| {
-        let task = tokio::spawn(async move {
+        AbortOnDrop::spawn(async move {
             // Forgets the sending side however the task ends, aborted included.
             let _forget = ForgetOutbound(conn.clone(), id);
             let outbound = conn.streams().open_outbound(id, conn.window());
             if let Err(err) = stream::send(&conn.queue, id, &outbound, input).await {
                 tracing::debug!(request_id = id, error = %err, "request stream stopped");
             }
-        });
-        AbortOnDrop(task.abort_handle())
+        })
     })
 }
 
@@ -270,21 +311,12 @@ impl Drop for ForgetOutbound {
     }
 }
 
-/// Aborts a task when dropped: the owner of a call's upload task.
-pub(crate) struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The stream a caller reads: the server's items, under the call's deadline, keeping the
 /// request stream's sender alive as long as it is read.
 struct ResponseStream<T> {
     receiver: Receiver<T>,
-    _upload: Option<AbortOnDrop>,
-    timer: Option<Pin<Box<Sleep>>>,
+    _upload: Option<AbortOnDrop<()>>,
+    timer: Timer,
     expired: bool,
 }
 
@@ -300,25 +332,20 @@ impl<T: DeserializeOwned> futures::Stream for ResponseStream<T> {
         if let Poll::Ready(item) = Pin::new(&mut this.receiver).poll_next(cx) {
             return Poll::Ready(item);
         }
-        if let Some(timer) = &mut this.timer {
-            if timer.as_mut().poll(cx).is_ready() {
-                // The server stops at the same moment; dropping the receiver cancels it.
-                this.expired = true;
-                return Poll::Ready(Some(Err(Error::DeadlineExceeded)));
-            }
-        }
-        Poll::Pending
+        std::task::ready!(this.timer.poll_expired(cx));
+        // The server stops at the same moment; dropping the receiver cancels it.
+        this.expired = true;
+        Poll::Ready(Some(Err(Error::DeadlineExceeded)))
     }
 }
 
-impl<Args, Out> Setup<Args, Out> {
-    fn resolve_deadline(&self, now: Instant) -> Option<Instant> {
-        match self.deadline {
-            Deadline::At(at) => Some(at),
-            Deadline::Never => None,
-            Deadline::Default => {
-                let default = self
-                    .client
+impl DeadlineSetting {
+    fn resolve(self, client: &Client, now: Instant) -> Option<Instant> {
+        match self {
+            DeadlineSetting::At(at) => Some(at),
+            DeadlineSetting::Never => None,
+            DeadlineSetting::Default => {
+                let default = client
                     .config()
                     .default_timeout
                     .and_then(|t| now.checked_add(t));
@@ -332,46 +359,46 @@ impl<Args, Out> Setup<Args, Out> {
     }
 }
 
-impl<Args: Serialize, Out> Setup<Args, Out> {
-    /// Sends a plain unary call at once, if nothing has to be waited for: a live connection,
-    /// a free permit and room in the write buffer. `None` leaves the call to the general
-    /// path ([`run`](Self::run)), which waits for whatever is missing or reports why not.
-    fn send_now(&self) -> Option<Result<InFlight, Error>> {
-        if self.upload.is_some() || self.streaming_response {
-            return None;
+/// One attempt in flight: holds its slot and its permit until it ends, and cancels the call
+/// on the server if the caller stops waiting first.
+struct Sent {
+    conn: Arc<Connection>,
+    id: u64,
+    /// A deadline too near for the connection's sweep; armed only if the reply is not
+    /// there at the first poll.
+    timer: Timer,
+    /// The buffer of a streamed reply, opened before the request went out.
+    inbound: Option<Arc<Inbound>>,
+    upload: Option<AbortOnDrop<()>>,
+    /// Set once the reply (or the connection's verdict) has been taken.
+    settled: bool,
+    /// Set once a streamed reply has been handed to the caller, who now owns its buffer.
+    stream_taken: bool,
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Sends a cancel only if the call is still waiting for its reply.
+            self.conn.cancel(self.id);
         }
-        let now = Instant::now();
-        let deadline = self.resolve_deadline(now);
-        // A near deadline needs a precise timer: the general path arms one.
-        if deadline.is_some_and(|at| at.saturating_duration_since(now) <= SWEEP_MIN) {
-            return None;
+        if self.inbound.is_some() && !self.stream_taken {
+            self.conn.streams().remove(self.id);
         }
-        let conn = self.client.usable_connection()?;
-        let permit = conn.permits.try_acquire().ok()?;
-        let id = conn.register(deadline).ok()?;
-        let header = request_header(id, self.method, deadline, now, self.metadata.clone());
-        match conn
-            .queue
-            .try_push(&header, |buf| Bincode.encode(&self.args, buf))
-        {
-            Ok(Ok(_)) => {
-                // Given back by `InFlight` when the call ends.
-                permit.forget();
-                Some(Ok(InFlight {
-                    conn,
-                    id,
-                    settled: false,
-                }))
-            }
-            Ok(Err(_full)) => {
-                conn.unregister(id);
-                None
-            }
-            Err(err) => {
-                conn.unregister(id);
-                Some(Err(err))
-            }
+        self.conn.permits.add_permits(1);
+    }
+}
+
+impl Sent {
+    /// The reply, the connection's verdict (its sweep, its end), or the expiry of a near
+    /// deadline. Only the last leaves the call unsettled: then dropping `self` cancels it.
+    fn poll_reply(&mut self, cx: &mut TaskContext<'_>) -> Poll<Reply> {
+        if let Poll::Ready(reply) = self.conn.poll_reply(self.id, cx) {
+            self.settled = true;
+            return Poll::Ready(reply);
         }
+        std::task::ready!(self.timer.poll_expired(cx));
+        Poll::Ready(Err(Error::DeadlineExceeded))
     }
 }
 
@@ -394,198 +421,172 @@ fn request_header(
     })
 }
 
-/// A call sent by [`Setup::send_now`]: holds its slot and its permit until it ends, and
-/// cancels it on the server if the caller stops waiting first.
-struct InFlight {
-    conn: Arc<Connection>,
-    id: u64,
-    /// Set once the reply (or the connection's verdict) has been taken.
-    settled: bool,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.conn.cancel(self.id);
+impl<Args, Out> Request<Args, Out> {
+    /// Resolves the deadline (once, for every attempt).
+    fn plan(self, deadline: DeadlineSetting) -> Plan<Args, Out> {
+        let deadline = deadline.resolve(&self.client, Instant::now());
+        Plan {
+            request: self,
+            deadline,
+            upload_started: false,
+            refusals: 0,
         }
-        self.conn.permits.add_permits(1);
     }
 }
 
-impl<Args: Serialize + Send + 'static, Out: Send + 'static> Setup<Args, Out> {
-    /// The general path: every wait, every kind of call. `attempt` counts the times the call
-    /// was already refused unrun.
-    async fn run(self, mut attempt: usize) -> Result<Out, Error> {
-        let deadline = self.resolve_deadline(Instant::now());
-        let Setup {
-            client,
-            method,
-            mut args,
-            metadata,
-            mut upload,
-            streaming_response,
-            respond,
-            ..
-        } = self;
-        let attempts = async {
-            loop {
-                let conn = within(deadline, client.connection()).await?;
-                let had_upload = upload.is_some();
-                let mut shape = Shape {
-                    method,
-                    deadline,
-                    upload: upload.take(),
-                    streaming_response,
-                };
-                // Cloning empty metadata (the common case) does not allocate.
-                match send(&conn, &mut shape, &mut args, metadata.clone()).await {
-                    // Sent again only if nothing was consumed: a request stream is gone
-                    // once it started.
-                    Err(Error::Overloaded { .. })
-                        if attempt < MAX_UNRUN_RETRIES
-                            && !conn.is_usable()
-                            && shape.upload.is_some() == had_upload =>
-                    {
-                        upload = shape.upload;
-                        attempt += 1;
-                    }
-                    Ok(answer) => return respond(answer),
-                    Err(err) => return Err(err),
-                }
+impl<Args: Serialize, Out> Plan<Args, Out> {
+    /// Starts an attempt if nothing has to be waited for: a live connection, a free permit
+    /// and room in the write buffer. `None` leaves it to [`start`](Self::start), which waits
+    /// for what is missing or reports why it cannot be had.
+    fn start_now(&mut self) -> Option<Sent> {
+        let conn = self.request.client.usable_connection()?;
+        let permit = conn.permits.try_acquire().ok()?;
+        let sent = self.queue(&conn).ok()??;
+        // Given back by `Sent` when the attempt ends.
+        permit.forget();
+        Some(sent)
+    }
+
+    /// Starts an attempt, waiting (under the call's deadline) for a connection, a permit
+    /// and room in the write buffer as needed.
+    async fn start(&mut self) -> Result<Sent, Error> {
+        let deadline = self.deadline;
+        let client = self.request.client.clone();
+        let conn = Deadline::new(Box::pin(client.connection()), deadline).await??;
+        // Bounded in-flight calls per connection: wait for room rather than queue without
+        // bound.
+        let permit = Deadline::new(Box::pin(conn.permits.acquire()), deadline)
+            .await?
+            .map_err(|_| Error::closed("the connection is closing"))?;
+        loop {
+            if let Some(sent) = self.queue(&conn)? {
+                // Given back by `Sent` when the attempt ends.
+                permit.forget();
+                return Ok(sent);
             }
+            Deadline::new(Box::pin(conn.queue.ready()), deadline).await??;
+        }
+    }
+
+    /// Queues the request on `conn` if the write buffer has room: takes a slot (whose
+    /// deadline the connection sweeps if it is far), opens a streamed reply's buffer, writes
+    /// the frame and starts the request stream. `Ok(None)`: no room, nothing was done.
+    fn queue(&mut self, conn: &Arc<Connection>) -> Result<Option<Sent>, Error> {
+        let now = Instant::now();
+        // A far deadline (the default one) is enforced by the connection's sweep: no timer
+        // per call. A near one gets a precise timer, armed only if the call has to wait.
+        let (swept, near) = match self.deadline {
+            Some(at) if at.saturating_duration_since(now) > SWEEP_MIN => (Some(at), None),
+            other => (None, other),
         };
-        // Every wait inside enforces the deadline itself (see `within` and the sweep).
-        attempts.await
-    }
-}
-
-/// Runs `work` under `deadline`, arming a timer only if `work` does not finish in its
-/// first poll: most waits (a permit, room in the write buffer) never wait at all.
-async fn within<T>(
-    deadline: Option<Instant>,
-    work: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    let mut work = std::pin::pin!(work);
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(outcome) = work.as_mut().poll(cx) {
-            return Poll::Ready(outcome);
-        }
-        let Some(at) = deadline else {
-            return Poll::Pending;
+        let id = conn.register(swept)?;
+        let request = &mut self.request;
+        // A streamed reply's items may follow the response at once: their buffer comes first.
+        let inbound = request
+            .streaming_response
+            .then(|| conn.streams().open_inbound(id, conn.window()));
+        // Cloning empty metadata (the common case) does not allocate.
+        let header = request_header(
+            id,
+            request.method,
+            self.deadline,
+            now,
+            request.metadata.clone(),
+        );
+        let args = &request.args;
+        let queued = match conn
+            .queue
+            .try_push(&header, |buf| Bincode.encode(args, buf))
+        {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(_full)) => Ok(false),
+            Err(err) => Err(err),
         };
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        timer
-            .as_mut()
-            .poll(cx)
-            .map(|()| Err(Error::DeadlineExceeded))
-    })
-    .await
-}
-
-/// What one attempt needs to know about the call.
-struct Shape {
-    method: Method,
-    deadline: Option<Instant>,
-    /// Taken when the request is sent.
-    upload: Option<StartUpload>,
-    streaming_response: bool,
-}
-
-/// One attempt on one connection. `args` is borrowed mutably (`&mut T` is `Send` when `T`
-/// is), so the call future is `Send` without demanding `Args: Sync`.
-async fn send<Args: Serialize>(
-    conn: &Arc<Connection>,
-    shape: &mut Shape,
-    args: &mut Args,
-    metadata: Metadata,
-) -> Result<Answer, Error> {
-    // Bounded in-flight calls per connection: wait for room rather than queue without bound.
-    let _permit = within(shape.deadline, async {
-        conn.permits
-            .acquire()
-            .await
-            .map_err(|_| Error::closed("the connection is closing"))
-    })
-    .await?;
-    // A far deadline (the default one) is enforced by the connection's sweep: no timer per
-    // call. A near one gets a precise timer below.
-    let now = Instant::now();
-    let swept = shape
-        .deadline
-        .filter(|at| at.saturating_duration_since(now) > SWEEP_MIN);
-    let id = conn.register(swept)?;
-    let mut pending = PendingCall {
-        conn,
-        id,
-        keep_stream: false,
-    };
-    // A streamed reply's items may follow the response at once: their buffer comes first.
-    let inbound = shape
-        .streaming_response
-        .then(|| conn.streams().open_inbound(id, conn.window()));
-    let header = request_header(id, shape.method, shape.deadline, now, metadata);
-    // Usually there is room in the write buffer: one lock, no waiting.
-    let pushed = {
-        let args: &Args = args;
-        conn.queue
-            .try_push(&header, |buf| Bincode.encode(args, buf))?
-            .is_ok()
-    };
-    if !pushed {
-        within(shape.deadline, conn.queue.ready()).await?;
-        let args: &Args = args;
-        conn.queue.push(&header, |buf| Bincode.encode(args, buf))?;
-    }
-    let upload = shape.upload.take().map(|start| start(conn.clone(), id));
-    // A reply, or the connection's own verdict (its sweep, its end), settles the call and
-    // frees its slot. Our own timer firing does not: then the guard below cancels the call.
-    let (status, body) = match swept {
-        Some(_) => conn.reply(id).await,
-        None => within(shape.deadline, conn.reply(id)).await,
-    }?;
-    match status {
-        Status::Ok => {
-            pending.keep_stream = true;
-            Ok(Answer {
-                body,
-                stream: inbound.map(|inbound| StreamParts {
-                    conn: conn.clone(),
-                    id,
-                    inbound,
-                    deadline: shape.deadline,
-                }),
-                upload,
-            })
+        if !matches!(queued, Ok(true)) {
+            // The server knows nothing of this id.
+            conn.unregister(id);
+            if inbound.is_some() {
+                conn.streams().remove(id);
+            }
+            return queued.map(|_| None);
         }
-        Status::Error { code, message } => Err(refused(conn, code, message, &shape.method)),
+        let upload = request.upload.take().map(|start| start(conn.clone(), id));
+        self.upload_started |= upload.is_some();
+        Ok(Some(Sent {
+            conn: conn.clone(),
+            id,
+            timer: Timer::new(near),
+            inbound,
+            upload,
+            settled: false,
+            stream_taken: false,
+        }))
     }
 }
 
-/// The error for a call the server answered with an error status.
-fn refused(conn: &Connection, code: u16, message: String, method: &Method) -> Error {
-    if ErrorCode::from_u16(code) == Some(ErrorCode::ShuttingDown) {
-        // The server did not run it; new calls must go to a new connection.
-        conn.mark_going_away();
-    }
-    Error::from_remote(code, message, method)
-}
-
-/// Cancels the call on the server if the caller stops waiting (drop, timeout), and drops
-/// the buffer of its streamed reply unless the call succeeded.
-struct PendingCall<'a> {
-    conn: &'a Connection,
-    id: u64,
-    keep_stream: bool,
-}
-
-impl Drop for PendingCall<'_> {
-    fn drop(&mut self) {
-        // Sends a cancel only if the call is still waiting for its reply.
-        self.conn.cancel(self.id);
-        if !self.keep_stream {
-            self.conn.streams().remove(self.id);
+impl<Args, Out> Plan<Args, Out> {
+    /// Turns an attempt's reply into the call's result, or into "refused unrun" when the
+    /// server ran none of it and it may be sent again: only the wire's own refusal code
+    /// says so (see [`Status::is_refused_unrun`]), never an `Overloaded` from a handler.
+    fn settle(&mut self, mut sent: Sent, reply: Reply) -> Settled<Out> {
+        let (status, body) = match reply {
+            Ok(reply) => reply,
+            Err(err) => return Settled::Done(Err(err)),
+        };
+        match status {
+            Status::Ok => {
+                sent.stream_taken = true;
+                let answer = Answer {
+                    body,
+                    stream: sent.inbound.take().map(|inbound| StreamParts {
+                        conn: sent.conn.clone(),
+                        id: sent.id,
+                        inbound,
+                        deadline: self.deadline,
+                    }),
+                    upload: sent.upload.take(),
+                };
+                Settled::Done((self.request.respond)(answer))
+            }
+            Status::Error { code, message } => {
+                if code == ErrorCode::ShuttingDown.to_u16() {
+                    // The server is going away: new calls go to a new connection.
+                    sent.conn.mark_going_away();
+                    // A request stream, once started, is consumed: such a call is not
+                    // sent again.
+                    if !self.upload_started && self.refusals < MAX_UNRUN_RETRIES {
+                        self.refusals += 1;
+                        return Settled::RefusedUnrun;
+                    }
+                }
+                let err = Error::from_remote(code, message, &self.request.method);
+                Settled::Done(Err(err))
+            }
         }
+    }
+}
+
+impl<Args, Out> Plan<Args, Out>
+where
+    Args: Serialize + Send + 'static,
+    Out: Send + 'static,
+{
+    /// Every attempt that is left, waiting where it must.
+    async fn run(mut self) -> Result<Out, Error> {
+        loop {
+            let mut sent = self.start().await?;
+            let reply = std::future::poll_fn(|cx| sent.poll_reply(cx)).await;
+            match self.settle(sent, reply) {
+                Settled::Done(outcome) => return outcome,
+                Settled::RefusedUnrun => continue,
+            }
+        }
+    }
+
+    /// Whether this call can be sent without waiting. Streams always take the waiting path:
+    /// their tasks and buffers cost more than the box.
+    fn sends_now(&self) -> bool {
+        self.request.upload.is_none() && !self.request.streaming_response
     }
 }
 
@@ -599,71 +600,36 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            match &mut this.state {
-                State::Idle => {
-                    let Some(setup) = &this.setup else {
-                        return Poll::Ready(Err(Error::Cancelled));
-                    };
-                    match setup.send_now() {
-                        Some(Ok(sent)) => this.state = State::Sent(sent),
-                        Some(Err(err)) => return this.finish(Err(err)),
-                        None => this.run_general(0),
+            // Taken out and put back unless the call moves on: each arm owns its state.
+            this.state = match std::mem::replace(&mut this.state, State::Done) {
+                State::Configured { request, deadline } => {
+                    let mut plan = request.plan(deadline);
+                    match plan.sends_now().then(|| plan.start_now()).flatten() {
+                        Some(sent) => State::Sent { plan, sent },
+                        None => State::Waiting(Box::pin(plan.run())),
                     }
                 }
-                State::Sent(sent) => {
-                    let reply = std::task::ready!(sent.conn.poll_reply(sent.id, cx));
-                    sent.settled = true;
-                    let Some(setup) = &this.setup else {
-                        return this.finish(Err(Error::Cancelled));
+                State::Sent { mut plan, mut sent } => {
+                    let Poll::Ready(reply) = sent.poll_reply(cx) else {
+                        this.state = State::Sent { plan, sent };
+                        return Poll::Pending;
                     };
-                    let outcome = match reply {
-                        Ok((Status::Ok, body)) => (setup.respond)(Answer {
-                            body,
-                            stream: None,
-                            upload: None,
-                        }),
-                        Ok((Status::Error { code, message }, _)) => {
-                            let err = refused(&sent.conn, code, message, &setup.method);
-                            if matches!(err, Error::Overloaded { .. }) && !sent.conn.is_usable() {
-                                // Refused unrun by a server going away: send it again, on a
-                                // new connection (the general path's retry rule).
-                                this.run_general(1);
-                                continue;
-                            }
-                            Err(err)
-                        }
-                        Err(err) => Err(err),
-                    };
-                    return this.finish(outcome);
+                    match plan.settle(sent, reply) {
+                        // Dropping the attempt released its slot and permit.
+                        Settled::Done(outcome) => return Poll::Ready(outcome),
+                        // The next attempt needs a new connection: it may have to wait.
+                        Settled::RefusedUnrun => State::Waiting(Box::pin(plan.run())),
+                    }
                 }
-                State::Running(running) => {
-                    let outcome = std::task::ready!(running.as_mut().poll(cx));
-                    return this.finish(outcome);
+                State::Waiting(mut attempts) => {
+                    let outcome = attempts.as_mut().poll(cx);
+                    if outcome.is_pending() {
+                        this.state = State::Waiting(attempts);
+                    }
+                    return outcome;
                 }
                 State::Done => return Poll::Ready(Err(Error::Cancelled)),
-            }
+            };
         }
-    }
-}
-
-impl<Args, Out> Call<Args, Out>
-where
-    Args: Serialize + Send + 'static,
-    Out: Send + 'static,
-{
-    /// Moves the call to the general path, `attempt` refusals in.
-    fn run_general(&mut self, attempt: usize) {
-        self.state = match self.setup.take() {
-            Some(setup) => State::Running(Box::pin(setup.run(attempt))),
-            None => State::Done,
-        };
-    }
-
-    /// Ends the call, releasing its connection and buffers now rather than when the `Call`
-    /// is dropped.
-    fn finish(&mut self, outcome: Result<Out, Error>) -> Poll<Result<Out, Error>> {
-        self.state = State::Done;
-        self.setup = None;
-        Poll::Ready(outcome)
     }
 }

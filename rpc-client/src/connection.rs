@@ -7,17 +7,17 @@
 //! every waiting slot receives the same error at once, and later calls on this connection
 //! fail immediately.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::frame::{FrameDecoder, PREFIX_LEN};
+use rpc_core::frame::{self, FrameDecoder};
 use rpc_core::message::{decode_frame, Header};
 use rpc_core::preamble::client_handshake;
 use rpc_core::stream::StreamTable;
+use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Error, ProtocolError, Transport};
 use tokio::sync::{Notify, Semaphore};
@@ -133,18 +133,13 @@ impl Connection {
         self.shared.lock().slots.poll(id, cx.waker())
     }
 
-    /// Waits for the reply of call `id`.
-    pub(crate) fn reply(&self, id: u64) -> impl Future<Output = Reply> + '_ {
-        std::future::poll_fn(move |cx| self.poll_reply(id, cx))
-    }
-
     /// Forgets a call that no longer waits (dropped, timed out) and, if the server may still
     /// be running it, tells the server to stop it.
     pub(crate) fn cancel(&self, id: u64) {
         let removed = self.shared.lock().slots.remove(id);
         if removed == Removed::Waiting {
             // Best effort: if the connection is gone, so is the call.
-            let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
+            let _ = self.queue.push_control(&Header::Cancel { id });
         }
     }
 
@@ -173,7 +168,7 @@ impl Connection {
     pub(crate) fn abandon(&self, id: u64) {
         self.shared.streams.remove(id);
         // Best effort: if the connection is gone, so is the call.
-        let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
+        let _ = self.queue.push_control(&Header::Cancel { id });
     }
 
     /// Whether new calls should go elsewhere: the connection broke, or the server said it
@@ -195,8 +190,7 @@ impl Connection {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
-        // Nothing panics while holding this lock; recover rather than spread a panic.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        rpc_core::sync::lock(&self.pending)
     }
 
     /// Fails every waiting call with `err` and refuses new ones.
@@ -227,7 +221,7 @@ impl Shared {
         let (ids, wakers) = self.lock().slots.expire(now);
         wakers.into_iter().for_each(Waker::wake);
         for id in ids {
-            let _ = self.queue.push(&Header::Cancel { id }, |_| Ok(()));
+            let _ = self.queue.push_control(&Header::Cancel { id });
         }
     }
 
@@ -270,25 +264,22 @@ where
                 Ok(frame) => frame,
                 Err(err) => break Err(err),
             };
-            let frame_len = frame.len();
+            let frame_len = frame::wire_len(&frame);
             let (header, body) = match decode_frame(frame) {
                 Ok(parts) => parts,
                 Err(err) => break Err(err.into()),
             };
-            let frame_header_len = frame_len - body.len();
+            let (header, body) =
+                match shared
+                    .streams
+                    .route(header, body, frame_len, &"the server's stream")
+                {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(err) => break Err(err.into()),
+                };
             match header {
                 Header::Response { id, status } => shared.deliver(id, Ok((status, body))),
-                Header::StreamItem { id } => {
-                    // The sender counts whole frames, prefix included.
-                    let frame_len = PREFIX_LEN + frame_header_len + body.len();
-                    if let Err(err) = shared.streams.on_item(id, body, frame_len) {
-                        break Err(err.into());
-                    }
-                }
-                Header::StreamEnd { id, status } => {
-                    shared.streams.on_end(id, status, &"the server's stream")
-                }
-                Header::Credit { id, bytes } => shared.streams.on_credit(id, bytes),
                 Header::GoAway => {
                     tracing::debug!("server is going away; new calls will use a new connection");
                     shared.usable.store(false, Ordering::Release);
@@ -305,7 +296,7 @@ where
     // The writer is a task of its own, so that under load one thread can write requests
     // while another reads replies. Owned here: it ends when this task ends or is aborted.
     let queue = shared.queue.clone();
-    let mut write = WriterTask(tokio::spawn(async move { queue.run(writer).await }));
+    let mut write = AbortOnDrop::spawn(async move { queue.run(writer).await });
     let err = tokio::select! {
         never = sweep(&shared) => match never {},
         err = read => match err {
@@ -316,20 +307,11 @@ where
                 Error::closed(err)
             }
         },
-        written = &mut write.0 => match written {
+        written = &mut write => match written {
             Ok(Ok(())) => Error::closed("the client closed the connection"),
             Ok(Err(err)) => err,
             Err(join) => Error::closed(format!("the writer stopped: {join}")),
         },
     };
     shared.close(err);
-}
-
-/// A connection's writer task; aborted when the connection task ends or is aborted.
-struct WriterTask(tokio::task::JoinHandle<Result<(), Error>>);
-
-impl Drop for WriterTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -17,6 +17,12 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
 /// The size of the length prefix.
 pub const PREFIX_LEN: usize = 4;
 
+/// The bytes a received frame took on the wire, length prefix included: what a stream's
+/// sender counts against its window, so both ends must compute it the same way.
+pub fn wire_len(frame: &Bytes) -> usize {
+    PREFIX_LEN + frame.len()
+}
+
 /// Decodes frames, refusing any whose length prefix exceeds `max_frame_len`.
 ///
 /// ```

@@ -1,24 +1,38 @@
 //! The wire protocol of the `rpc` framework, shared by client and server.
 //!
-//! Users depend on the `rpc` crate, which re-exports what they need from here.
-//! This crate holds the pieces both ends of a connection must agree on:
+//! Users depend on the `rpc` crate, which re-exports what they need from here. This crate
+//! holds types and the machinery both ends of a connection share; the tasks that drive a
+//! connection live in `rpc-server` and `rpc-client`.
+//!
+//! **The wire protocol**: what a peer in another language must match byte for byte.
 //!
 //! | module | what lives there |
 //! |---|---|
 //! | [`preamble`] | the 8 bytes that open a connection: magic and protocol version |
 //! | [`frame`] | length-delimited frames with a bounded maximum size |
-//! | [`message`] | the header at the front of every frame: request, response, cancel |
-//! | [`codec`] | the [`Codec`] trait that turns arguments and results into bytes (bincode) |
-//! | [`stream`] | streams inside calls: items, ends, byte credit per stream |
-//! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
+//! | [`message`] | the header at the front of every frame: request, response, cancel, stream frames, and the status a call ends with |
+//! | [`metadata`] | call metadata: key-value pairs carried in a request header |
 //! | [`method`] | stable method ids derived from `Service.method` names |
-//! | [`error`] | [`Error`], the framework's failures, apart from application errors |
+//! | [`error`] | [`Error`], the framework's failures, and the wire error codes |
+//! | [`codec`] | how bodies are encoded: bincode 2, behind the [`Codec`] seam |
+//!
+//! **Connection machinery both ends share**: written once here, used by the server's and the
+//! client's connection tasks alike.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`writer`] | the one writer per connection that coalesces frames into one flush; control frames |
+//! | [`stream`] | streams inside calls: item buffers, byte credit per stream, routing stream frames |
+//! | [`deadline`] | deadline timers armed only when work has to wait ([`deadline::Deadline`]) |
+//! | [`task`] | tasks owned by a handle that aborts them when dropped |
+//! | [`sync`] | the poison-tolerant lock every shared table uses |
 //! | [`context`] | [`Context`], the per-call data a handler reads without extra parameters |
 //! | [`transport`] | byte streams a connection runs over: TCP, Unix sockets, in-memory pipes |
-//! | [`writer`] | the one writer per connection that coalesces frames into one flush |
+//! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
 
 pub mod codec;
 pub mod context;
+pub mod deadline;
 pub mod error;
 pub mod frame;
 pub mod ids;
@@ -27,6 +41,8 @@ pub mod metadata;
 pub mod method;
 pub mod preamble;
 pub mod stream;
+pub mod sync;
+pub mod task;
 pub mod transport;
 pub mod writer;
 

@@ -27,7 +27,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::codec::CodecError;
-use crate::error::{Error, ProtocolError};
+use crate::error::{Error, ErrorCode, ProtocolError};
 use crate::frame::PREFIX_LEN;
 use crate::metadata::Metadata;
 
@@ -115,6 +115,32 @@ pub enum Status {
         /// A human-readable explanation.
         message: String,
     },
+}
+
+impl Status {
+    /// The failed status that reports `err` to the peer, which rebuilds it with
+    /// [`Error::from_remote`].
+    pub fn from_error(err: &Error) -> Status {
+        let (code, message) = err.to_wire();
+        Status::refusal(code, message)
+    }
+
+    /// A failed status with an explicit code: how a server refuses a request itself.
+    pub fn refusal(code: ErrorCode, message: impl Into<String>) -> Status {
+        Status::Error {
+            code: code.to_u16(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether the peer refused the call without running any of it
+    /// ([`ErrorCode::ShuttingDown`]): the one failure that is always safe to send again.
+    ///
+    /// Only the wire code says so. An [`Error::Overloaded`] from a handler, even one that
+    /// arrives while the server is going away, is not it: that call may have run.
+    pub fn is_refused_unrun(&self) -> bool {
+        matches!(self, Status::Error { code, .. } if *code == ErrorCode::ShuttingDown.to_u16())
+    }
 }
 
 /// Appends one whole frame (length prefix, header, body) to `dst`.

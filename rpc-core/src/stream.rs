@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::Bytes;
@@ -34,6 +34,7 @@ use serde::Serialize;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, ProtocolError};
 use crate::message::{Header, Status};
+use crate::sync::lock;
 use crate::writer::WriteQueue;
 
 /// Bytes of stream frames a receiver buffers before the sender must wait: 256 KiB.
@@ -105,11 +106,6 @@ impl<T> futures::Stream for Stream<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         self.items.as_mut().poll_next(cx)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No code panics while holding these locks; recover rather than spread a panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The streams of one connection, by call id.
@@ -189,9 +185,29 @@ impl StreamTable {
         self.len() == 0
     }
 
+    /// Routes a received stream frame (item, end, credit) to its stream and returns `None`;
+    /// hands any other message back, with its body. `frame_len` is the whole frame as the sender counted
+    /// it against its window, length prefix included: [`frame::wire_len`](crate::frame::wire_len).
+    /// `sender` names the peer's side in errors that end a stream (`"the server's stream"`).
+    pub fn route(
+        &self,
+        header: Header,
+        body: Bytes,
+        frame_len: usize,
+        sender: &dyn fmt::Display,
+    ) -> Result<Option<(Header, Bytes)>, ProtocolError> {
+        match header {
+            Header::StreamItem { id } => self.on_item(id, body, frame_len)?,
+            Header::StreamEnd { id, status } => self.on_end(id, status, sender),
+            Header::Credit { id, bytes } => self.on_credit(id, bytes),
+            other => return Ok(Some((other, body))),
+        }
+        Ok(None)
+    }
+
     /// Routes a received item. Items for streams nobody reads any more are dropped; an item
     /// beyond the granted window is a protocol violation.
-    pub fn on_item(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
+    fn on_item(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
         let inbound = lock(&self.state).inbound.get(&id).cloned();
         match inbound {
             Some(inbound) => inbound.push(id, item, frame_len),
@@ -200,7 +216,7 @@ impl StreamTable {
     }
 
     /// Routes a received end of stream.
-    pub fn on_end(&self, id: u64, status: Status, method: &dyn fmt::Display) {
+    fn on_end(&self, id: u64, status: Status, method: &dyn fmt::Display) {
         let inbound = lock(&self.state).inbound.remove(&id);
         if let Some(inbound) = inbound {
             inbound.finish(match status {
@@ -211,7 +227,7 @@ impl StreamTable {
     }
 
     /// Routes received credit.
-    pub fn on_credit(&self, id: u64, bytes: u32) {
+    fn on_credit(&self, id: u64, bytes: u32) {
         let outbound = lock(&self.state).outbound.get(&id).cloned();
         if let Some(outbound) = outbound {
             outbound.grant(bytes as usize);
@@ -406,7 +422,7 @@ impl<T: DeserializeOwned> futures::Stream for Receiver<T> {
                     // Best effort: if the connection is gone, the next poll reports it.
                     let _ = this
                         .queue
-                        .push(&Header::Credit { id: this.id, bytes }, |_| Ok(()));
+                        .push_control(&Header::Credit { id: this.id, bytes });
                 }
                 let decoded = Bincode.decode(&item).map_err(Error::from);
                 if decoded.is_err() {
@@ -522,22 +538,13 @@ pub async fn send<T: Serialize + Send>(
                 outbound.use_credit(len);
             }
             Some(Err(err)) => {
-                let (code, message) = err.to_wire();
-                let status = Status::Error {
-                    code: code.to_u16(),
-                    message,
-                };
-                queue.push(&Header::StreamEnd { id, status }, |_| Ok(()))?;
+                let status = Status::from_error(&err);
+                queue.push_control(&Header::StreamEnd { id, status })?;
                 return Ok(());
             }
             None => {
-                queue.push(
-                    &Header::StreamEnd {
-                        id,
-                        status: Status::Ok,
-                    },
-                    |_| Ok(()),
-                )?;
+                let status = Status::Ok;
+                queue.push_control(&Header::StreamEnd { id, status })?;
                 return Ok(());
             }
         }

@@ -12,7 +12,7 @@
 //! producers down instead of growing memory. Control messages (cancel, go-away) skip that
 //! wait; they are small and must not be stuck behind data.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -68,7 +68,7 @@ impl WriteQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while encoding (a user's Serialize impl) rolls its frame back before the
         // lock is released, so the state behind a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Appends one frame now, without waiting for room, and returns its length.
@@ -82,6 +82,20 @@ impl WriteQueue {
     ) -> Result<usize, Error> {
         let state = self.open()?;
         self.append(state, header, body)
+    }
+
+    /// Appends a control frame (a header with no body: cancel, credit, go-away, end of
+    /// stream) now, without waiting for room: control frames are small and must not queue
+    /// behind data.
+    pub fn push_control(&self, header: &Header) -> Result<usize, Error> {
+        self.push(header, |_| Ok(()))
+    }
+
+    /// Like [`push_control`](Self::push_control), but waits for room first: for frames a
+    /// peer could provoke without bound (the refusal of each request it sends), so a peer
+    /// that does not read is slowed down instead of buffered for.
+    pub async fn send_control(&self, header: &Header) -> Result<usize, Error> {
+        self.send(header, |_| Ok(())).await
     }
 
     /// Appends one frame if the buffer is below the high-water mark, with a single lock and
@@ -280,7 +294,7 @@ mod tests {
     async fn frames_queued_together_leave_in_one_write_and_in_order() {
         let queue = Arc::new(WriteQueue::new(1024, 1 << 20));
         for id in 0..100 {
-            queue.push(&cancel(id), |_| Ok(())).expect("push");
+            queue.push_control(&cancel(id)).expect("push");
         }
         queue.close();
         let (mut rx, tx) = tokio::io::duplex(1 << 20);
@@ -325,7 +339,7 @@ mod tests {
         let queue = WriteQueue::new(1024, 0);
         queue.fail(Error::closed("peer went away"));
         assert!(matches!(
-            queue.push(&cancel(1), |_| Ok(())),
+            queue.push_control(&cancel(1)),
             Err(Error::ConnectionClosed { .. })
         ));
         assert!(queue.ready().await.is_err());
@@ -334,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn write_error_fails_the_queue() {
         let queue = WriteQueue::new(1024, 1 << 20);
-        queue.push(&cancel(1), |_| Ok(())).expect("push");
+        queue.push_control(&cancel(1)).expect("push");
         let (rx, tx) = tokio::io::duplex(16);
         drop(rx);
         assert!(queue.run(tx).await.is_err());

@@ -16,9 +16,10 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures::future::CatchUnwind;
 use futures::FutureExt;
+use rpc_core::deadline::Timer;
+use rpc_core::task::AbortOnDrop;
 use rpc_core::Error;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::service::Dispatch;
 use crate::stats::CallGuard;
@@ -28,9 +29,8 @@ use crate::stats::CallGuard;
 pub(crate) struct CallTask {
     id: u64,
     handler: CatchUnwind<AssertUnwindSafe<Dispatch>>,
-    deadline: Option<Instant>,
-    /// Created only if the handler does not finish in its first poll.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Armed only if the handler does not finish in its first poll.
+    timer: Timer,
     /// Counts the call as in flight; set only if it does not finish in its first poll.
     in_flight: Option<CallGuard>,
 }
@@ -40,8 +40,7 @@ impl CallTask {
         CallTask {
             id,
             handler: AssertUnwindSafe(dispatch).catch_unwind(),
-            deadline,
-            timer: None,
+            timer: Timer::new(deadline),
             in_flight: None,
         }
     }
@@ -67,17 +66,9 @@ impl Future for CallTask {
                 Some(Error::HandlerPanicked { message })
             }
             Poll::Pending => {
-                let Some(deadline) = this.deadline else {
-                    return Poll::Pending;
-                };
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    // The handler is dropped with this task: its work stops here.
-                    Poll::Ready(()) => Some(Error::DeadlineExceeded),
-                }
+                std::task::ready!(this.timer.poll_expired(cx));
+                // The handler is dropped with this task: its work stops here.
+                Some(Error::DeadlineExceeded)
             }
         };
         Poll::Ready((this.id, failure))
@@ -109,7 +100,7 @@ impl Future for Running {
 /// task, in its [`CallTask`].
 pub(crate) struct SpawnedCall {
     id: u64,
-    task: JoinHandle<(u64, Option<Error>)>,
+    task: AbortOnDrop<(u64, Option<Error>)>,
 }
 
 impl SpawnedCall {
@@ -117,7 +108,7 @@ impl SpawnedCall {
     pub(crate) fn spawn(call: CallTask) -> Self {
         SpawnedCall {
             id: call.id,
-            task: tokio::spawn(call),
+            task: AbortOnDrop::spawn(call),
         }
     }
 }
@@ -137,12 +128,6 @@ impl Future for SpawnedCall {
             Err(_) => Error::closed("the call's task was cancelled: the runtime is shutting down"),
         };
         Poll::Ready((id, Some(failure)))
-    }
-}
-
-impl Drop for SpawnedCall {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

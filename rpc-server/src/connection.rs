@@ -28,10 +28,11 @@ use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rpc_core::error::ErrorCode;
-use rpc_core::frame::{FrameDecoder, PREFIX_LEN};
+use rpc_core::frame::{self, FrameDecoder};
 use rpc_core::message::{decode_frame, Header, RequestHeader, Status};
 use rpc_core::preamble::server_handshake;
 use rpc_core::stream::StreamTable;
+use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
 use tokio::sync::watch;
@@ -95,10 +96,10 @@ pub(crate) async fn serve<T: Transport>(
     let read = connection.run();
     // The writer is a task of its own, so that under load one thread can write replies while
     // another reads and runs calls. This task owns it: dropping the connection aborts it.
-    let mut write = WriterTask(tokio::spawn({
+    let mut write = AbortOnDrop::spawn({
         let queue = queue.clone();
         async move { queue.run(writer).await }
-    }));
+    });
     tokio::pin!(read);
     tokio::select! {
         outcome = &mut read => {
@@ -110,9 +111,9 @@ pub(crate) async fn serve<T: Transport>(
             wire.streams.close(Error::closed("the connection closed"));
             // Flush what is queued (a go-away, the last replies), then close.
             queue.close();
-            let _ = (&mut write.0).await;
+            let _ = (&mut write).await;
         }
-        outcome = &mut write.0 => {
+        outcome = &mut write => {
             let err = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(err)) => Some(err),
@@ -123,15 +124,6 @@ pub(crate) async fn serve<T: Transport>(
                 wire.streams.close(err);
             }
         }
-    }
-}
-
-/// The connection's writer task; aborted when the connection's own task ends or is dropped.
-struct WriterTask(tokio::task::JoinHandle<Result<(), Error>>);
-
-impl Drop for WriterTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -166,7 +158,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
             probe: self.shutdown.clone(),
         };
         if turn.draining {
-            self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
+            self.wire.queue.push_control(&Header::GoAway)?;
         }
         // Also one future for the connection's life, for the same reason. Polled once here,
         // it holds this task's waker (a task's waker never changes); after that it is polled
@@ -177,7 +169,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         tokio::pin!(shutdown_changed);
         if !turn.draining && futures::poll!(&mut shutdown_changed).is_ready() {
             turn.draining = true;
-            self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
+            self.wire.queue.push_control(&Header::GoAway)?;
         }
         loop {
             let next =
@@ -187,7 +179,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 Turn::Refuse(header) => {
                     // Waits for room: a client that does not read its replies is slowed
                     // down, not buffered for.
-                    self.wire.queue.send(&header, |_| Ok(())).await?;
+                    self.wire.queue.send_control(&header).await?;
                 }
                 Turn::Close => return Ok(()),
             }
@@ -210,7 +202,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
             && shutdown.poll(cx).is_ready()
         {
             turn.draining = true;
-            self.wire.queue.push(&Header::GoAway, |_| Ok(()))?;
+            self.wire.queue.push_control(&Header::GoAway)?;
         }
         // Finished calls, then every frame already read, until neither moves: calls started
         // (and perhaps cancelled) by this turn's frames must be polled by the set before the
@@ -296,8 +288,15 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         now: Instant,
         cx: &mut TaskContext<'_>,
     ) -> Result<Option<Header>, Error> {
-        let frame_len = frame.len() + PREFIX_LEN;
+        let frame_len = frame::wire_len(&frame);
         let (header, body) = decode_frame(frame)?;
+        let Some((header, body)) =
+            self.wire
+                .streams
+                .route(header, body, frame_len, &"the client's stream")?
+        else {
+            return Ok(None);
+        };
         match header {
             Header::Request(request) => self.on_request(request, body, draining, now, cx),
             Header::Cancel { id } => {
@@ -306,18 +305,6 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                     task.abort();
                 }
                 self.wire.streams.remove(id);
-                Ok(None)
-            }
-            Header::StreamItem { id } => {
-                self.wire.streams.on_item(id, body, frame_len)?;
-                Ok(None)
-            }
-            Header::StreamEnd { id, status } => {
-                self.wire.streams.on_end(id, status, &"the client's stream");
-                Ok(None)
-            }
-            Header::Credit { id, bytes } => {
-                self.wire.streams.on_credit(id, bytes);
                 Ok(None)
             }
             other => Err(ProtocolError::UnexpectedMessage { kind: other.kind() }.into()),
@@ -336,13 +323,8 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
     ) -> Result<Option<Header>, Error> {
         let id = request.id;
         let refuse = |code: ErrorCode, message: String| {
-            Ok(Some(Header::Response {
-                id,
-                status: Status::Error {
-                    code: code.to_u16(),
-                    message,
-                },
-            }))
+            let status = Status::refusal(code, message);
+            Ok(Some(Header::Response { id, status }))
         };
         // Most calls finish in their first poll, so the set is usually empty.
         if !self.running.is_empty() && self.running.contains_key(&id) {

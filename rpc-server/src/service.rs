@@ -203,17 +203,13 @@ impl Wire {
     /// Errors are dropped: they mean the connection is gone, and then nobody is left to tell.
     /// The call's streams are forgotten.
     pub(crate) fn fail(&self, id: u64, err: &Error) {
-        let (code, message) = err.to_wire();
-        let status = Status::Error {
-            code: code.to_u16(),
-            message,
-        };
+        let status = Status::from_error(err);
         let header = if self.streams.is_sending(id) {
             Header::StreamEnd { id, status }
         } else {
             Header::Response { id, status }
         };
-        let _ = self.queue.push(&header, |_| Ok(()));
+        let _ = self.queue.push_control(&header);
         self.streams.remove(id);
     }
 }
