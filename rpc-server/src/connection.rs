@@ -1,12 +1,14 @@
 //! One connection: read frames, start calls, write replies.
 //!
-//! A connection is two tasks: the reader (this file), which decodes frames and drives the
-//! calls, and the writer ([`WriteQueue::run`]), a task the reader owns, which flushes every
-//! queued reply in one write. The reader is one hand-written poll loop ([`Connection::poll_turn`]):
-//! each turn it looks at the shutdown signal, reaps finished calls and takes every frame
-//! already read, and only a refusal that must wait for room leaves the loop. Each call is
-//! polled once where its request was read (see [`CallTask`]); the ones still pending join a
-//! set the reader polls in the same turn. Calls run concurrently and reply in any order. When
+//! [`serve`] reads as four steps: the preamble; the reader (this task) and the writer
+//! ([`WriteQueue::run`], a task the reader owns, which flushes every queued reply in one
+//! write); reading and running calls until the peer leaves, breaks the protocol, idles out or
+//! drains; closing. The reader is one hand-written poll loop ([`Connection::poll_turn`]),
+//! whose every turn is four steps too: the shutdown signal ([`Drain`]), finished calls
+//! ([`CallTable`]), every frame already read, the idle timer ([`IdleTimer`]). Only a refusal
+//! that must wait for room leaves the loop. Each call is polled once where its request was
+//! read (see [`CallTask`]); the ones still pending join the call table, which the reader
+//! polls in the same turn. Calls run concurrently and reply in any order. When
 //! `max_in_flight_per_connection` calls are pending the reader stops reading, so the client
 //! is slowed by TCP rather than buffered here. Dropping the connection drops every call it
 //! owns, and its writer.
@@ -14,9 +16,8 @@
 //! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
 //! work, blocking I/O) delays the other calls of that connection, as in any async code. Host
 //! such a service with `ServerBuilder::serve_spawned` (each call a task of its own, still in
-//! this connection's set), or use `tokio::task::spawn_blocking` for the blocking part.
+//! this connection's call table), or use `tokio::task::spawn_blocking` for the blocking part.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,8 +25,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::{AbortHandle, Abortable};
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rpc_core::error::ErrorCode;
 use rpc_core::frame::{self, FrameDecoder};
@@ -35,71 +34,45 @@ use rpc_core::stream::StreamTable;
 use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
-use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::call::{CallTask, Running, SpawnedCall};
-use crate::config::ServerConfig;
-use crate::router::{Router, RunOn};
+use crate::calls::CallTable;
+use crate::idle::IdleTimer;
+use crate::router::RunOn;
+use crate::server::Shared;
 use crate::service::{Reply, Request, Wire};
-use crate::stats::{CallGuard, ConnectionGuard, Counters};
+use crate::shutdown::Drain;
+use crate::stats::{CallGuard, ConnectionGuard};
 
 /// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, or the
 /// server shuts down.
-pub(crate) async fn serve<T: Transport>(
-    mut stream: T,
-    router: Arc<Router>,
-    config: Arc<ServerConfig>,
-    shutdown: watch::Receiver<bool>,
-    counters: Arc<Counters>,
-) {
-    let _open = ConnectionGuard::new(counters.clone());
+pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
+    let _open = ConnectionGuard::new(shared.counters.clone());
     let peer = stream.peer();
-    match tokio::time::timeout(config.preamble_timeout, server_handshake(&mut stream)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            tracing::warn!(%peer, error = %err, "dropping connection: bad preamble");
-            return;
-        }
-        Err(_) => {
-            let err = ProtocolError::PreambleTimeout {
-                millis: config.preamble_timeout.as_millis() as u64,
-            };
-            tracing::warn!(%peer, error = %err, "dropping connection: no preamble in time");
-            return;
-        }
+
+    // 1. The preamble, within its time limit.
+    if let Err(err) = handshake(&mut stream, shared.config.preamble_timeout).await {
+        tracing::warn!(%peer, error = %err, "dropping connection: no valid preamble");
+        return;
     }
     tracing::debug!(%peer, "connection open");
 
+    // 2. The reader (this task) and the writer. The writer is a task of its own, so that
+    // under load one thread can write replies while another reads and runs calls; this task
+    // owns it, and dropping the connection aborts it.
     let (reader, writer) = stream.into_split();
-    let queue = Arc::new(WriteQueue::new(
-        config.max_frame_len,
-        config.write_high_water,
-    ));
-    let wire = Arc::new(Wire {
-        queue: queue.clone(),
-        streams: StreamTable::default(),
-        window: config.stream_window,
-    });
-    let mut connection = Connection {
-        frames: FramedRead::new(reader, FrameDecoder::new(config.max_frame_len)),
-        wire: wire.clone(),
-        router,
-        config,
-        peer: peer.clone(),
-        calls: FuturesUnordered::new(),
-        running: HashMap::new(),
-        shutdown,
-        counters,
-    };
-    let read = connection.run();
-    // The writer is a task of its own, so that under load one thread can write replies while
-    // another reads and runs calls. This task owns it: dropping the connection aborts it.
+    let mut connection = Connection::new(reader, shared, peer.clone());
+    let wire = connection.wire.clone();
     let mut write = AbortOnDrop::spawn({
-        let queue = queue.clone();
+        let queue = wire.queue.clone();
         async move { queue.run(writer).await }
     });
+
+    // 3. Read frames and run calls until the reader is done or the writer fails.
+    let read = connection.run();
     tokio::pin!(read);
     tokio::select! {
         outcome = &mut read => {
@@ -107,10 +80,10 @@ pub(crate) async fn serve<T: Transport>(
                 Ok(()) => tracing::debug!(%peer, "connection closed"),
                 Err(err) => tracing::warn!(%peer, error = %err, "closing connection"),
             }
-            // Streams a handler handed elsewhere learn that the connection is gone.
+            // 4. Close: streams a handler handed elsewhere learn that the connection is
+            // gone; what is queued (a go-away, the last replies) is flushed.
             wire.streams.close(Error::closed("the connection closed"));
-            // Flush what is queued (a go-away, the last replies), then close.
-            queue.close();
+            wire.queue.close();
             let _ = (&mut write).await;
         }
         outcome = &mut write => {
@@ -119,6 +92,8 @@ pub(crate) async fn serve<T: Transport>(
                 Ok(Err(err)) => Some(err),
                 Err(join) => Some(Error::closed(format!("the writer stopped: {join}"))),
             };
+            // 4. Close: nothing more can be written; the calls in flight are dropped with
+            // the reader.
             if let Some(err) = err {
                 tracing::debug!(%peer, error = %err, "connection lost while writing");
                 wire.streams.close(err);
@@ -127,55 +102,55 @@ pub(crate) async fn serve<T: Transport>(
     }
 }
 
-struct Connection<R> {
-    frames: FramedRead<R, FrameDecoder>,
-    wire: Arc<Wire>,
-    router: Arc<Router>,
-    config: Arc<ServerConfig>,
-    peer: PeerAddr,
-    /// Calls still pending after their first poll; dropping the connection drops them.
-    calls: FuturesUnordered<Abortable<Running>>,
-    /// Request id of each pending call, for `Cancel`.
-    running: HashMap<u64, AbortHandle>,
-    shutdown: watch::Receiver<bool>,
-    counters: Arc<Counters>,
+/// Reads and answers the client's preamble, failing after `limit`.
+async fn handshake<T: Transport>(stream: &mut T, limit: Duration) -> Result<(), Error> {
+    match tokio::time::timeout(limit, server_handshake(stream)).await {
+        Ok(answered) => answered,
+        Err(_) => Err(ProtocolError::PreambleTimeout {
+            millis: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        }
+        .into()),
+    }
 }
 
-impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
+/// The reader half of a connection and everything it drives.
+struct Connection<R> {
+    frames: FramedRead<R, FrameDecoder>,
+    /// What the calls share: the write queue, the streams.
+    wire: Arc<Wire>,
+    shared: Arc<Shared>,
+    peer: PeerAddr,
+    /// Calls still pending after their first poll; dropping the connection drops them.
+    calls: CallTable,
+    drain: Drain,
+    idle: IdleTimer,
+}
+
+impl<R: AsyncRead + Unpin> Connection<R> {
+    fn new(reader: R, shared: Arc<Shared>, peer: PeerAddr) -> Self {
+        let config = &shared.config;
+        let wire = Arc::new(Wire {
+            queue: Arc::new(WriteQueue::new(
+                config.max_frame_len,
+                config.write_high_water,
+            )),
+            streams: StreamTable::default(),
+            window: config.stream_window,
+        });
+        Connection {
+            frames: FramedRead::new(reader, FrameDecoder::new(config.max_frame_len)),
+            wire,
+            peer,
+            calls: CallTable::default(),
+            drain: shared.shutdown.drain(),
+            idle: IdleTimer::new(config.idle_timeout),
+            shared,
+        }
+    }
+
     async fn run(&mut self) -> Result<(), Error> {
-        let idle = self.config.idle_timeout;
-        let now = Instant::now();
-        let mut turn = TurnState {
-            idle,
-            last_active: now,
-            // One timer for the connection's life, moved on only when it fires early (there
-            // was traffic since): a call costs it nothing.
-            idle_timer: idle.and_then(|idle| {
-                let at = now.checked_add(idle)?;
-                Some(Box::pin(tokio::time::sleep_until(at)))
-            }),
-            draining: *self.shutdown.borrow(),
-            probe: self.shutdown.clone(),
-        };
-        if turn.draining {
-            self.wire.queue.push_control(&Header::GoAway)?;
-        }
-        // Also one future for the connection's life, for the same reason. Polled once here,
-        // it holds this task's waker (a task's waker never changes); after that it is polled
-        // only when a cheap version check says there is news, because polling it takes a lock.
-        let mut shutdown = self.shutdown.clone();
-        // Unconstrained: the runtime's budget must not skip the first poll, which registers.
-        let shutdown_changed = tokio::task::unconstrained(shutdown.changed());
-        tokio::pin!(shutdown_changed);
-        if !turn.draining && futures::poll!(&mut shutdown_changed).is_ready() {
-            turn.draining = true;
-            self.wire.queue.push_control(&Header::GoAway)?;
-        }
         loop {
-            let next =
-                std::future::poll_fn(|cx| self.poll_turn(cx, &mut turn, shutdown_changed.as_mut()))
-                    .await?;
-            match next {
+            match std::future::poll_fn(|cx| self.poll_turn(cx)).await? {
                 Turn::Refuse(header) => {
                     // Waits for room: a client that does not read its replies is slowed
                     // down, not buffered for.
@@ -186,35 +161,25 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         }
     }
 
-    /// One turn of the connection: everything that is ready, in order — the shutdown
+    /// One turn of the connection: everything that is ready, in four steps — the shutdown
     /// signal, finished calls, every frame already read (starting calls), the idle timer.
     /// Pending once nothing is left to do; ready only when the caller must act (write a
     /// refusal, which may wait for room; close).
-    fn poll_turn(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-        turn: &mut TurnState,
-        shutdown: Pin<&mut impl Future>,
-    ) -> Poll<Result<Turn, Error>> {
-        // A dropped sender means the server itself is gone: that is news too, and drains.
-        if !turn.draining
-            && turn.probe.has_changed().unwrap_or(true)
-            && shutdown.poll(cx).is_ready()
-        {
-            turn.draining = true;
-            self.wire.queue.push_control(&Header::GoAway)?;
-        }
-        // Finished calls, then every frame already read, until neither moves: calls started
-        // (and perhaps cancelled) by this turn's frames must be polled by the set before the
-        // turn ends, or nothing would wake the task for them.
+    fn poll_turn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Turn, Error>> {
+        // 1. Shutdown: cheap unless the signal moved (see `Drain`).
+        let draining = self.drain.poll_draining(cx, &self.wire.queue)?;
+
+        // 2 and 3. Finished calls, then every frame already read, until neither moves: calls
+        // started (and perhaps cancelled) by this turn's frames must be polled by the table
+        // before the turn ends, or nothing would wake the task for them.
         loop {
-            self.reap_calls(cx, turn);
+            self.reap_calls(cx);
             let mut read_any = false;
             let mut batch_start = None;
             // Under load frames arrive by the dozen: all of them are taken in this turn. The
             // runtime's budget ends the loop if the socket never runs dry; at the in-flight
             // limit reading stops, so the client is slowed down by TCP.
-            while self.calls.len() < self.config.max_in_flight_per_connection {
+            while self.calls.len() < self.shared.config.max_in_flight_per_connection {
                 let frame = match self.frames.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
                     Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
@@ -224,8 +189,8 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 read_any = true;
                 // One clock read per batch: deadlines count from when the batch was read.
                 let now = *batch_start.get_or_insert_with(Instant::now);
-                turn.last_active = now;
-                if let Some(refusal) = self.on_frame(frame, turn.draining, now, cx)? {
+                self.idle.touch(now);
+                if let Some(refusal) = self.on_frame(frame, draining, now, cx)? {
                     return Poll::Ready(Ok(Turn::Refuse(refusal)));
                 }
             }
@@ -233,49 +198,32 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 break;
             }
         }
-        if turn.draining && self.calls.is_empty() {
+        if !self.calls.is_empty() {
+            return Poll::Pending;
+        }
+        if draining {
             return Poll::Ready(Ok(Turn::Close));
         }
-        if self.calls.is_empty() {
-            if let Some(timer) = &mut turn.idle_timer {
-                if timer.as_mut().poll(cx).is_ready() {
-                    let due = turn
-                        .idle
-                        .and_then(|idle| turn.last_active.checked_add(idle));
-                    match due {
-                        Some(due) if due > Instant::now() => {
-                            timer.as_mut().reset(due);
-                            // Registers the new deadline.
-                            let _ = timer.as_mut().poll(cx);
-                        }
-                        _ => {
-                            tracing::debug!(peer = %self.peer, "closing idle connection");
-                            return Poll::Ready(Ok(Turn::Close));
-                        }
-                    }
-                }
-            }
+
+        // 4. Idle: only with no call in flight.
+        if self.idle.poll_expired(cx).is_ready() {
+            tracing::debug!(peer = %self.peer, "closing idle connection");
+            return Poll::Ready(Ok(Turn::Close));
         }
         Poll::Pending
     }
 
-    /// Takes every finished call out of the set and sends the error of any that failed.
-    fn reap_calls(&mut self, cx: &mut TaskContext<'_>, turn: &mut TurnState) {
-        while !self.calls.is_empty() {
-            let Poll::Ready(Some(done)) = self.calls.poll_next_unpin(cx) else {
-                break;
-            };
-            // A call's reply is queued before anything else is read, so no request for a
-            // reused id can arrive in between. Cancelled calls were forgotten when cancelled.
-            if let Ok((id, failure)) = done {
-                self.running.remove(&id);
-                if let Some(err) = failure {
-                    self.wire.fail(id, &err);
-                }
+    /// Takes every finished call out of the table and sends the error of any that failed.
+    fn reap_calls(&mut self, cx: &mut TaskContext<'_>) {
+        let had_calls = !self.calls.is_empty();
+        while let Some((id, failure)) = self.calls.poll_finished(cx) {
+            if let Some(err) = failure {
+                self.wire.fail(id, &err);
             }
-            if self.calls.is_empty() {
-                turn.last_active = Instant::now();
-            }
+        }
+        // The idle time counts from when the last call ended.
+        if had_calls && self.calls.is_empty() {
+            self.idle.touch(Instant::now());
         }
     }
 
@@ -300,10 +248,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         match header {
             Header::Request(request) => self.on_request(request, body, draining, now, cx),
             Header::Cancel { id } => {
-                // Unknown ids are fine: the call may have just finished.
-                if let Some(task) = self.running.remove(&id) {
-                    task.abort();
-                }
+                self.calls.cancel(id);
                 self.wire.streams.remove(id);
                 Ok(None)
             }
@@ -326,8 +271,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
             let status = Status::refusal(code, message);
             Ok(Some(Header::Response { id, status }))
         };
-        // Most calls finish in their first poll, so the set is usually empty.
-        if !self.running.is_empty() && self.running.contains_key(&id) {
+        if self.calls.contains(id) {
             return Err(ProtocolError::DuplicateRequestId { id }.into());
         }
         if draining {
@@ -336,17 +280,18 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                 "server is shutting down; the call was not run".into(),
             );
         }
-        let Some(route) = self.router.get(MethodId::from_u64(request.method)) else {
+        let config = &self.shared.config;
+        let Some(route) = self.shared.router.get(MethodId::from_u64(request.method)) else {
             return refuse(
                 ErrorCode::UnknownMethod,
                 format!("no method with id {:#018x}", request.method),
             );
         };
         let metadata_len = request.metadata.byte_len();
-        if metadata_len > self.config.max_metadata_len {
+        if metadata_len > config.max_metadata_len {
             let err = ProtocolError::MetadataTooLarge {
                 len: metadata_len,
-                max: self.config.max_metadata_len,
+                max: config.max_metadata_len,
             };
             return refuse(ErrorCode::BadRequest, err.to_string());
         }
@@ -371,17 +316,15 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
                     }
                     return Ok(None);
                 }
-                call.track(CallGuard::new(&self.counters));
+                call.track(CallGuard::new(&self.shared.counters));
                 Running::InPlace(call)
             }
             RunOn::OwnTask => {
-                call.track(CallGuard::new(&self.counters));
+                call.track(CallGuard::new(&self.shared.counters));
                 Running::Spawned(SpawnedCall::spawn(call))
             }
         };
-        let (running, cancel) = futures::future::abortable(running);
-        self.calls.push(running);
-        self.running.insert(id, cancel);
+        self.calls.insert(id, running);
         Ok(None)
     }
 }
@@ -392,14 +335,4 @@ enum Turn {
     Refuse(Header),
     /// The connection is done: the client left, it idled out, or it drained.
     Close,
-}
-
-/// The connection loop's own state between turns.
-struct TurnState {
-    idle: Option<Duration>,
-    last_active: Instant,
-    idle_timer: Option<Pin<Box<Sleep>>>,
-    draining: bool,
-    /// Tells cheaply whether the shutdown signal moved.
-    probe: watch::Receiver<bool>,
 }

@@ -8,17 +8,23 @@
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`server`] | [`Server`]: listeners, the accept loop, the connection cap, shutdown |
 //! | `router` | which service answers which method id |
+//! | `shutdown` | the shutdown signal, and each connection's drain and go-away |
 //! | `connection` | one connection: read requests, run handlers, write responses |
-//! | `call` | one call: deadline, panic capture, the reply |
+//! | `calls` | one connection's calls in flight, by request id |
+//! | `idle` | the timer that closes an idle connection |
+//! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `stats` | live counters: connections, calls in flight |
 
 mod call;
+mod calls;
 pub mod config;
 mod connection;
+mod idle;
 mod listener;
 mod router;
 pub mod server;
 pub mod service;
+mod shutdown;
 mod stats;
 
 pub use config::ServerConfig;

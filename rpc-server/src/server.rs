@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rpc_core::Transport;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
@@ -16,6 +16,7 @@ use crate::connection;
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
 use crate::router::{Router, RunOn};
 use crate::service::Service;
+use crate::shutdown::Signal;
 use crate::stats::Counters;
 
 /// Configures a [`Server`]: which services it hosts and its limits.
@@ -212,18 +213,28 @@ impl ServerBuilder {
         if self.router.is_empty() {
             tracing::warn!("server hosts no service: every call will fail with UnknownMethod; add one with .serve(..)");
         }
-        let (shutdown, _) = watch::channel(false);
         // A cap beyond what a semaphore can count is no cap.
         let slots = Semaphore::new(self.config.max_connections.min(Semaphore::MAX_PERMITS));
         Server {
             listener,
-            router: Arc::new(self.router),
-            config: Arc::new(self.config),
-            shutdown: Arc::new(shutdown),
-            counters: Arc::default(),
+            shared: Arc::new(Shared {
+                router: self.router,
+                config: self.config,
+                counters: Arc::default(),
+                shutdown: Signal::new(),
+            }),
             slots: Arc::new(slots),
         }
     }
+}
+
+/// What the server and every one of its connections share, built once by the builder.
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    pub(crate) config: ServerConfig,
+    /// Behind their own `Arc`: each connection and call in flight holds a guard on them.
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown: Signal,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -233,10 +244,7 @@ impl ServerBuilder {
 /// stop it gracefully.
 pub struct Server {
     listener: Listener,
-    router: Arc<Router>,
-    config: Arc<ServerConfig>,
-    shutdown: Arc<watch::Sender<bool>>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     /// One permit per connection served, from the accept loop or
     /// [`serve_transport`](Server::serve_transport).
     slots: Arc<Semaphore>,
@@ -246,34 +254,42 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr())
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish()
     }
 }
 
 /// Asks a running server to shut down gracefully; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerHandle {
-    shutdown: Arc<watch::Sender<bool>>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("connections", &self.connections())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
 }
 
 impl ServerHandle {
     /// Starts a graceful shutdown: stop accepting, tell every client to go away, let calls in
     /// flight finish within the grace period, then close. [`Server::run`] returns when done.
     pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shared.shutdown.trigger();
     }
 
     /// Connections open right now (including ones still in their handshake).
     pub fn connections(&self) -> usize {
-        self.counters.connections()
+        self.shared.counters.connections()
     }
 
     /// Calls running right now, across all connections. A call that finishes in its first
     /// poll (most do) is over before anyone could look, and is not counted.
     pub fn in_flight(&self) -> usize {
-        self.counters.in_flight()
+        self.shared.counters.in_flight()
     }
 }
 
@@ -291,8 +307,7 @@ impl Server {
     /// A handle that can shut the server down while it runs.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
-            shutdown: self.shutdown.clone(),
-            counters: self.counters.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -312,13 +327,13 @@ impl Server {
     /// ```
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) {
         let mut connections = JoinSet::new();
-        let mut stop = self.shutdown.subscribe();
+        let stop = self.shared.shutdown.triggered();
         let mut accept_backoff = ACCEPT_BACKOFF_MIN;
-        tokio::pin!(signal);
+        tokio::pin!(signal, stop);
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                () = stopped(&mut stop) => break,
+                () = &mut stop => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok(stream) => {
@@ -326,12 +341,9 @@ impl Server {
                         let Some(slot) = self.take_slot() else {
                             continue;
                         };
-                        let router = self.router.clone();
-                        let config = self.config.clone();
-                        let shutdown = self.shutdown.subscribe();
-                        let counters = self.counters.clone();
+                        let shared = self.shared.clone();
                         connections.spawn(async move {
-                            serve_accepted(stream, router, config, shutdown, counters).await;
+                            serve_accepted(stream, shared).await;
                             drop(slot);
                         });
                     }
@@ -347,8 +359,8 @@ impl Server {
         }
         // Graceful part: stop accepting, ask connections to drain, wait for them.
         drop(self.listener);
-        self.shutdown.send_replace(true);
-        let grace = self.config.shutdown_grace;
+        self.shared.shutdown.trigger();
+        let grace = self.shared.config.shutdown_grace;
         let drained = tokio::time::timeout(grace + DRAIN_SLACK, async {
             while connections.join_next().await.is_some() {}
         })
@@ -363,29 +375,17 @@ impl Server {
     }
 }
 
-/// Completes once shutdown is requested (the guard `wait_for` returns is not `Send`, so it is
-/// dropped here rather than held by the accept loop).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Time for connections to flush their last replies after the grace period.
 const DRAIN_SLACK: Duration = Duration::from_secs(1);
 
-async fn serve_accepted(
-    stream: Accepted,
-    router: Arc<Router>,
-    config: Arc<ServerConfig>,
-    shutdown: watch::Receiver<bool>,
-    counters: Arc<Counters>,
-) {
+async fn serve_accepted(stream: Accepted, shared: Arc<Shared>) {
     match stream {
-        Accepted::Tcp(s) => connection::serve(s, router, config, shutdown, counters).await,
+        Accepted::Tcp(s) => connection::serve(s, shared).await,
         #[cfg(unix)]
-        Accepted::Unix(s) => connection::serve(s, router, config, shutdown, counters).await,
-        Accepted::Memory(s) => connection::serve(s, router, config, shutdown, counters).await,
+        Accepted::Unix(s) => connection::serve(s, shared).await,
+        Accepted::Memory(s) => connection::serve(s, shared).await,
     }
 }
 
@@ -395,7 +395,7 @@ impl Server {
         let slot = self.slots.clone().try_acquire_owned().ok();
         if slot.is_none() {
             tracing::warn!(
-                limit = self.config.max_connections,
+                limit = self.shared.config.max_connections,
                 "refusing connection: max_connections reached; existing connections are unaffected"
             );
         }
@@ -415,19 +415,13 @@ impl Server {
         let Some(_slot) = self.take_slot() else {
             return;
         };
-        let serve = connection::serve(
-            stream,
-            self.router.clone(),
-            self.config.clone(),
-            self.shutdown.subscribe(),
-            self.counters.clone(),
-        );
-        let mut stop = self.shutdown.subscribe();
-        let grace = self.config.shutdown_grace + DRAIN_SLACK;
+        let serve = connection::serve(stream, self.shared.clone());
+        let stop = self.shared.shutdown.triggered();
+        let grace = self.shared.config.shutdown_grace + DRAIN_SLACK;
         tokio::select! {
             () = serve => {}
             () = async {
-                stopped(&mut stop).await;
+                stop.await;
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!("connection still open after the shutdown grace period; closing it");
