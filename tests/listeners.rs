@@ -294,3 +294,43 @@ async fn serve_transport_counts_against_the_cap_and_drains_on_shutdown() {
     assert_eq!(handle.connections(), 0);
     acceptor.abort();
 }
+
+#[tokio::test]
+async fn serve_transport_closes_a_connection_that_outlives_the_shutdown_grace() {
+    let node = NodeImpl::default();
+    let server = rpc::Server::builder()
+        .shutdown_grace(std::time::Duration::from_millis(100))
+        .serve(node.clone().into_service())
+        .memory()
+        .0;
+    let handle = server.handle();
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        server.serve_transport(stream).await;
+    });
+    let client = NodeClient::new(support::connect_pinned(addr).await);
+    let stuck = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated().no_deadline().await }
+    });
+    within("handler entered", node.entered.acquire())
+        .await
+        .expect("open")
+        .forget();
+    handle.shutdown();
+    // The gate never opens: only the grace period ends the connection.
+    within("serve_transport returns after the grace", served)
+        .await
+        .expect("served");
+    let outcome = within("stuck call ends", stuck).await.expect("join");
+    assert!(
+        matches!(outcome, Err(rpc::Error::ConnectionClosed { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(handle.connections(), 0);
+    assert_eq!(handle.in_flight(), 0);
+}
