@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// a Unix domain socket path.
 ///
 /// ```
-/// use rpc_client::Endpoint;
+/// use rpc::Endpoint;
 /// let by_name: Endpoint = "localhost:7000".into();
 /// let by_addr: Endpoint = std::net::SocketAddr::from(([127, 0, 0, 1], 7000)).into();
 /// let by_path = Endpoint::unix("/tmp/calc.sock");
