@@ -30,6 +30,23 @@ use crate::endpoint::Endpoint;
 /// another attempt. No call is ever retried behind the caller's back, with one exception
 /// that is always safe: a call the server refused unrun because it is shutting down is sent
 /// again on a fresh connection.
+///
+/// ```no_run
+/// #[rpc::service]
+/// pub trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+/// }
+///
+/// # async fn demo() -> Result<(), rpc::Error> {
+/// let client = rpc::Client::connect("127.0.0.1:7000").await?;
+/// // A stub per service; every stub built on `client` (or a clone) shares its connection.
+/// let greeter = GreeterClient::new(client.clone());
+/// match greeter.hello("World".into()).await {
+///     Ok(reply) => println!("{reply}"),
+///     Err(err) => eprintln!("hello failed: {err}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -61,9 +78,9 @@ impl std::fmt::Debug for Client {
 /// Configures a [`Client`] before connecting.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), rpc_core::Error> {
+/// # async fn demo() -> Result<(), rpc::Error> {
 /// use std::time::Duration;
-/// let client = rpc_client::Client::builder()
+/// let client = rpc::Client::builder()
 ///     .default_timeout(Some(Duration::from_secs(2)))
 ///     .connect("127.0.0.1:7000")
 ///     .await?;

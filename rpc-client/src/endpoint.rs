@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// ```
 /// use std::net::SocketAddr;
 /// use std::path::Path;
-/// use rpc_client::Endpoint;
+/// use rpc::Endpoint;
 ///
 /// let by_name: Endpoint = "localhost:7000".into();
 /// assert_eq!(by_name, Endpoint::from(("localhost", 7000)));
