@@ -10,10 +10,12 @@
 //!
 //! `div` returns `Result<i64, MathError>`: dividing by zero is the application's error and
 //! arrives as `Ok(Err(MathError::DivisionByZero))`. A call that cannot complete (server
-//! gone, deadline passed) is an `rpc::Error` instead; the two never mix.
+//! gone, deadline passed) is an `rpc::Error` instead; the two never mix. Either way the client
+//! prints the error and exits with a failure status.
 
 use std::error::Error;
 use std::fmt;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -47,9 +49,14 @@ pub trait Calculator {
     async fn mul(&self, a: i64, b: i64) -> Result<i64, MathError>;
     /// `a / b`, failing on a zero divisor.
     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
-    /// Adds after a pause of `millis` milliseconds: a slow call, to show deadlines.
+    /// Adds after a pause of `millis` milliseconds, capped at [`MAX_PAUSE_MS`]: a slow call,
+    /// to show deadlines. The cap keeps a client from parking the server's handlers for as
+    /// long as it likes.
     async fn slow_add(&self, a: i64, b: i64, millis: u64) -> i64;
 }
+
+/// The longest pause `slow_add` takes, whatever the client asks for: 5 s.
+pub const MAX_PAUSE_MS: u64 = 5_000;
 
 struct Calc;
 
@@ -70,7 +77,7 @@ impl Calculator for Calc {
         a.checked_div(b).ok_or(MathError::Overflow)
     }
     async fn slow_add(&self, a: i64, b: i64, millis: u64) -> i64 {
-        tokio::time::sleep(Duration::from_millis(millis)).await;
+        tokio::time::sleep(Duration::from_millis(millis.min(MAX_PAUSE_MS))).await;
         a.wrapping_add(b)
     }
 }
@@ -78,7 +85,18 @@ impl Calculator for Calc {
 const USAGE: &str = "usage: calculator [server ADDR | client ADDR (add|sub|mul|div) A B]";
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Display, not Debug: the message is written for people.
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
@@ -93,10 +111,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
             let calc = CalculatorClient::connect(*addr).await?;
             let result = call(&calc, op, a, b).await?;
             match result {
-                Ok(value) => println!("{a} {op} {b} = {value}"),
-                Err(err) => println!("{a} {op} {b} failed: {err}"),
+                Ok(value) => {
+                    println!("{a} {op} {b} = {value}");
+                    Ok(())
+                }
+                Err(err) => Err(format!("{a} {op} {b}: {err}").into()),
             }
-            Ok(())
         }
         _ => Err(USAGE.into()),
     }

@@ -181,7 +181,21 @@ impl Chat for Room {
 const USAGE: &str = "usage: chat [server ADDR | client ADDR NAME]";
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() {
+    let code = match run().await {
+        Ok(()) => 0,
+        Err(err) => {
+            // Display, not Debug: the message is written for people.
+            eprintln!("error: {err}");
+            1
+        }
+    };
+    // A client's stdin reader may still be blocked in a read that tokio cannot cancel, and
+    // returning from `main` would wait for it until the next Enter: leave at once instead.
+    std::process::exit(code)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
@@ -244,25 +258,18 @@ async fn client(addr: &str, name: &str) -> Result<(), Box<dyn Error>> {
         }
     });
 
-    let mut left = false;
+    // The session ends well with this member's own leave notice or the room closing; a
+    // broken stream or one that just stops is a failure.
     while let Some(message) = messages.next().await {
-        match message {
-            Ok(message) => {
-                left = matches!(&message, Message::Left { name: who } if who == name);
-                println!("{message}");
-            }
-            Err(err) => {
-                println!("connection lost: {err}");
-                break;
-            }
+        let message = message.map_err(|err| format!("connection lost: {err}"))?;
+        println!("{message}");
+        match &message {
+            Message::Left { name: who } if who == name => return Ok(()),
+            Message::Closing => return Ok(()),
+            _ => {}
         }
     }
-    if !left {
-        // The stdin reader may be blocked in a read that cannot be cancelled: exit now
-        // rather than at the next Enter.
-        std::process::exit(0);
-    }
-    Ok(())
+    Err("the room ended the session without a notice".into())
 }
 
 /// One scripted member in the demo.

@@ -10,6 +10,7 @@
 //! answers "Hello, <name>!"), with the socket code replaced by a trait.
 
 use std::error::Error;
+use std::process::ExitCode;
 
 /// The service: one plain Rust trait.
 #[rpc::service]
@@ -28,7 +29,18 @@ impl Greeter for Server {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Display, not Debug: the message is written for people.
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     // Port 0: the operating system picks a free port.
     let server = rpc::Server::builder()
         .serve(Server.into_service())

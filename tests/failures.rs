@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc::protocol::message::{decode_frame, encode_frame, Header, Status};
-use support::{start, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rpc::protocol::message::{encode_frame, Header, Status};
+use support::{play_server, read_until_closed, start, within, Raw};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -89,14 +89,23 @@ async fn signalled(what: &str, signals: &Semaphore) {
         .forget();
 }
 
-fn flaky() -> (
-    FlakyImpl,
-    Arc<Semaphore>,
-    Arc<Semaphore>,
-    Arc<Semaphore>,
-    Arc<AtomicUsize>,
-) {
-    let svc = FlakyImpl {
+/// A [`FlakyImpl`] to serve, and what a test keeps to steer and watch it.
+struct Rig {
+    service: FlakyImpl,
+    /// One permit lets one `blocks` handler return.
+    gate: Arc<Semaphore>,
+    /// A permit for each `blocks` or `hangs` handler that started.
+    started: Arc<Semaphore>,
+    /// A permit for each `hangs` handler dropped.
+    dropped: Arc<Semaphore>,
+    /// How many `hangs` handlers were dropped.
+    drops: Arc<AtomicUsize>,
+    /// The most `blocks` handlers that ran at once.
+    max_active: Arc<AtomicUsize>,
+}
+
+fn rig() -> Rig {
+    let service = FlakyImpl {
         gate: Arc::new(Semaphore::new(0)),
         active: Arc::default(),
         max_active: Arc::default(),
@@ -104,19 +113,20 @@ fn flaky() -> (
         dropped: Arc::new(Semaphore::new(0)),
         drops: Arc::default(),
     };
-    let (gate, started, dropped, max) = (
-        svc.gate.clone(),
-        svc.started.clone(),
-        svc.dropped.clone(),
-        svc.max_active.clone(),
-    );
-    (svc, gate, started, dropped, max)
+    Rig {
+        gate: service.gate.clone(),
+        started: service.started.clone(),
+        dropped: service.dropped.clone(),
+        drops: service.drops.clone(),
+        max_active: service.max_active.clone(),
+        service,
+    }
 }
 
 #[tokio::test]
 async fn a_panicking_handler_fails_its_call_and_the_server_keeps_serving() {
-    let (svc, ..) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let service = rig().service;
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = FlakyClient::new(support::connect_pinned(server.addr).await);
     let err = client.panics("boom".into()).await.expect_err("panicked");
     assert!(
@@ -133,8 +143,8 @@ async fn a_panicking_handler_fails_its_call_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn handlers_see_their_call_context() {
-    let (svc, ..) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let service = rig().service;
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = FlakyClient::connect(server.addr).await.expect("connect");
     let (id1, peer, user, has_deadline) = client
         .whoami()
@@ -152,8 +162,13 @@ async fn handlers_see_their_call_context() {
 
 #[tokio::test]
 async fn a_deadline_fails_the_call_and_stops_the_handler() {
-    let (svc, _, started, dropped, _) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let Rig {
+        service,
+        started,
+        dropped,
+        ..
+    } = rig();
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = FlakyClient::connect(server.addr).await.expect("connect");
     let err = within(
         "deadline",
@@ -171,9 +186,14 @@ async fn a_deadline_fails_the_call_and_stops_the_handler() {
 
 #[tokio::test]
 async fn dropping_a_call_cancels_the_handler_on_the_server() {
-    let (svc, _, started, dropped, _) = flaky();
-    let drops = svc.drops.clone();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let Rig {
+        service,
+        started,
+        dropped,
+        drops,
+        ..
+    } = rig();
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = FlakyClient::connect(server.addr).await.expect("connect");
     let call = tokio::spawn({
         let client = client.clone();
@@ -188,8 +208,10 @@ async fn dropping_a_call_cancels_the_handler_on_the_server() {
 
 #[tokio::test]
 async fn killing_the_server_fails_every_pending_call_promptly() {
-    let (svc, _, started, _, _) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let Rig {
+        service, started, ..
+    } = rig();
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = FlakyClient::connect(server.addr).await.expect("connect");
     let calls: Vec<_> = (0..20)
         .map(|_| {
@@ -217,11 +239,17 @@ async fn killing_the_server_fails_every_pending_call_promptly() {
 
 #[tokio::test]
 async fn a_connection_never_runs_more_calls_than_its_in_flight_limit() {
-    let (svc, gate, started, _, max_active) = flaky();
+    let Rig {
+        service,
+        gate,
+        started,
+        max_active,
+        ..
+    } = rig();
     let server = start(
         rpc::Server::builder()
             .max_in_flight_per_connection(4)
-            .serve(svc.into_service()),
+            .serve(service.into_service()),
     )
     .await;
     let client = FlakyClient::connect(server.addr).await.expect("connect");
@@ -247,37 +275,13 @@ async fn a_connection_never_runs_more_calls_than_its_in_flight_limit() {
     );
 }
 
-/// Opens a raw connection that has done the handshake.
-async fn raw_connection(addr: std::net::SocketAddr) -> TcpStream {
-    use rpc::protocol::preamble::{MAGIC, VERSION};
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut hello = MAGIC.to_vec();
-    hello.extend_from_slice(&VERSION.to_be_bytes());
-    hello.extend_from_slice(&[0, 0]);
-    stream.write_all(&hello).await.expect("preamble");
-    let mut answer = [0u8; 8];
-    stream.read_exact(&mut answer).await.expect("answer");
-    assert_eq!(&answer[..4], &MAGIC);
-    stream
-}
-
-/// Reads until the server closes the connection; errors (a reset) count as closed.
-async fn closed_by_server(stream: &mut TcpStream) {
-    let mut sink = Vec::new();
-    let _ = within(
-        "server closes the connection",
-        stream.read_to_end(&mut sink),
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn hostile_bytes_close_only_their_own_connection() {
-    let (svc, ..) = flaky();
+    let service = rig().service;
     let server = start(
         rpc::Server::builder()
             .max_frame_len(1024)
-            .serve(svc.into_service()),
+            .serve(service.into_service()),
     )
     .await;
     let good = FlakyClient::connect(server.addr).await.expect("connect");
@@ -287,22 +291,17 @@ async fn hostile_bytes_close_only_their_own_connection() {
     http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
-    closed_by_server(&mut http).await;
+    read_until_closed("server closes the HTTP connection", &mut http).await;
 
     // A length prefix beyond the limit.
-    let mut huge = raw_connection(server.addr).await;
-    huge.write_all(&u32::MAX.to_be_bytes())
-        .await
-        .expect("write");
-    closed_by_server(&mut huge).await;
+    let mut huge = Raw::connect(server.addr).await;
+    huge.send(&u32::MAX.to_be_bytes()).await;
+    huge.closed().await;
 
     // A well-formed frame whose header is garbage.
-    let mut garbage = raw_connection(server.addr).await;
-    garbage
-        .write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
-        .await
-        .expect("write");
-    closed_by_server(&mut garbage).await;
+    let mut garbage = Raw::connect(server.addr).await;
+    garbage.send(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc]).await;
+    garbage.closed().await;
 
     assert_eq!(
         good.ok(7)
@@ -314,8 +313,8 @@ async fn hostile_bytes_close_only_their_own_connection() {
 
 #[tokio::test]
 async fn garbage_arguments_fail_the_call_not_the_connection() {
-    let (svc, ..) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let service = rig().service;
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = rpc::Client::connect(server.addr).await.expect("connect");
     // `ok` takes a u32; send a string instead.
     let err = client
@@ -335,8 +334,8 @@ async fn garbage_arguments_fail_the_call_not_the_connection() {
 
 #[tokio::test]
 async fn an_oversized_request_fails_locally_with_the_limit_named() {
-    let (svc, ..) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let service = rig().service;
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = rpc::Client::builder()
         .max_frame_len(64)
         .connect(server.addr)
@@ -359,8 +358,8 @@ async fn an_oversized_request_fails_locally_with_the_limit_named() {
 
 #[tokio::test]
 async fn an_enormous_timeout_means_no_deadline() {
-    let (svc, ..) = flaky();
-    let server = start(rpc::Server::builder().serve(svc.into_service())).await;
+    let service = rig().service;
+    let server = start(rpc::Server::builder().serve(service.into_service())).await;
     let client = FlakyClient::connect(server.addr).await.expect("connect");
     let (_, _, _, has_deadline) = client
         .whoami()
@@ -368,32 +367,6 @@ async fn an_enormous_timeout_means_no_deadline() {
         .await
         .expect("whoami");
     assert!(!has_deadline);
-}
-
-/// Completes the handshake as a server on `stream`, then hands every frame the client sends,
-/// decoded, to `answer` and writes back the bytes it returns. Ends when the client leaves.
-async fn play_server(
-    mut stream: TcpStream,
-    mut answer: impl FnMut(Header, bytes::Bytes) -> bytes::BytesMut,
-) {
-    use tokio_util::codec::Decoder;
-    let mut hello = [0u8; 8];
-    stream.read_exact(&mut hello).await.expect("preamble");
-    // Echoing the client's preamble accepts it: same magic, same version, status 0.
-    stream.write_all(&hello).await.expect("answer");
-    let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
-    let mut buf = bytes::BytesMut::new();
-    while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
-        while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-            let Ok((header, body)) = decode_frame(frame) else {
-                continue;
-            };
-            let out = answer(header, body);
-            if !out.is_empty() {
-                stream.write_all(&out).await.expect("reply");
-            }
-        }
-    }
 }
 
 /// A server that completes the handshake and then never answers: any deadline error a client
@@ -474,9 +447,7 @@ async fn scripted_server(
     first: FirstAnswer,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<Seen>) {
     use rpc::protocol::{Bincode, Codec};
-    /// `ErrorCode::ShuttingDown` and `ErrorCode::Overloaded` on the wire.
-    const SHUTTING_DOWN: u16 = 7;
-    const OVERLOADED: u16 = 5;
+    use rpc::ErrorCode::{Overloaded, ShuttingDown};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -499,7 +470,8 @@ async fn scripted_server(
                     timeout_micros: request.timeout_micros,
                 });
                 let id = request.id;
-                let refuse = |out: &mut bytes::BytesMut, code, message: &str| {
+                let refuse = |out: &mut bytes::BytesMut, code: rpc::ErrorCode, message: &str| {
+                    let code = code.to_u16();
                     let status = Status::Error {
                         code,
                         message: message.into(),
@@ -509,12 +481,12 @@ async fn scripted_server(
                 let encoded = match (index, first) {
                     (0, FirstAnswer::RefusedUnrun) => refuse(
                         &mut out,
-                        SHUTTING_DOWN,
+                        ShuttingDown,
                         "shutting down; the call was not run",
                     ),
                     (0, FirstAnswer::GoAwayThenOverloaded) => {
                         encode_frame(&mut out, &Header::GoAway, 1 << 20, |_| Ok(()))
-                            .and_then(|_| refuse(&mut out, OVERLOADED, "handler says: too busy"))
+                            .and_then(|_| refuse(&mut out, Overloaded, "handler says: too busy"))
                     }
                     _ => {
                         let header = Header::Response {

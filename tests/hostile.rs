@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpc::protocol::message::{Header, Status};
-use support::{body, eventually, frame, preamble, request, start, within, Raw};
+use rpc::ErrorCode;
+use support::{
+    body, eventually, frame, preamble, read_until_closed, request, start, within, xorshift, Raw,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -97,20 +100,12 @@ async fn expect_ok<T: serde::Serialize>(raw: &mut Raw, id: u64, expected: &T) {
 }
 
 /// Reads the next frame and checks it fails `id` with the wire error `code`.
-async fn expect_error(raw: &mut Raw, id: u64, code: u16) {
+async fn expect_error(raw: &mut Raw, id: u64, code: ErrorCode) {
     let (header, _) = raw.next().await.expect("a response");
     assert!(
-        matches!(header, Header::Response { id: got, status: Status::Error { code: c, .. } } if got == id && c == code),
+        matches!(header, Header::Response { id: got, status: Status::Error { code: c, .. } } if got == id && c == code.to_u16()),
         "{header:?}"
     );
-}
-
-/// A fixed-seed generator, so a failure can be replayed.
-fn xorshift(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
 }
 
 #[tokio::test]
@@ -126,15 +121,10 @@ async fn random_bytes_are_dropped() {
         // Raw noise from the first byte, and noise after a valid handshake.
         let mut stream = TcpStream::connect(server.addr).await.expect("connect");
         let _ = stream.write_all(&noise).await;
-        let mut sink = Vec::new();
-        let _ = within("noise connection closed", stream.read_to_end(&mut sink)).await;
+        read_until_closed("noise connection closed", &mut stream).await;
         let mut raw = Raw::connect(server.addr).await;
         let _ = raw.stream.write_all(&noise).await;
-        let _ = within(
-            "noise after handshake closed",
-            raw.stream.read_to_end(&mut sink),
-        )
-        .await;
+        read_until_closed("noise after handshake closed", &mut raw.stream).await;
     }
     good.finish().await;
 }
@@ -148,10 +138,9 @@ async fn an_http_request_is_dropped_at_once() {
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("write");
-    let mut reply = Vec::new();
     // Closed with unread bytes in its buffer, the socket may end in a reset; either way the
     // server must not have answered.
-    let _ = within("http connection closed", stream.read_to_end(&mut reply)).await;
+    let reply = read_until_closed("http connection closed", &mut stream).await;
     assert!(reply.is_empty(), "the server answered HTTP with {reply:?}");
     good.finish().await;
 }
@@ -260,7 +249,7 @@ async fn a_garbage_body_fails_that_call_only() {
     let mut raw = Raw::connect(server.addr).await;
     raw.send_frame(&request(1, "Target", "ok"), &[0xff; 32])
         .await;
-    expect_error(&mut raw, 1, 2).await;
+    expect_error(&mut raw, 1, ErrorCode::BadRequest).await;
     // The connection still serves.
     raw.send_frame(&request(2, "Target", "ok"), &body(&(9u32,)))
         .await;
@@ -278,7 +267,7 @@ async fn a_vec_claiming_two_to_the_sixty_elements_is_refused_without_allocating(
     forged.extend_from_slice(&[1, 2, 3]);
     raw.send_frame(&request(1, "Target", "count"), &forged)
         .await;
-    expect_error(&mut raw, 1, 2).await;
+    expect_error(&mut raw, 1, ErrorCode::BadRequest).await;
     good.finish().await;
 }
 
@@ -364,9 +353,8 @@ async fn a_peer_that_never_finishes_its_preamble_is_dropped() {
     let mut silent = TcpStream::connect(server.addr).await.expect("connect");
     let mut half = TcpStream::connect(server.addr).await.expect("connect");
     half.write_all(&preamble()[..4]).await.expect("write");
-    let mut sink = Vec::new();
-    let _ = within("silent peer dropped", silent.read_to_end(&mut sink)).await;
-    let _ = within("half preamble dropped", half.read_to_end(&mut sink)).await;
+    read_until_closed("silent peer dropped", &mut silent).await;
+    read_until_closed("half preamble dropped", &mut half).await;
     good.finish().await;
 }
 
@@ -456,9 +444,7 @@ async fn the_server_enforces_a_deadline_the_client_never_acts_on() {
         other => other,
     };
     raw.send_frame(&header, &body(&())).await;
-    /// `ErrorCode::DeadlineExceeded` on the wire.
-    const DEADLINE_EXCEEDED: u16 = 4;
-    expect_error(&mut raw, 1, DEADLINE_EXCEEDED).await;
+    expect_error(&mut raw, 1, ErrorCode::DeadlineExceeded).await;
     eventually("in-flight count back to zero", || {
         server.handle.in_flight() == 0
     })

@@ -87,16 +87,8 @@ async fn not_served(addr: SocketAddr) {
             &body(&("hi",)),
         ))
         .await;
-    let mut bytes = bytes::BytesMut::new();
-    let _ = within("server closes the connection", async {
-        loop {
-            match stream.read_buf(&mut bytes).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    let received = support::read_until_closed("server closes the connection", &mut stream).await;
+    let mut bytes = bytes::BytesMut::from(&received[..]);
     let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
     while let Ok(Some(frame)) = decoder.decode(&mut bytes) {
         let (header, _) = decode_frame(frame).expect("valid header");

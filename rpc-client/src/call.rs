@@ -37,7 +37,7 @@ use crate::connection::{Connection, Reply, SWEEP_MIN};
 /// Await it directly, or configure it first:
 ///
 /// ```no_run
-/// # async fn demo(client: rpc_client::Client, method: rpc_core::Method) -> Result<(), rpc_core::Error> {
+/// # async fn demo(client: rpc::Client, method: rpc::Method) -> Result<(), rpc::Error> {
 /// use std::time::Duration;
 /// let sum: i64 = client
 ///     .call(method, (2i64, 3i64))

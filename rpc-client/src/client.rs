@@ -4,7 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::stream::Stream;
@@ -30,6 +30,23 @@ use crate::endpoint::Endpoint;
 /// another attempt. No call is ever retried behind the caller's back, with one exception
 /// that is always safe: a call the server refused unrun because it is shutting down is sent
 /// again on a fresh connection.
+///
+/// ```no_run
+/// #[rpc::service]
+/// pub trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+/// }
+///
+/// # async fn demo() -> Result<(), rpc::Error> {
+/// let client = rpc::Client::connect("127.0.0.1:7000").await?;
+/// // A stub per service; every stub built on `client` (or a clone) shares its connection.
+/// let greeter = GreeterClient::new(client.clone());
+/// match greeter.hello("World".into()).await {
+///     Ok(reply) => println!("{reply}"),
+///     Err(err) => eprintln!("hello failed: {err}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -38,7 +55,8 @@ pub struct Client {
 struct Inner {
     endpoint: Option<Endpoint>,
     config: ClientConfig,
-    current: Mutex<Arc<Connection>>,
+    /// The connection new calls use; `None` until a lazy client first dials.
+    current: Mutex<Option<Arc<Connection>>>,
     redial: tokio::sync::Mutex<Backoff>,
 }
 
@@ -60,9 +78,9 @@ impl std::fmt::Debug for Client {
 /// Configures a [`Client`] before connecting.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), rpc_core::Error> {
+/// # async fn demo() -> Result<(), rpc::Error> {
 /// use std::time::Duration;
-/// let client = rpc_client::Client::builder()
+/// let client = rpc::Client::builder()
 ///     .default_timeout(Some(Duration::from_secs(2)))
 ///     .connect("127.0.0.1:7000")
 ///     .await?;
@@ -104,10 +122,54 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `endpoint`; the client redials it when the connection breaks.
+    /// See [`ClientConfig::write_high_water`].
+    pub fn write_high_water(mut self, bytes: usize) -> Self {
+        self.config.write_high_water = bytes;
+        self
+    }
+
+    /// See [`ClientConfig::stream_window`].
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.config.stream_window = bytes;
+        self
+    }
+
+    /// See [`ClientConfig::reconnect_backoff_min`] and [`ClientConfig::reconnect_backoff_max`].
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.reconnect_backoff_min = min;
+        self.config.reconnect_backoff_max = max.max(min);
+        self
+    }
+
+    /// See [`ClientConfig::lazy_connect`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), rpc_core::Error> {
+    /// // Succeeds even if nothing listens yet; the first call dials.
+    /// let client = rpc_client::Client::builder()
+    ///     .lazy_connect(true)
+    ///     .connect(("localhost", 7000))
+    ///     .await?;
+    /// assert!(!client.is_connected());
+    /// # Ok(()) }
+    /// ```
+    pub fn lazy_connect(mut self, lazy: bool) -> Self {
+        self.config.lazy_connect = lazy;
+        self
+    }
+
+    /// Connects to `endpoint`; the client redials it when the connection breaks. With
+    /// [`lazy_connect`](Self::lazy_connect), returns at once and the first call dials.
+    ///
+    /// `endpoint` is anything that converts into an [`Endpoint`]: `"host:port"`,
+    /// `("host", port)`, a `SocketAddr`, `"unix:/path"` or a `Path` to a Unix socket.
     pub async fn connect(self, endpoint: impl Into<Endpoint>) -> Result<Client, Error> {
         let endpoint = endpoint.into();
-        let connection = dial(&endpoint, &self.config).await?;
+        let connection = if self.config.lazy_connect {
+            None
+        } else {
+            Some(dial(&endpoint, &self.config).await?)
+        };
         Ok(Client::assemble(Some(endpoint), self.config, connection))
     }
 
@@ -120,7 +182,7 @@ impl ClientBuilder {
         )
         .await
         .map_err(|_| connect_error("transport", timed_out(self.config.connect_timeout)))??;
-        Ok(Client::assemble(None, self.config, connection))
+        Ok(Client::assemble(None, self.config, Some(connection)))
     }
 }
 
@@ -138,7 +200,11 @@ impl Client {
         ClientBuilder::default()
     }
 
-    fn assemble(endpoint: Option<Endpoint>, config: ClientConfig, conn: Connection) -> Client {
+    fn assemble(
+        endpoint: Option<Endpoint>,
+        config: ClientConfig,
+        conn: Option<Connection>,
+    ) -> Client {
         let backoff = Backoff {
             delay: config.reconnect_backoff_min,
             not_before: None,
@@ -148,7 +214,7 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoint,
                 config,
-                current: Mutex::new(Arc::new(conn)),
+                current: Mutex::new(conn.map(Arc::new)),
                 redial: tokio::sync::Mutex::new(backoff),
             }),
         }
@@ -211,19 +277,20 @@ impl Client {
         self.inner.endpoint.as_ref()
     }
 
-    /// Whether the current connection is up and accepting new calls.
+    /// Whether the current connection is up and accepting new calls (false for a lazy
+    /// client before its first call).
     pub fn is_connected(&self) -> bool {
-        self.current().is_usable()
+        self.current().is_some_and(|conn| conn.is_usable())
     }
 
     /// Calls on the current connection still waiting for their reply (a diagnostic).
     pub fn in_flight(&self) -> usize {
-        self.current().waiting()
+        self.current().map_or(0, |conn| conn.waiting())
     }
 
     /// Streams open on the current connection, both directions together (a diagnostic).
     pub fn open_streams(&self) -> usize {
-        self.current().streams().len()
+        self.current().map_or(0, |conn| conn.streams().len())
     }
 
     /// Dials the endpoint again now, ignoring any backoff, and routes new calls over the new
@@ -233,44 +300,44 @@ impl Client {
         self.redial(&mut backoff).await.map(drop)
     }
 
-    fn current(&self) -> Arc<Connection> {
-        self.inner
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn current(&self) -> Option<Arc<Connection>> {
+        rpc_core::sync::lock(&self.inner.current).clone()
     }
 
     /// The current connection if it takes new calls; never waits.
     pub(crate) fn usable_connection(&self) -> Option<Arc<Connection>> {
-        Some(self.current()).filter(|conn| conn.is_usable())
+        self.current().filter(|conn| conn.is_usable())
     }
 
-    /// The connection a new call should use, redialing if the current one is gone.
+    /// The connection a new call should use, dialing if there is none or redialing if the
+    /// current one is gone.
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Error> {
         let conn = self.current();
-        if conn.is_usable() {
-            return Ok(conn);
+        if let Some(conn) = conn.as_ref().filter(|conn| conn.is_usable()) {
+            return Ok(conn.clone());
         }
         if self.inner.endpoint.is_none() {
             // Nothing to redial: use the connection while it lives.
-            return match conn.closed_reason() {
-                Some(err) => Err(err),
-                None => Ok(conn),
+            return match conn {
+                Some(conn) => match conn.closed_reason() {
+                    Some(err) => Err(err),
+                    None => Ok(conn),
+                },
+                None => Err(Error::closed("this client has no connection")),
             };
         }
         let mut backoff = self.inner.redial.lock().await;
         // Another call may have redialed while this one waited for the lock.
         let conn = self.current();
-        if conn.is_usable() {
-            return Ok(conn);
+        if let Some(conn) = conn.as_ref().filter(|conn| conn.is_usable()) {
+            return Ok(conn.clone());
         }
         if let Some(not_before) = backoff.not_before {
             if Instant::now() < not_before {
                 return Err(backoff
                     .last_error
                     .clone()
-                    .or_else(|| conn.closed_reason())
+                    .or_else(|| conn.and_then(|conn| conn.closed_reason()))
                     .unwrap_or_else(|| Error::closed("reconnecting")));
             }
         }
@@ -287,11 +354,7 @@ impl Client {
         match dial(endpoint, config).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
-                *self
-                    .inner
-                    .current
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = conn.clone();
+                *rpc_core::sync::lock(&self.inner.current) = Some(conn.clone());
                 backoff.delay = config.reconnect_backoff_min;
                 backoff.not_before = None;
                 backoff.last_error = None;

@@ -6,16 +6,18 @@ use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
 
 /// Limits and timeouts for a [`Client`](crate::Client). Every field has a default.
 ///
+/// Set fields with the [`ClientBuilder`](crate::ClientBuilder)'s methods of the same names,
+/// or on a default value (the struct is `#[non_exhaustive]`: new settings may be added):
+///
 /// ```
 /// use std::time::Duration;
 /// use rpc_client::ClientConfig;
-/// let config = ClientConfig {
-///     default_timeout: Some(Duration::from_secs(5)),
-///     ..ClientConfig::default()
-/// };
+/// let mut config = ClientConfig::default();
+/// config.default_timeout = Some(Duration::from_secs(5));
 /// assert_eq!(config.max_in_flight, 1024);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Deadline for calls that set none, measured from when the call starts. Inside a
     /// server handler, a call inherits the handler's remaining deadline when that is sooner.
@@ -39,6 +41,11 @@ pub struct ClientConfig {
     pub reconnect_backoff_min: Duration,
     /// The longest pause between reconnect attempts. Default: 5 s.
     pub reconnect_backoff_max: Duration,
+    /// Whether `connect` returns at once without dialing, leaving the first call to dial
+    /// (a client created before its server is up). A lazy client's calls fail like any
+    /// client's while the server cannot be reached. Default: false (connect dials, and
+    /// fails if it cannot).
+    pub lazy_connect: bool,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +59,7 @@ impl Default for ClientConfig {
             stream_window: rpc_core::stream::DEFAULT_WINDOW,
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(5),
+            lazy_connect: false,
         }
     }
 }

@@ -21,7 +21,6 @@ use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Error, ProtocolError, Transport};
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
@@ -41,7 +40,9 @@ pub(crate) struct Connection {
     pub(crate) queue: Arc<WriteQueue>,
     pub(crate) permits: Semaphore,
     shared: Arc<Shared>,
-    task: AbortHandle,
+    /// The connection task; it ends when the last handle is gone (no client, no call in
+    /// flight).
+    _task: AbortOnDrop<()>,
 }
 
 /// State the connection task shares with callers.
@@ -63,13 +64,6 @@ struct Pending {
     slots: Slots,
     /// Set once the connection is gone; new calls fail with it.
     closed: Option<Error>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // The last handle is gone (no client, no call in flight): end the task.
-        self.task.abort();
-    }
 }
 
 impl Connection {
@@ -97,12 +91,12 @@ impl Connection {
             queue: queue.clone(),
         });
         let frames = FramedRead::new(reader, FrameDecoder::new(config.max_frame_len));
-        let task = tokio::spawn(drive(shared.clone(), frames, writer)).abort_handle();
+        let task = AbortOnDrop::spawn(drive(shared.clone(), frames, writer));
         Ok(Connection {
             queue,
             permits: Semaphore::new(config.max_in_flight.max(1)),
             shared,
-            task,
+            _task: task,
         })
     }
 

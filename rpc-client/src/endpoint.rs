@@ -1,20 +1,28 @@
 //! Where a client connects.
 
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 /// A server address: a TCP socket address, a `host:port` name resolved at each connect, or
-/// a Unix domain socket path.
+/// a Unix domain socket path. Every `connect` takes anything that converts into one:
 ///
 /// ```
-/// use rpc_client::Endpoint;
+/// use std::net::SocketAddr;
+/// use std::path::Path;
+/// use rpc::Endpoint;
+///
 /// let by_name: Endpoint = "localhost:7000".into();
-/// let by_addr: Endpoint = std::net::SocketAddr::from(([127, 0, 0, 1], 7000)).into();
+/// assert_eq!(by_name, Endpoint::from(("localhost", 7000)));
+///
+/// let by_addr: Endpoint = SocketAddr::from(([127, 0, 0, 1], 7000)).into();
+/// assert_eq!(by_addr, Endpoint::from("127.0.0.1:7000"));
+/// assert_eq!(by_addr, Endpoint::from(("127.0.0.1", 7000)));
+/// assert_eq!(Endpoint::from(("::1", 7000)).to_string(), "[::1]:7000");
+///
 /// let by_path = Endpoint::unix("/tmp/calc.sock");
 /// assert_eq!(by_path, Endpoint::from("unix:/tmp/calc.sock"));
-/// assert_eq!(by_name.to_string(), "localhost:7000");
-/// # let _ = by_addr;
+/// assert_eq!(by_path, Endpoint::from(Path::new("/tmp/calc.sock")));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,6 +70,43 @@ impl From<String> for Endpoint {
 impl From<&String> for Endpoint {
     fn from(text: &String) -> Self {
         Endpoint::from(text.as_str())
+    }
+}
+
+/// `(host, port)`: an IP address becomes [`Endpoint::Addr`], anything else a name resolved
+/// at each connect.
+impl From<(&str, u16)> for Endpoint {
+    fn from((host, port): (&str, u16)) -> Self {
+        match host.parse::<IpAddr>() {
+            Ok(ip) => Endpoint::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Endpoint::Host(format!("{host}:{port}")),
+        }
+    }
+}
+
+impl From<(String, u16)> for Endpoint {
+    fn from((host, port): (String, u16)) -> Self {
+        Endpoint::from((host.as_str(), port))
+    }
+}
+
+impl From<(IpAddr, u16)> for Endpoint {
+    fn from(addr: (IpAddr, u16)) -> Self {
+        Endpoint::Addr(addr.into())
+    }
+}
+
+/// A path is a Unix domain socket.
+impl From<&Path> for Endpoint {
+    fn from(path: &Path) -> Self {
+        Endpoint::Unix(path.to_path_buf())
+    }
+}
+
+/// A path is a Unix domain socket.
+impl From<PathBuf> for Endpoint {
+    fn from(path: PathBuf) -> Self {
+        Endpoint::Unix(path)
     }
 }
 

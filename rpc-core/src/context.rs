@@ -3,11 +3,17 @@
 //! The server runs each handler inside [`Context::scope`]; inside it, [`Context::current`]
 //! returns the call's request id, deadline, peer address and metadata. A client call made
 //! from inside a handler inherits the remaining deadline.
+//!
+//! The context is a tokio task-local: it follows the handler's future, not the thread, so a
+//! task the handler starts with `tokio::spawn` does not see it. [`Context::spawn`] starts a
+//! task that does; [`Context::scope`] on a copy from [`Context::current`] does the same for
+//! any other spawner (a `JoinSet`, a `LocalSet`).
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::futures::TaskLocalFuture;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metadata::Metadata;
@@ -22,7 +28,7 @@ tokio::task_local! {
 ///
 /// ```
 /// # async fn handler() {
-/// use rpc_core::Context;
+/// use rpc::Context;
 /// // Inside a handler:
 /// if let Some(ctx) = Context::current() {
 ///     let token = ctx.metadata().get_str("authorization");
@@ -70,6 +76,52 @@ impl Context {
     /// Runs `future` with this context as the current one.
     pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<Context, F> {
         CURRENT.scope(self, future)
+    }
+
+    /// Runs `future` on a new tokio task that sees a copy of the current call's context;
+    /// outside a handler it is plain [`tokio::spawn`].
+    ///
+    /// Inside the task, [`Context::current`] returns the handler's request id, deadline, peer
+    /// and metadata, and a client call made there inherits the remaining deadline just as one
+    /// made by the handler itself would. Metadata is not forwarded to such calls by itself:
+    /// read what should travel on from [`Context::metadata`] and set it on the call.
+    ///
+    /// The task is not tied to the call: it keeps running when the handler returns, is
+    /// cancelled or passes its deadline (its own client calls then fail with
+    /// `DeadlineExceeded`). Its owner is whoever holds the returned handle: await it, or
+    /// abort it when it is no longer wanted.
+    ///
+    /// ```
+    /// use rpc::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Inside a handler: the work runs on its own task and still knows whose call it serves.
+    /// async fn handler() -> Option<String> {
+    ///     let task = Context::spawn(async {
+    ///         Context::current().and_then(|ctx| ctx.metadata().get_str("user").map(String::from))
+    ///     });
+    ///     task.await.ok().flatten()
+    /// }
+    ///
+    /// let mut metadata = rpc::Metadata::new();
+    /// metadata.insert("user", "ada");
+    /// let ctx = Context::new(1, rpc::Method::new("Svc", "m"), None, rpc::PeerAddr::Memory, metadata);
+    /// // The server runs every handler this way.
+    /// assert_eq!(ctx.scope(handler()).await.as_deref(), Some("ada"));
+    /// // Outside a handler there is no context to carry.
+    /// assert_eq!(handler().await, None);
+    /// # }
+    /// ```
+    pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match Context::current() {
+            Some(ctx) => tokio::spawn(ctx.scope(future)),
+            None => tokio::spawn(future),
+        }
     }
 
     /// The id the client gave this call (unique per connection while in flight).
@@ -127,5 +179,27 @@ mod tests {
             .await;
         assert_eq!(seen, Some((9, Some("ada".to_string()))));
         assert!(Context::current().is_none());
+    }
+
+    #[tokio::test]
+    async fn spawn_carries_the_context_and_plain_spawn_does_not() {
+        let ctx = Context::new(
+            4,
+            Method::new("S", "m"),
+            None,
+            PeerAddr::Memory,
+            Metadata::new(),
+        );
+        let (carried, plain) = ctx
+            .scope(async {
+                let carried = Context::spawn(async { Context::with_current(Context::request_id) });
+                let plain = tokio::spawn(async { Context::with_current(Context::request_id) });
+                (carried.await, plain.await)
+            })
+            .await;
+        assert_eq!(carried.ok().flatten(), Some(4));
+        assert_eq!(plain.ok().flatten(), None);
+        let outside = Context::spawn(async { Context::current().is_none() }).await;
+        assert_eq!(outside.ok(), Some(true));
     }
 }

@@ -12,7 +12,20 @@ use crate::codec::CodecError;
 
 /// Why a call (or a connection) failed, from the framework's point of view.
 ///
-/// Cloneable, so that one broken connection can fail every call pending on it.
+/// Cloneable, so that one broken connection can fail every call pending on it. Its `Display`
+/// is written to be shown to a person: it says what happened and, where it helps, what to do.
+///
+/// ```
+/// fn report(outcome: Result<u32, rpc::Error>) -> String {
+///     match outcome {
+///         Ok(n) => format!("got {n}"),
+///         // Worth another try later: the server is busy or was not reachable.
+///         Err(rpc::Error::Overloaded { .. } | rpc::Error::Connect { .. }) => "busy; try later".into(),
+///         Err(err) => format!("failed: {err}"),
+///     }
+/// }
+/// assert!(report(Err(rpc::Error::DeadlineExceeded)).starts_with("failed: deadline exceeded"));
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

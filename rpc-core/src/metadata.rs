@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// [`Metadata::get`] returns the first.
 ///
 /// ```
-/// use rpc_core::Metadata;
+/// use rpc::Metadata;
 /// let mut md = Metadata::new();
 /// md.insert("authorization", "Bearer secret");
 /// assert_eq!(md.get_str("authorization"), Some("Bearer secret"));

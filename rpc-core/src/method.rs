@@ -10,7 +10,7 @@ use std::fmt;
 /// The wire id of one method: FNV-1a (64-bit) of `"Service.method"`.
 ///
 /// ```
-/// use rpc_core::MethodId;
+/// use rpc::MethodId;
 /// const ADD: MethodId = MethodId::of("Calculator", "add");
 /// assert_eq!(ADD, MethodId::of("Calculator", "add"));
 /// assert_ne!(ADD, MethodId::of("Calculator", "sub"));
@@ -65,7 +65,7 @@ impl fmt::Display for MethodId {
 /// A method of a service: its names (for logs and errors) and its wire id.
 ///
 /// ```
-/// use rpc_core::{Method, MethodId};
+/// use rpc::{Method, MethodId};
 /// const ADD: Method = Method::new("Calculator", "add");
 /// assert_eq!(ADD.id(), MethodId::of("Calculator", "add"));
 /// assert_eq!(ADD.to_string(), "Calculator.add");

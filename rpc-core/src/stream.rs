@@ -53,7 +53,7 @@ type BoxedItems<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Error>> + Send
 /// use futures::StreamExt;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let numbers = rpc_core::stream::Stream::iter(1..=3u32);
+/// let numbers = rpc::Stream::iter(1..=3u32);
 /// let got: Vec<u32> = numbers.map(|item| item.unwrap()).collect().await;
 /// assert_eq!(got, [1, 2, 3]);
 /// # }

@@ -12,11 +12,11 @@ use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
 /// a whole config starts from [`ServerConfig::default`]:
 ///
 /// ```
-/// use rpc_server::ServerConfig;
+/// use rpc::ServerConfig;
 /// let mut config = ServerConfig::default();
 /// config.max_in_flight_per_connection = 64;
 /// assert_eq!(config.max_frame_len, 16 * 1024 * 1024);
-/// # let _ = rpc_server::Server::builder().config(config);
+/// # let _ = rpc::Server::builder().config(config);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]

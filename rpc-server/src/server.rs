@@ -22,8 +22,8 @@ use crate::stats::Counters;
 /// Configures a [`Server`]: which services it hosts and its limits.
 ///
 /// ```no_run
-/// # async fn demo(svc: impl rpc_server::Service) -> std::io::Result<()> {
-/// let server = rpc_server::Server::builder()
+/// # async fn demo(svc: impl rpc::Service) -> std::io::Result<()> {
+/// let server = rpc::Server::builder()
 ///     .serve(svc)
 ///     .bind("127.0.0.1:0")
 ///     .await?;
@@ -153,10 +153,10 @@ impl ServerBuilder {
     /// shutdown. The listener closes when the server stops.
     ///
     /// ```no_run
-    /// # async fn demo(svc: impl rpc_server::Service) -> std::io::Result<()> {
+    /// # async fn demo(svc: impl rpc::Service) -> std::io::Result<()> {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     /// let addr = listener.local_addr()?;
-    /// let server = rpc_server::Server::builder().serve(svc).listener(listener);
+    /// let server = rpc::Server::builder().serve(svc).listener(listener);
     /// tokio::spawn(server.run());
     /// // ... connect to `addr` ...
     /// # let _ = addr; Ok(()) }
@@ -242,6 +242,19 @@ pub(crate) struct Shared {
 /// Dropping the future returned by `run` stops the server at once and aborts every
 /// connection and call; [`run_until`](Server::run_until) and [`ServerHandle::shutdown`]
 /// stop it gracefully.
+///
+/// ```no_run
+/// # async fn demo(svc: impl rpc::Service) -> Result<(), Box<dyn std::error::Error>> {
+/// let server = rpc::Server::builder().serve(svc).bind("127.0.0.1:0").await?;
+/// let addr = server.local_addr().ok_or("not on TCP")?;
+/// let handle = server.handle();
+/// let running = tokio::spawn(server.run());
+/// println!("serving on {addr}");
+/// // Later, from anywhere: stop gracefully, and wait until every connection has closed.
+/// handle.shutdown();
+/// running.await?;
+/// # Ok(()) }
+/// ```
 pub struct Server {
     listener: Listener,
     shared: Arc<Shared>,
@@ -260,6 +273,18 @@ impl std::fmt::Debug for Server {
 }
 
 /// Asks a running server to shut down gracefully; cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(server: rpc::Server) {
+/// let handle = server.handle();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     println!("{} calls in flight; shutting down", handle.in_flight());
+///     handle.shutdown();
+/// });
+/// server.run().await;
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
@@ -321,7 +346,7 @@ impl Server {
     /// [`ServerConfig::shutdown_grace`] to finish, then every connection closes.
     ///
     /// ```no_run
-    /// # async fn demo(server: rpc_server::Server) {
+    /// # async fn demo(server: rpc::Server) {
     /// server.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
     /// # }
     /// ```

@@ -1,4 +1,5 @@
-//! Shared by the integration tests: a server on 127.0.0.1 with an OS-chosen port.
+//! Shared by the integration tests: a server on 127.0.0.1 with an OS-chosen port, raw
+//! connections that speak bytes to a server, and a scripted raw server for a client to meet.
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
@@ -118,15 +119,20 @@ pub(crate) fn preamble() -> Vec<u8> {
 }
 
 impl Raw {
+    /// Connects and does the handshake; the server must accept it.
     pub(crate) async fn connect(addr: SocketAddr) -> Raw {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream.write_all(&preamble()).await.expect("preamble");
         let mut answer = [0u8; 8];
-        stream
-            .read_exact(&mut answer)
+        within("preamble answer", stream.read_exact(&mut answer))
             .await
             .expect("preamble answer");
+        assert_eq!(
+            &answer[..4],
+            &rpc::protocol::preamble::MAGIC,
+            "the server answers with this protocol's magic"
+        );
         Raw {
             stream,
             decoder: rpc::protocol::frame::FrameDecoder::new(64 << 20),
@@ -172,6 +178,52 @@ impl Raw {
     /// Reads until the server closes the connection, discarding frames.
     pub(crate) async fn closed(&mut self) {
         while self.next().await.is_some() {}
+    }
+}
+
+/// Reads from `stream` until the peer closes it, and returns what arrived. A reset counts as
+/// closed (a peer that closes with unread bytes in its buffer may cause one); a peer that
+/// keeps the connection open fails the test after [`PATIENCE`].
+pub(crate) async fn read_until_closed(what: &str, stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let _ = within(what, stream.read_to_end(&mut received)).await;
+    received
+}
+
+/// A fixed-seed generator (xorshift64), so a failure can be replayed.
+pub(crate) fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// Plays the server on `stream`: completes the handshake, then hands every frame the client
+/// sends, decoded, to `answer` and writes back the bytes it returns. Ends when the client
+/// leaves. For tests of what a client does with replies no real server would send.
+pub(crate) async fn play_server(
+    mut stream: tokio::net::TcpStream,
+    mut answer: impl FnMut(rpc::protocol::message::Header, bytes::Bytes) -> bytes::BytesMut,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::Decoder;
+    let mut hello = [0u8; 8];
+    stream.read_exact(&mut hello).await.expect("preamble");
+    // Echoing the client's preamble accepts it: same magic, same version, status 0.
+    stream.write_all(&hello).await.expect("answer");
+    let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
+    let mut buf = bytes::BytesMut::new();
+    while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+        while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+            let Ok((header, body)) = rpc::protocol::message::decode_frame(frame) else {
+                continue;
+            };
+            let out = answer(header, body);
+            if !out.is_empty() {
+                stream.write_all(&out).await.expect("reply");
+            }
+        }
     }
 }
 

@@ -19,11 +19,18 @@
 //! truncation or corruption, not a defense against tampering) are compared, and the client
 //! prints `OK` or `MISMATCH`. The server refuses any path that leaves its directory: absolute
 //! paths, `..`, and symlinks that point outside, with [`FsError::OutsideRoot`].
+//!
+//! This file is the streaming; beside it, `sandbox.rs` holds the path checks, `checksum.rs`
+//! the checksum and `scratch.rs` the demo's temporary directory and test data.
+
+mod checksum;
+mod sandbox;
+mod scratch;
 
 use std::error::Error;
 use std::fmt;
 use std::io::ErrorKind;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,6 +38,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+
+use checksum::Fnv;
+use sandbox::{io_error, Sandbox};
+use scratch::{generate, TempDir};
 
 /// Bytes per chunk of a transfer.
 const CHUNK: usize = 256 * 1024;
@@ -156,114 +167,6 @@ pub trait Files {
     async fn delete(&self, path: String) -> Result<(), FsError>;
 }
 
-/// FNV-1a, 64 bits: a fast, dependency-free integrity check. Not cryptographic: it catches
-/// accidents, not an adversary.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
-/// Serves one directory.
-struct Dir {
-    /// The served directory, canonical: every path served must resolve inside it.
-    root: PathBuf,
-}
-
-impl Dir {
-    async fn new(root: impl AsRef<Path>) -> std::io::Result<Self> {
-        Ok(Dir {
-            root: tokio::fs::canonicalize(root).await?,
-        })
-    }
-
-    /// Where `path` is, for reading or deleting it (`must_exist`) or for writing it.
-    ///
-    /// Lexically, only plain names (and `.`) are accepted: no root, no drive prefix, no `..`.
-    /// Then the parent directory is canonicalized, which resolves every symlink on the way,
-    /// and must lie inside the root; an existing final component that is a symlink must
-    /// resolve inside the root too. The returned path is the parent's canonical path joined
-    /// with the final name, so a delete removes a link rather than its target.
-    ///
-    /// This is checked before the file is opened. A client that can also change the served
-    /// directory by other means could swap in a symlink in between; a server exposed to such
-    /// clients would open files relative to a directory handle with `O_NOFOLLOW` instead.
-    async fn resolve(&self, path: &str, must_exist: bool) -> Result<PathBuf, FsError> {
-        let outside = || FsError::OutsideRoot { path: path.into() };
-        let relative = Path::new(path);
-        let mut names = Vec::new();
-        for component in relative.components() {
-            match component {
-                Component::Normal(name) => names.push(name),
-                Component::CurDir => {}
-                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                    return Err(outside())
-                }
-            }
-        }
-        let Some(name) = names.pop() else {
-            // The root itself: only a listing may name it.
-            return Ok(self.root.clone());
-        };
-        let parent: PathBuf = names.iter().collect();
-        let parent = tokio::fs::canonicalize(self.root.join(parent))
-            .await
-            .map_err(|err| self.io_error(path, err))?;
-        if !parent.starts_with(&self.root) {
-            return Err(outside());
-        }
-        let full = parent.join(name);
-        match tokio::fs::symlink_metadata(&full).await {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                // Wherever it points (or dangles to), it must stay inside.
-                let target = tokio::fs::canonicalize(&full).await;
-                if !target.is_ok_and(|target| target.starts_with(&self.root)) {
-                    return Err(outside());
-                }
-            }
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::NotFound && !must_exist => {}
-            Err(err) => return Err(self.io_error(path, err)),
-        }
-        Ok(full)
-    }
-
-    fn io_error(&self, path: &str, err: std::io::Error) -> FsError {
-        match err.kind() {
-            ErrorKind::NotFound => FsError::NotFound { path: path.into() },
-            // Don't reveal the server's own paths in messages.
-            _ => FsError::Io {
-                path: path.into(),
-                message: err.kind().to_string(),
-            },
-        }
-    }
-
-    async fn open_file(&self, path: &str) -> Result<(tokio::fs::File, u64), FsError> {
-        let full = self.resolve(path, true).await?;
-        let file = tokio::fs::File::open(&full)
-            .await
-            .map_err(|err| self.io_error(path, err))?;
-        let meta = file
-            .metadata()
-            .await
-            .map_err(|err| self.io_error(path, err))?;
-        if !meta.is_file() {
-            return Err(FsError::WrongKind { path: path.into() });
-        }
-        Ok((file, meta.len()))
-    }
-}
-
 /// Reads up to one chunk, filling it unless the file ends first. Empty at the end.
 async fn read_chunk(file: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0; CHUNK];
@@ -284,26 +187,32 @@ enum Sending {
     Done,
 }
 
+/// Serves one directory.
+struct Dir {
+    sandbox: Sandbox,
+}
+
+impl Dir {
+    async fn new(root: impl AsRef<Path>) -> std::io::Result<Self> {
+        Ok(Dir {
+            sandbox: Sandbox::new(root).await?,
+        })
+    }
+}
+
 impl Files for Dir {
     async fn list(&self, dir: String) -> Result<Vec<Entry>, FsError> {
-        let full = self.resolve(&dir, true).await?;
+        let full = self.sandbox.resolve(&dir, true).await?;
         let mut read = tokio::fs::read_dir(&full)
             .await
             .map_err(|err| match err.kind() {
                 ErrorKind::NotADirectory => FsError::WrongKind { path: dir.clone() },
-                _ => self.io_error(&dir, err),
+                _ => io_error(&dir, err),
             })?;
         let mut entries = Vec::new();
-        while let Some(entry) = read
-            .next_entry()
-            .await
-            .map_err(|err| self.io_error(&dir, err))?
-        {
+        while let Some(entry) = read.next_entry().await.map_err(|err| io_error(&dir, err))? {
             // `DirEntry::metadata` does not follow symlinks.
-            let meta = entry
-                .metadata()
-                .await
-                .map_err(|err| self.io_error(&dir, err))?;
+            let meta = entry.metadata().await.map_err(|err| io_error(&dir, err))?;
             let kind = match meta.file_type() {
                 t if t.is_symlink() => Kind::Symlink,
                 t if t.is_dir() => Kind::Dir,
@@ -321,8 +230,8 @@ impl Files for Dir {
     }
 
     async fn upload(&self, path: String, mut data: rpc::Stream<Chunk>) -> Result<Receipt, FsError> {
-        let full = self.resolve(&path, false).await?;
-        if full == self.root {
+        let full = self.sandbox.resolve(&path, false).await?;
+        if full == self.sandbox.root() {
             return Err(FsError::WrongKind { path });
         }
         // Write beside the target and rename at the end: readers never see half a file, and
@@ -332,7 +241,7 @@ impl Files for Dir {
         let partial = PathBuf::from(partial);
         let mut file = tokio::fs::File::create(&partial)
             .await
-            .map_err(|err| self.io_error(&path, err))?;
+            .map_err(|err| io_error(&path, err))?;
         let mut sum = Fnv::new();
         let mut bytes = 0u64;
         let outcome = async {
@@ -345,14 +254,12 @@ impl Files for Dir {
                 bytes += chunk.len() as u64;
                 file.write_all(&chunk)
                     .await
-                    .map_err(|err| self.io_error(&path, err))?;
+                    .map_err(|err| io_error(&path, err))?;
             }
-            file.flush()
-                .await
-                .map_err(|err| self.io_error(&path, err))?;
+            file.flush().await.map_err(|err| io_error(&path, err))?;
             tokio::fs::rename(&partial, &full)
                 .await
-                .map_err(|err| self.io_error(&path, err))
+                .map_err(|err| io_error(&path, err))
         }
         .await;
         if let Err(err) = outcome {
@@ -361,23 +268,20 @@ impl Files for Dir {
         }
         Ok(Receipt {
             bytes,
-            checksum: sum.0,
+            checksum: sum.value(),
         })
     }
 
     async fn download(&self, path: String) -> rpc::Stream<Result<Piece, FsError>> {
-        let (file, _) = match self.open_file(&path).await {
+        let (file, _) = match self.sandbox.open_file(&path).await {
             Ok(opened) => opened,
             Err(err) => return rpc::Stream::iter([Err(err)]),
         };
-        let io_error = move |err: std::io::Error| FsError::Io {
-            path: path.clone(),
-            message: err.kind().to_string(),
-        };
+        let failed = move |err: std::io::Error| io_error(&path, err);
         rpc::Stream::new(futures::stream::unfold(
             Sending::Data(file, Fnv::new(), 0),
             move |state| {
-                let io_error = io_error.clone();
+                let failed = failed.clone();
                 async move {
                     match state {
                         Sending::Data(mut file, mut sum, bytes) => {
@@ -385,7 +289,7 @@ impl Files for Dir {
                                 Ok(chunk) if chunk.is_empty() => {
                                     let receipt = Receipt {
                                         bytes,
-                                        checksum: sum.0,
+                                        checksum: sum.value(),
                                     };
                                     Some((Ok(Piece::End(receipt)), Sending::Done))
                                 }
@@ -397,7 +301,7 @@ impl Files for Dir {
                                         Sending::Data(file, sum, bytes),
                                     ))
                                 }
-                                Err(err) => Some((Err(io_error(err)), Sending::Done)),
+                                Err(err) => Some((Err(failed(err)), Sending::Done)),
                             }
                         }
                         Sending::Done => None,
@@ -408,10 +312,10 @@ impl Files for Dir {
     }
 
     async fn stat(&self, path: String) -> Result<Entry, FsError> {
-        let full = self.resolve(&path, true).await?;
+        let full = self.sandbox.resolve(&path, true).await?;
         let meta = tokio::fs::metadata(&full)
             .await
-            .map_err(|err| self.io_error(&path, err))?;
+            .map_err(|err| io_error(&path, err))?;
         Ok(Entry {
             name: full
                 .file_name()
@@ -428,16 +332,16 @@ impl Files for Dir {
     }
 
     async fn delete(&self, path: String) -> Result<(), FsError> {
-        let full = self.resolve(&path, true).await?;
+        let full = self.sandbox.resolve(&path, true).await?;
         let meta = tokio::fs::symlink_metadata(&full)
             .await
-            .map_err(|err| self.io_error(&path, err))?;
+            .map_err(|err| io_error(&path, err))?;
         if meta.is_dir() {
             return Err(FsError::WrongKind { path });
         }
         tokio::fs::remove_file(&full)
             .await
-            .map_err(|err| self.io_error(&path, err))
+            .map_err(|err| io_error(&path, err))
     }
 }
 
@@ -502,7 +406,7 @@ async fn upload(
                 Ok(_) => {
                     let _ = sent.send(Ok(Receipt {
                         bytes,
-                        checksum: sum.0,
+                        checksum: sum.value(),
                     }));
                     None
                 }
@@ -571,7 +475,7 @@ async fn download(
     bar.finish_and_clear();
     let received = Receipt {
         bytes,
-        checksum: sum.0,
+        checksum: sum.value(),
     };
     Ok(Transfer {
         bytes,
@@ -649,7 +553,7 @@ async fn serve(addr: &str, dir: &str) -> Result<(), Box<dyn Error>> {
     let served = Dir::new(dir).await?;
     println!(
         "serving {} on {addr}; Ctrl-C to stop",
-        served.root.display()
+        served.sandbox.root().display()
     );
     let server = rpc::Server::builder()
         .serve(served.into_service())
@@ -662,38 +566,6 @@ async fn serve(addr: &str, dir: &str) -> Result<(), Box<dyn Error>> {
         })
         .await;
     Ok(())
-}
-
-/// Removes the demo's directory however the demo ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes `size` deterministic pseudo-random bytes (xorshift64) to `path`.
-async fn generate(path: &Path, size: u64) -> std::io::Result<()> {
-    let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(path).await?);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = Vec::with_capacity(CHUNK);
-    let mut written = 0;
-    while written < size {
-        block.clear();
-        while block.len() < CHUNK {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            block.extend_from_slice(&state.to_le_bytes());
-        }
-        let take = block
-            .len()
-            .min(usize::try_from(size - written).unwrap_or(usize::MAX));
-        out.write_all(&block[..take]).await?;
-        written += take as u64;
-    }
-    out.flush().await
 }
 
 async fn demo() -> Result<(), Box<dyn Error>> {
