@@ -376,7 +376,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Connection<R> {
         let reply = Reply::new(self.wire.clone(), id);
         let dispatch = route
             .service
-            .call(method.id(), Request::new(method, body, reply, context));
+            .call(Request::new(method, body, reply, context));
         let mut call = CallTask::new(id, dispatch, deadline);
         // Most calls finish right here, costing no timer, no set entry, no wake-up and no
         // count in the in-flight figure.
