@@ -93,7 +93,7 @@ mod no_prelude {
 fn generated_items_exist_without_the_prelude() {
     use no_prelude::Hygienic as _;
 
-    let server: no_prelude::HygienicServer<no_prelude::Impl> = no_prelude::Impl.into_service();
+    let server: no_prelude::ServeHygienic<no_prelude::Impl> = no_prelude::Impl.into_service();
     let server = server.clone();
     assert_eq!(server.name(), "Hygienic");
     let names: Vec<&str> = server
@@ -107,7 +107,7 @@ fn generated_items_exist_without_the_prelude() {
         .iter()
         .all(|method| method.service() == "Hygienic"));
 
-    let empty = no_prelude::EmptyServer::new(no_prelude::Impl);
+    let empty = no_prelude::ServeEmpty::new(no_prelude::Impl);
     assert_eq!(empty.name(), "Empty");
     assert!(empty.methods().is_empty());
 
