@@ -181,7 +181,9 @@ impl<'a> Method<'a> {
             syn::ReturnType::Default => None,
             syn::ReturnType::Type(_, ty) => Some(&**ty),
         };
-        let input_stream = args.last().is_some_and(|arg: &Arg<'_>| stream_item(arg.ty).is_some());
+        let input_stream = args
+            .last()
+            .is_some_and(|arg: &Arg<'_>| stream_item(arg.ty).is_some());
         let output_stream = output.is_some_and(|ty| stream_item(ty).is_some());
         let attrs_named = |names: &[&str]| {
             method

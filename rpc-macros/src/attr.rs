@@ -52,7 +52,10 @@ impl Args {
             } else if key.is_ident("client") {
                 &mut parsed.client
             } else {
-                push(Error::new_spanned(key, format!("unknown argument; {USAGE}")));
+                push(Error::new_spanned(
+                    key,
+                    format!("unknown argument; {USAGE}"),
+                ));
                 continue;
             };
             let Some(ident) = plain_ident(&name_value.value) else {
@@ -60,7 +63,11 @@ impl Args {
                     Expr::Lit(syn::ExprLit {
                         lit: syn::Lit::Str(text),
                         ..
-                    }) => format!(": write `{} = {}`, without quotes", key_name(key), text.value()),
+                    }) => format!(
+                        ": write `{} = {}`, without quotes",
+                        key_name(key),
+                        text.value()
+                    ),
                     _ => String::new(),
                 };
                 push(Error::new_spanned(
@@ -116,7 +123,10 @@ mod tests {
         let (args, error) = Args::parse(quote!(server = Host, client = Remote,));
         assert!(error.is_none());
         assert_eq!(args.server.map(|i| i.to_string()).as_deref(), Some("Host"));
-        assert_eq!(args.client.map(|i| i.to_string()).as_deref(), Some("Remote"));
+        assert_eq!(
+            args.client.map(|i| i.to_string()).as_deref(),
+            Some("Remote")
+        );
         let (args, error) = Args::parse(TokenStream::new());
         assert!(error.is_none() && args.server.is_none() && args.client.is_none());
     }

@@ -361,7 +361,11 @@ struct Split<'m> {
 
 fn split_args<'m>(method: &'m Method<'_>, names: &'m [Ident]) -> Split<'m> {
     let types: Vec<&'m Type> = method.args.iter().map(|arg| arg.ty).collect();
-    match (method.kind.has_input_stream(), names.split_last(), types.split_last()) {
+    match (
+        method.kind.has_input_stream(),
+        names.split_last(),
+        types.split_last(),
+    ) {
         (true, Some((stream_name, plain_names)), Some((stream_ty, plain_types))) => Split {
             plain_names,
             plain_types: plain_types.to_vec(),
@@ -538,7 +542,10 @@ mod tests {
             "# [must_use]",
             "# [allow (clippy :: double_must_use)]",
         ] {
-            assert!(stub.contains(needle), "missing {needle:?} before the stub in\n{out}");
+            assert!(
+                stub.contains(needle),
+                "missing {needle:?} before the stub in\n{out}"
+            );
         }
         assert!(!stub.contains("allow (unused)"), "{out}");
     }
@@ -555,8 +562,14 @@ mod tests {
         )
         .to_string();
         assert!(out.contains("pub struct LoopHost < S >"), "{out}");
-        assert!(out.contains("fn into_service (self) -> LoopHost < Self >"), "{out}");
+        assert!(
+            out.contains("fn into_service (self) -> LoopHost < Self >"),
+            "{out}"
+        );
         assert!(out.contains("pub struct LoopRemote {"), "{out}");
-        assert!(!out.contains("ServeLoop") && !out.contains("LoopClient"), "{out}");
+        assert!(
+            !out.contains("ServeLoop") && !out.contains("LoopClient"),
+            "{out}"
+        );
     }
 }

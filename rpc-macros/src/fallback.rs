@@ -70,4 +70,3 @@ fn span_of(tokens: &impl ToTokens) -> Span {
         .next()
         .map_or_else(Span::call_site, |token| token.span())
 }
-

@@ -95,13 +95,17 @@ fn check_generated_names(service: &Service<'_>, errors: &mut Errors) {
     if server.unraw() == trait_name {
         errors.spanned(
             server,
-            format!("the server type cannot be named like the trait `{trait_name}`: pick another name"),
+            format!(
+                "the server type cannot be named like the trait `{trait_name}`: pick another name"
+            ),
         );
     }
     if client.unraw() == trait_name {
         errors.spanned(
             client,
-            format!("the client type cannot be named like the trait `{trait_name}`: pick another name"),
+            format!(
+                "the client type cannot be named like the trait `{trait_name}`: pick another name"
+            ),
         );
     }
     if server.unraw() == client.unraw() {
@@ -576,7 +580,11 @@ mod tests {
 
     #[test]
     fn generated_names_must_differ() {
-        let item: ItemTrait = syn::parse_quote!(trait Loop { async fn tick(&self); });
+        let item: ItemTrait = syn::parse_quote!(
+            trait Loop {
+                async fn tick(&self);
+            }
+        );
         let named = |server: Option<&str>, client: Option<&str>| {
             let args = crate::attr::Args {
                 server: server.map(|name| syn::Ident::new(name, proc_macro2::Span::call_site())),
@@ -588,7 +596,10 @@ mod tests {
             }
         };
         assert_eq!(named(None, None), Vec::<String>::new());
-        assert_eq!(named(Some("LoopServer"), Some("LoopRemote")), Vec::<String>::new());
+        assert_eq!(
+            named(Some("LoopServer"), Some("LoopRemote")),
+            Vec::<String>::new()
+        );
         assert!(named(Some("Loop"), None)[0].contains("server type cannot be named like the trait"));
         assert!(named(None, Some("Loop"))[0].contains("client type cannot be named like the trait"));
         assert!(named(None, Some("ServeLoop"))[0].contains("cannot both be named `ServeLoop`"));

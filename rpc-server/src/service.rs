@@ -30,9 +30,7 @@ use serde::Serialize;
 ///
 /// Arguments travel as one tuple and results as one value, both encoded with bincode 2, so a
 /// hand-written service is interchangeable with a generated one: the stub generated for a
-/// trait whose names and types match can call it, and so can [`Client::call`].
-///
-/// [`Client::call`]: https://docs.rs/rpc/latest/rpc/struct.Client.html#method.call
+/// trait whose names and types match can call it, and so can `rpc::Client::call`.
 ///
 /// ```
 /// # mod rpc { pub use rpc_server::{Dispatch, Request, Service}; pub use rpc_core::Method; }
