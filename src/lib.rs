@@ -45,9 +45,10 @@ pub use rpc_server::{
 /// Lower-level pieces: frames, headers, transports, and the body encoding. Most users never
 /// need these; tools and tests that speak raw frames do.
 ///
-/// Request and response bodies are always bincode 2 (see [`codec`]); it is not a setting.
-/// [`Bincode`] and its [`Codec`] trait are here so raw frames can carry bodies the server
-/// and the client decode, not as a point where another encoding plugs in.
+/// Request and response bodies are always bincode 2 (see [`codec`](crate::protocol::codec));
+/// it is not a setting. [`Bincode`](crate::protocol::Bincode) and its
+/// [`Codec`](crate::protocol::Codec) trait are here so that raw frames can carry bodies the
+/// server and the client decode, not as a point where another encoding plugs in.
 pub mod protocol {
     #[doc(inline)]
     pub use rpc_core::{codec, frame, message, preamble, transport, Bincode, Codec, Transport};
