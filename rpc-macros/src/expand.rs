@@ -320,12 +320,6 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         quote!(#[doc = #doc])
     });
     let caller_attrs = &method.caller_attrs;
-    // `rpc::Call` is `#[must_use]` already; a bare `#[must_use]` copied from the trait is
-    // what the user wrote, not a second claim to warn about.
-    let double_must_use = caller_attrs
-        .iter()
-        .any(|attr| attr.path().is_ident("must_use"))
-        .then(|| quote!(#[allow(clippy::double_must_use)]));
     // The stub mirrors the trait method's parameter list, which the user chose (and can
     // `allow` on the trait); don't warn a second time here.
     let allow = quote!(#[allow(clippy::too_many_arguments)]);
@@ -342,7 +336,6 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         #default_doc
         #(#caller_attrs)*
         #allow
-        #double_must_use
         pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#plain_types,)*), #output> {
             // A const, so the method id is hashed at compile time, not on every call.
             const METHOD: ::rpc::Method = ::rpc::Method::new(#service_name, #name);
@@ -540,7 +533,6 @@ mod tests {
             "# [doc = r\" Old.\"]",
             "# [deprecated (note = \"use `add`\")]",
             "# [must_use]",
-            "# [allow (clippy :: double_must_use)]",
         ] {
             assert!(
                 stub.contains(needle),
