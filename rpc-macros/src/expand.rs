@@ -57,7 +57,6 @@ fn rewrite_trait(service: &Service<'_>) -> TokenStream {
 
             /// Wraps this implementation into a service that an `rpc::Server` can host.
             ///
-            ///
             #[doc = #into_service_doc]
             fn into_service(self) -> #server<Self>
             where
