@@ -40,16 +40,18 @@ pub use rpc_core::stream::Stream;
 #[doc(inline)]
 pub use rpc_core::{Context, Error, Metadata, Method, MethodId, PeerAddr, ProtocolError};
 #[doc(inline)]
-pub use rpc_server::{MemoryConnector, Server, ServerBuilder, ServerConfig, ServerHandle, Service};
+pub use rpc_server::{
+    Dispatch, MemoryConnector, Request, Server, ServerBuilder, ServerConfig, ServerHandle, Service,
+};
 
-/// Lower-level pieces: the codec, frames, transports. Most users never need these.
+/// Lower-level pieces: frames, headers, transports, and the body encoding. Most users never
+/// need these; tools and tests that speak raw frames do.
+///
+/// Request and response bodies are always bincode 2 (see [`codec`](crate::protocol::codec));
+/// it is not a setting. [`Bincode`](crate::protocol::Bincode) and its
+/// [`Codec`](crate::protocol::Codec) trait are here so that raw frames can carry bodies the
+/// server and the client decode, not as a point where another encoding plugs in.
 pub mod protocol {
     #[doc(inline)]
     pub use rpc_core::{codec, frame, message, preamble, transport, Bincode, Codec, Transport};
-}
-
-/// Used by the code `#[rpc::service]` generates; not a stable API.
-#[doc(hidden)]
-pub mod __private {
-    pub use rpc_server::{Dispatch, Request};
 }

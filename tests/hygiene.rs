@@ -18,8 +18,11 @@ mod no_prelude {
     /// body and a raw identifier.
     #[::rpc::service]
     pub trait Hygienic {
-        /// Echoes `text`.
+        /// Echoes `text`. (`#[must_use]` and `#[deprecated]` are copied onto the client stub.)
+        #[must_use]
         async fn echo(&self, text: ::std::string::String) -> ::std::string::String;
+        #[deprecated(note = "use `echo`")]
+        async fn old_echo(&self, text: ::std::string::String) -> ::std::string::String;
         async fn checked(&self, value: u32) -> ::core::result::Result<u32, ::std::string::String>;
         async fn nothing(&self);
         #[allow(clippy::too_many_arguments)] // the point is to use many names at once
@@ -48,6 +51,10 @@ mod no_prelude {
 
     impl Hygienic for Impl {
         async fn echo(&self, text: ::std::string::String) -> ::std::string::String {
+            text
+        }
+
+        async fn old_echo(&self, text: ::std::string::String) -> ::std::string::String {
             text
         }
 
@@ -93,7 +100,7 @@ mod no_prelude {
 fn generated_items_exist_without_the_prelude() {
     use no_prelude::Hygienic as _;
 
-    let server: no_prelude::HygienicServer<no_prelude::Impl> = no_prelude::Impl.into_service();
+    let server: no_prelude::ServeHygienic<no_prelude::Impl> = no_prelude::Impl.into_service();
     let server = server.clone();
     assert_eq!(server.name(), "Hygienic");
     let names: Vec<&str> = server
@@ -101,13 +108,23 @@ fn generated_items_exist_without_the_prelude() {
         .iter()
         .map(|method| method.name())
         .collect();
-    assert_eq!(names, ["echo", "checked", "nothing", "shadowing", "type"]);
+    assert_eq!(
+        names,
+        [
+            "echo",
+            "old_echo",
+            "checked",
+            "nothing",
+            "shadowing",
+            "type"
+        ]
+    );
     assert!(server
         .methods()
         .iter()
         .all(|method| method.service() == "Hygienic"));
 
-    let empty = no_prelude::EmptyServer::new(no_prelude::Impl);
+    let empty = no_prelude::ServeEmpty::new(no_prelude::Impl);
     assert_eq!(empty.name(), "Empty");
     assert!(empty.methods().is_empty());
 

@@ -5,11 +5,14 @@
 //! [`crate::valid`]. [`crate::expand`] only runs on a model that passed
 //! validation.
 
+use quote::format_ident;
 use syn::ext::IdentExt as _;
 use syn::{
     Attribute, Block, FnArg, Ident, ItemTrait, Pat, PatType, Receiver, Signature, TraitItem,
     TraitItemFn, Type, Visibility,
 };
+
+use crate::attr::Args;
 
 /// The annotated trait.
 pub(crate) struct Service<'a> {
@@ -25,6 +28,13 @@ pub(crate) struct Service<'a> {
     pub(crate) methods: Vec<Method<'a>>,
     /// Items that are not methods (associated types, consts, macros, ...).
     pub(crate) other_items: Vec<&'a TraitItem>,
+    /// The generated wrapper that implements `rpc::Service`: `server = Name`, or
+    /// `Serve<Trait>`.
+    pub(crate) server: Ident,
+    /// The generated client stub: `client = Name`, or `<Trait>Client`.
+    pub(crate) client: Ident,
+    /// Whether `client = Name` was given (errors about the names point at what was written).
+    pub(crate) client_given: bool,
 }
 
 /// One `fn` item of the trait.
@@ -35,6 +45,11 @@ pub(crate) struct Method<'a> {
     pub(crate) attrs: &'a [Attribute],
     /// The `#[doc]` attributes only, copied onto the client stub.
     pub(crate) docs: Vec<&'a Attribute>,
+    /// The attributes that speak to callers (`#[deprecated]`, `#[must_use]`), copied onto
+    /// the client stub so that calling it warns as calling the trait method would.
+    pub(crate) caller_attrs: Vec<&'a Attribute>,
+    /// Which way streams flow, decided once from the argument and return types.
+    pub(crate) kind: MethodKind,
     /// Name of the method.
     pub(crate) ident: &'a Ident,
     /// The `self` parameter, if the first parameter is one.
@@ -45,6 +60,57 @@ pub(crate) struct Method<'a> {
     pub(crate) output: Option<&'a Type>,
     /// The default body, if the trait provides one.
     pub(crate) default: Option<&'a Block>,
+}
+
+/// The four shapes of a call: whether the client sends a stream (the last argument is an
+/// `rpc::Stream<T>`) and whether the server sends one back (the return type is). The server
+/// dispatcher and the client stub both follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MethodKind {
+    /// Arguments in, one value out.
+    Unary,
+    /// Arguments in, a stream out.
+    ServerStream,
+    /// Arguments and a stream in, one value out.
+    ClientStream,
+    /// Arguments and a stream in, a stream out.
+    Bidi,
+}
+
+impl MethodKind {
+    fn new(input_stream: bool, output_stream: bool) -> Self {
+        match (input_stream, output_stream) {
+            (false, false) => MethodKind::Unary,
+            (false, true) => MethodKind::ServerStream,
+            (true, false) => MethodKind::ClientStream,
+            (true, true) => MethodKind::Bidi,
+        }
+    }
+
+    /// Whether the last argument is the stream the client sends, apart from the request body.
+    pub(crate) fn has_input_stream(self) -> bool {
+        matches!(self, MethodKind::ClientStream | MethodKind::Bidi)
+    }
+
+    /// The `rpc::Request` method that serves this kind.
+    pub(crate) fn dispatcher(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "dispatch",
+            MethodKind::ServerStream => "dispatch_streaming_response",
+            MethodKind::ClientStream => "dispatch_streaming_request",
+            MethodKind::Bidi => "dispatch_bidi",
+        }
+    }
+
+    /// The `rpc::Client` method that calls this kind.
+    pub(crate) fn client_call(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "call",
+            MethodKind::ServerStream => "call_streaming_response",
+            MethodKind::ClientStream => "call_streaming_request",
+            MethodKind::Bidi => "call_bidi",
+        }
+    }
 }
 
 /// One non-`self` parameter of a method.
@@ -60,8 +126,13 @@ pub(crate) struct Arg<'a> {
 }
 
 impl<'a> Service<'a> {
-    /// Builds the model of `item`.
-    pub(crate) fn from_trait(item: &'a ItemTrait) -> Self {
+    /// Builds the model of `item`, with the attribute's arguments `args`.
+    ///
+    /// The default server name is `Serve<Trait>`, not `<Trait>Server`: users name their
+    /// implementations `<Trait>Server` (tarpc's examples do: `struct HelloServer; impl World
+    /// for HelloServer`), and a generated type of that name would collide with theirs. A verb
+    /// first is a name people do not give their own types; tarpc generates the same.
+    pub(crate) fn from_trait(item: &'a ItemTrait, args: Args) -> Self {
         let mut methods = Vec::new();
         let mut other_items = Vec::new();
         for trait_item in &item.items {
@@ -70,13 +141,22 @@ impl<'a> Service<'a> {
                 other => other_items.push(other),
             }
         }
+        let ident = &item.ident;
+        let client_given = args.client.is_some();
         Service {
             original: item,
             attrs: &item.attrs,
             vis: &item.vis,
-            ident: &item.ident,
+            ident,
             methods,
             other_items,
+            server: args
+                .server
+                .unwrap_or_else(|| format_ident!("Serve{}", ident, span = ident.span())),
+            client: args
+                .client
+                .unwrap_or_else(|| format_ident!("{}Client", ident, span = ident.span())),
+            client_given,
         }
     }
 
@@ -97,21 +177,31 @@ impl<'a> Method<'a> {
                 FnArg::Typed(typed) => args.push(Arg::from_pat_type(typed)),
             }
         }
+        let output = match &sig.output {
+            syn::ReturnType::Default => None,
+            syn::ReturnType::Type(_, ty) => Some(&**ty),
+        };
+        let input_stream = args
+            .last()
+            .is_some_and(|arg: &Arg<'_>| stream_item(arg.ty).is_some());
+        let output_stream = output.is_some_and(|ty| stream_item(ty).is_some());
+        let attrs_named = |names: &[&str]| {
+            method
+                .attrs
+                .iter()
+                .filter(|attr| names.iter().any(|name| attr.path().is_ident(name)))
+                .collect()
+        };
         Method {
             original: method,
             attrs: &method.attrs,
-            docs: method
-                .attrs
-                .iter()
-                .filter(|attr| attr.path().is_ident("doc"))
-                .collect(),
+            docs: attrs_named(&["doc"]),
+            caller_attrs: attrs_named(&["deprecated", "must_use"]),
+            kind: MethodKind::new(input_stream, output_stream),
             ident: &sig.ident,
             receiver,
             args,
-            output: match &sig.output {
-                syn::ReturnType::Default => None,
-                syn::ReturnType::Type(_, ty) => Some(ty),
-            },
+            output,
             default: method.default.as_ref(),
         }
     }
@@ -157,18 +247,6 @@ pub(crate) fn stream_item_of_path(path: &syn::Path) -> Option<&Type> {
     }
 }
 
-impl Method<'_> {
-    /// The item type of the stream the client sends: the last argument, if it is a stream.
-    pub(crate) fn input_stream(&self) -> Option<&Type> {
-        self.args.last().and_then(|arg| stream_item(arg.ty))
-    }
-
-    /// The item type of the stream the server sends back, if the method returns one.
-    pub(crate) fn output_stream(&self) -> Option<&Type> {
-        self.output.and_then(stream_item)
-    }
-}
-
 impl<'a> Arg<'a> {
     fn from_pat_type(original: &'a PatType) -> Self {
         let (name, mutable) = match &*original.pat {
@@ -195,12 +273,15 @@ mod tests {
         let item: ItemTrait = syn::parse_quote! {
             pub trait Calculator {
                 /// Adds two numbers.
+                #[deprecated]
+                #[must_use]
+                #[allow(unused)]
                 async fn add(&self, a: i64, mut b: i64) -> i64;
                 async fn r#type(&self) { }
                 type Nope;
             }
         };
-        let service = Service::from_trait(&item);
+        let service = Service::from_trait(&item, Args::default());
         assert_eq!(service.name(), "Calculator");
         assert_eq!(service.methods.len(), 2);
         assert_eq!(service.other_items.len(), 1);
@@ -208,6 +289,7 @@ mod tests {
         let add = &service.methods[0];
         assert_eq!(add.name(), "add");
         assert_eq!(add.docs.len(), 1);
+        assert_eq!(add.caller_attrs.len(), 2);
         assert!(add.receiver.is_some());
         assert_eq!(add.args.len(), 2);
         assert!(add.args.iter().all(|arg| arg.name.is_some()));
@@ -229,17 +311,20 @@ mod tests {
                 async fn chat(&self, name: String, lines: rpc::Stream<String>) -> Stream<Line>;
                 async fn plain(&self, n: Vec<u8>) -> ::rpc::Stream<u8>;
                 async fn other(&self, s: futures::Stream<u8>) -> Option<u8>;
+                async fn upload(&self, data: Stream<Vec<u8>>) -> u64;
             }
         };
-        let service = Service::from_trait(&item);
-        let chat = &service.methods[0];
-        assert!(chat.input_stream().is_some());
-        assert!(chat.output_stream().is_some());
-        let plain = &service.methods[1];
-        assert!(plain.input_stream().is_none());
-        assert!(plain.output_stream().is_some());
-        let other = &service.methods[2];
-        assert!(other.input_stream().is_none() && other.output_stream().is_none());
+        let service = Service::from_trait(&item, Args::default());
+        let kinds: Vec<MethodKind> = service.methods.iter().map(|method| method.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                MethodKind::Bidi,
+                MethodKind::ServerStream,
+                MethodKind::Unary,
+                MethodKind::ClientStream
+            ]
+        );
     }
 
     #[test]
@@ -247,7 +332,7 @@ mod tests {
         let item: ItemTrait = syn::parse_quote! {
             trait T { async fn f(&self, (a, b): (u8, u8), ref c: u8, _: u8); }
         };
-        let service = Service::from_trait(&item);
+        let service = Service::from_trait(&item, Args::default());
         assert!(service.methods[0].args.iter().all(|arg| arg.name.is_none()));
     }
 }

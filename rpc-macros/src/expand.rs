@@ -1,284 +1,63 @@
-//! Code generation.
+//! Code generation, for a service that passed validation: one function per generated item.
+//!
+//! | function | generates |
+//! |---|---|
+//! | [`rewrite_trait`] | the trait, each method returning a `Send` future, plus `into_service` |
+//! | [`server_struct`] | `Serve<Trait><S>`, its constructors, `Clone` and `Debug` |
+//! | [`service_impl`] | `impl rpc::Service for Serve<Trait><S>`: one [`dispatch_arm`] per method |
+//! | [`client_struct`] | `<Trait>Client` and its constructors; one [`client_method`] per method |
 //!
 //! Generated code names everything through absolute paths (`::rpc`, `::core`,
 //! `::std`) so it compiles under `#![no_implicit_prelude]`, and its own local
 //! bindings use `Span::mixed_site()` plus a `__rpc_` prefix so they can never
 //! capture or shadow the user's argument names.
 
-use std::collections::HashSet;
-
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt as _;
-use syn::{Error, FnArg, Ident, Item, ItemTrait, Pat, PatIdent, PatWild, TraitItem};
+use syn::{Ident, Type};
 
 use crate::ast::{Arg, Method, Service};
-use crate::valid;
-
-/// Entry point: the whole attribute expansion.
-pub(crate) fn service(args: TokenStream, input: TokenStream) -> TokenStream {
-    let item: Item = match syn::parse2(input.clone()) {
-        Ok(item) => item,
-        Err(error) => {
-            let error = error.to_compile_error();
-            return quote!(#error #input);
-        }
-    };
-
-    let mut errors: Option<Error> = None;
-    let mut push = |error: Error| match &mut errors {
-        Some(existing) => existing.combine(error),
-        None => errors = Some(error),
-    };
-
-    if !args.is_empty() {
-        push(Error::new_spanned(
-            &args,
-            "#[rpc::service] takes no arguments: write `#[rpc::service]`",
-        ));
-    }
-
-    let item = match item {
-        Item::Trait(item) => item,
-        other => {
-            push(not_a_trait(&other));
-            // Leave the item untouched so that nothing else breaks.
-            let errors = errors.map(|error| error.to_compile_error());
-            return quote!(#errors #other);
-        }
-    };
-
-    let service = Service::from_trait(&item);
-    if let Err(error) = valid::validate(&service) {
-        push(error);
-    }
-
-    match errors {
-        Some(errors) => {
-            let errors = errors.to_compile_error();
-            let fallback = fallback(&item);
-            quote!(#errors #fallback)
-        }
-        None => generate(&service),
-    }
-}
-
-/// The error for `#[rpc::service]` on something other than a trait, spanned
-/// on the item's keyword and name where there is one.
-fn not_a_trait(item: &Item) -> Error {
-    let head = match item {
-        Item::Struct(item) => {
-            let (token, ident) = (&item.struct_token, &item.ident);
-            quote!(#token #ident)
-        }
-        Item::Enum(item) => {
-            let (token, ident) = (&item.enum_token, &item.ident);
-            quote!(#token #ident)
-        }
-        Item::Union(item) => {
-            let (token, ident) = (&item.union_token, &item.ident);
-            quote!(#token #ident)
-        }
-        Item::Fn(item) => item.sig.to_token_stream(),
-        Item::Impl(item) => {
-            let (token, ty) = (&item.impl_token, &item.self_ty);
-            quote!(#token #ty)
-        }
-        Item::Mod(item) => {
-            let (token, ident) = (&item.mod_token, &item.ident);
-            quote!(#token #ident)
-        }
-        other => other.to_token_stream(),
-    };
-    Error::new_spanned(
-        head,
-        "#[rpc::service] goes on a trait: write `pub trait MyService { async fn method(&self, ...) -> T; }`",
-    )
-}
-
-/// What is emitted next to the errors when validation fails: the trait as
-/// written (`async fn` kept), minus the few things that would make rustc report
-/// the same mistake a second time.
-fn fallback(item: &ItemTrait) -> TokenStream {
-    let mut item = item.clone();
-    let mut seen = HashSet::new();
-    item.items.retain_mut(|trait_item| match trait_item {
-        TraitItem::Fn(method) => {
-            // Duplicates were reported already; rustc would report them again.
-            if !seen.insert(method.sig.ident.unraw().to_string()) {
-                return false;
-            }
-            // Already reported; rustc rejects both in a trait.
-            method.sig.constness = None;
-            method.sig.variadic = None;
-            if method.default.is_none() {
-                // Patterns are not allowed in methods without a body.
-                for input in &mut method.sig.inputs {
-                    if let FnArg::Typed(typed) = input {
-                        *typed.pat = plain_pattern(&typed.pat);
-                    }
-                }
-            }
-            true
-        }
-        // Unknown macros or tokens could fail to expand a second time.
-        TraitItem::Macro(_) | TraitItem::Verbatim(_) => false,
-        _ => true,
-    });
-    quote! {
-        // The fallback keeps `async fn` as written, which would add an
-        // `async_fn_in_trait` warning on public traits on top of the real errors.
-        #[allow(async_fn_in_trait)]
-        #item
-    }
-}
-
-/// `name` for `mut name` / `ref name` / `name @ ..`, `_` for anything else.
-fn plain_pattern(pat: &Pat) -> Pat {
-    match pat {
-        Pat::Ident(pat) => Pat::Ident(PatIdent {
-            attrs: pat.attrs.clone(),
-            by_ref: None,
-            mutability: None,
-            ident: pat.ident.clone(),
-            subpat: None,
-        }),
-        other => Pat::Wild(PatWild {
-            attrs: Vec::new(),
-            underscore_token: syn::Token![_](span_of(other)),
-        }),
-    }
-}
-
-fn span_of(tokens: &impl ToTokens) -> Span {
-    tokens
-        .to_token_stream()
-        .into_iter()
-        .next()
-        .map_or_else(Span::call_site, |token| token.span())
-}
-
-/// Names of the generated items.
-struct Names {
-    trait_ident: Ident,
-    server: Ident,
-    client: Ident,
-    service_name: String,
-}
-
-impl Names {
-    fn new(service: &Service<'_>) -> Self {
-        let ident = service.ident;
-        Names {
-            trait_ident: ident.clone(),
-            server: format_ident!("{}Server", ident, span = ident.span()),
-            client: format_ident!("{}Client", ident, span = ident.span()),
-            service_name: service.name(),
-        }
-    }
-}
 
 /// Everything, for a valid service.
-fn generate(service: &Service<'_>) -> TokenStream {
-    let names = Names::new(service);
-    let rewritten = rewrite_trait(service, &names);
-    let server = server(service, &names);
-    let client = client(service, &names);
+pub(crate) fn generate(service: &Service<'_>) -> TokenStream {
+    let rewritten = rewrite_trait(service);
+    let server = server_struct(service);
+    let service_impl = service_impl(service);
+    let client = client_struct(service);
     quote! {
         #rewritten
         #server
+        #service_impl
         #client
-    }
-}
-
-/// The binding of an argument (validated to be a plain identifier).
-fn arg_name(arg: &Arg<'_>, index: usize) -> Ident {
-    match arg.name {
-        Some(name) => name.clone(),
-        // Unreachable after validation; a fresh name keeps this total.
-        None => format_ident!("__rpc_arg{}", index, span = Span::mixed_site()),
-    }
-}
-
-fn arg_names(method: &Method<'_>) -> Vec<Ident> {
-    method
-        .args
-        .iter()
-        .enumerate()
-        .map(|(index, arg)| arg_name(arg, index))
-        .collect()
-}
-
-fn output_type(method: &Method<'_>) -> TokenStream {
-    match method.output {
-        Some(ty) => ty.to_token_stream(),
-        None => quote!(()),
     }
 }
 
 /// The trait, with each `async fn` turned into a `Send`-future-returning `fn`,
 /// plus `into_service`.
-fn rewrite_trait(service: &Service<'_>, names: &Names) -> TokenStream {
-    let Names {
-        trait_ident,
-        server,
-        ..
-    } = names;
+fn rewrite_trait(service: &Service<'_>) -> TokenStream {
     let original = service.original;
-    let attrs = service.attrs;
-    let vis = service.vis;
+    let (attrs, vis, ident) = (service.attrs, service.vis, service.ident);
     let unsafety = &original.unsafety;
     let colon = &original.colon_token;
     let supertraits = &original.supertraits;
-
-    let methods = service.methods.iter().map(|method| {
-        let attrs = method.attrs;
-        let ident = method.ident;
-        let receiver = method.receiver;
-        let output = output_type(method);
-        let future = quote! {
-            impl ::core::future::Future<Output = #output> + ::core::marker::Send
-        };
-        let args = method
-            .args
-            .iter()
-            .zip(arg_names(method))
-            .map(|(arg, name)| {
-                let ty = arg.ty;
-                // `mut` is only meaningful (and only allowed) with a body.
-                let mutability = (arg.mutable && method.default.is_some()).then(|| quote!(mut));
-                let attrs = &arg.original.attrs;
-                quote!(#(#attrs)* #mutability #name: #ty)
-            });
-        match method.default {
-            None => quote! {
-                #(#attrs)*
-                fn #ident(#receiver #(, #args)*) -> #future;
-            },
-            Some(body) => {
-                let out = Ident::new("__rpc_out", Span::mixed_site());
-                quote! {
-                    #(#attrs)*
-                    fn #ident(#receiver #(, #args)*) -> #future
-                    where
-                        Self: ::core::marker::Sync,
-                    {
-                        async move {
-                            let #out: #output = #body;
-                            #out
-                        }
-                    }
-                }
-            }
-        }
-    });
+    let server = &service.server;
+    let methods = service.methods.iter().map(trait_method);
+    let into_service_doc = format!(
+        " When a type implements several service traits, name the one meant: \
+         `{trait_ident}::into_service(value)`, or `{server}::new(value)`.",
+        trait_ident = ident.unraw(),
+        server = server.unraw(),
+    );
 
     quote! {
         #(#attrs)*
-        #vis #unsafety trait #trait_ident #colon #supertraits {
+        #vis #unsafety trait #ident #colon #supertraits {
             #(#methods)*
 
             /// Wraps this implementation into a service that an `rpc::Server` can host.
+            ///
+            #[doc = #into_service_doc]
             fn into_service(self) -> #server<Self>
             where
                 Self: ::core::marker::Sized
@@ -292,103 +71,63 @@ fn rewrite_trait(service: &Service<'_>, names: &Names) -> TokenStream {
     }
 }
 
-/// `CalculatorServer<S>` and its `rpc::Service` impl.
-fn server(service: &Service<'_>, names: &Names) -> TokenStream {
-    let Names {
-        trait_ident,
-        server,
-        service_name,
-        ..
-    } = names;
-    let vis = service.vis;
+/// One method of the rewritten trait: `fn m(&self, ..) -> impl Future<Output = T> + Send`,
+/// with the default body, if any, moved into an `async move` block.
+fn trait_method(method: &Method<'_>) -> TokenStream {
+    let attrs = method.attrs;
+    let ident = method.ident;
+    let receiver = method.receiver;
+    let output = output_type(method);
+    let future = quote! {
+        impl ::core::future::Future<Output = #output> + ::core::marker::Send
+    };
+    let args = method
+        .args
+        .iter()
+        .zip(arg_names(method))
+        .map(|(arg, name)| {
+            let ty = arg.ty;
+            // `mut` is only meaningful (and only allowed) with a body.
+            let mutability = (arg.mutable && method.default.is_some()).then(|| quote!(mut));
+            let attrs = &arg.original.attrs;
+            quote!(#(#attrs)* #mutability #name: #ty)
+        });
+    match method.default {
+        None => quote! {
+            #(#attrs)*
+            fn #ident(#receiver #(, #args)*) -> #future;
+        },
+        Some(body) => {
+            let out = Ident::new("__rpc_out", Span::mixed_site());
+            quote! {
+                #(#attrs)*
+                fn #ident(#receiver #(, #args)*) -> #future
+                where
+                    Self: ::core::marker::Sync,
+                {
+                    async move {
+                        let #out: #output = #body;
+                        #out
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `ServeCalculator<S>`: the wrapper an `rpc::Server` hosts, with `new`, `from_arc`,
+/// `Clone` and `Debug`.
+fn server_struct(service: &Service<'_>) -> TokenStream {
+    let (vis, trait_ident, server) = (service.vis, service.ident, &service.server);
     let struct_doc = format!(
         " Serves a [`{trait_ident}`] implementation: hand it to `rpc::Server::builder().serve(..)`."
     );
-    let server_name = server.to_string();
-
-    // Not `S`: the dispatch closures name the user's argument types, and one of
-    // them could be a type called `S`.
-    let generic = Ident::new("__RpcService", Span::call_site());
-    let service_local = Ident::new("__rpc_service", Span::mixed_site());
-    let method_param = Ident::new("__rpc_method", Span::mixed_site());
-    let request_param = Ident::new("__rpc_request", Span::mixed_site());
-
-    let method_list = service.methods.iter().map(|method| {
-        let name = method.name();
-        quote!(::rpc::Method::new(#service_name, #name))
-    });
-
-    let consts: Vec<Ident> = (0..service.methods.len())
-        .map(|index| format_ident!("__RPC_METHOD_{}", index, span = Span::mixed_site()))
-        .collect();
-    let const_defs = service.methods.iter().zip(&consts).map(|(method, konst)| {
-        let name = method.name();
-        quote! {
-            const #konst: ::rpc::MethodId = ::rpc::MethodId::of(#service_name, #name);
-        }
-    });
-    let arms = service.methods.iter().zip(&consts).map(|(method, konst)| {
-        let ident = method.ident;
-        let names = arg_names(method);
-        let types: Vec<_> = method.args.iter().map(|arg| arg.ty).collect();
-        let call = quote! {
-            <#generic as #trait_ident>::#ident(&*#service_local #(, #names)*).await
-        };
-        // A stream argument (always the last) is handed to the closure apart from the
-        // arguments decoded from the request body.
-        let streamed = method.input_stream().and(names.split_last().zip(types.split_last()));
-        let (dispatcher, closure) = match streamed {
-            Some(((stream_name, plain_names), (stream_ty, plain_types))) => {
-                let dispatcher = if method.output_stream().is_some() {
-                    quote!(dispatch_bidi)
-                } else {
-                    quote!(dispatch_streaming_request)
-                };
-                (
-                    dispatcher,
-                    quote! {
-                        move |(#(#plain_names,)*): (#(#plain_types,)*), #stream_name: #stream_ty| async move { #call }
-                    },
-                )
-            }
-            None => {
-                let dispatcher = if method.output_stream().is_some() {
-                    quote!(dispatch_streaming_response)
-                } else {
-                    quote!(dispatch)
-                };
-                (
-                    dispatcher,
-                    quote! {
-                        move |(#(#names,)*): (#(#types,)*)| async move { #call }
-                    },
-                )
-            }
-        };
-        quote! {
-            #konst => {
-                let #service_local = ::core::clone::Clone::clone(&self.service);
-                #request_param.#dispatcher(#closure)
-            }
-        }
-    });
-    let body = if service.methods.is_empty() {
-        quote! {
-            let _ = #method_param;
-            #request_param.unknown_method()
-        }
-    } else {
-        quote! {
-            #(#const_defs)*
-            match #method_param {
-                #(#arms)*
-                _ => #request_param.unknown_method(),
-            }
-        }
-    };
+    let server_name = server.unraw().to_string();
 
     quote! {
         #[doc = #struct_doc]
+        ///
+        /// Made by `into_service`, [`new`](Self::new) or [`from_arc`](Self::from_arc).
         #vis struct #server<S> {
             service: ::std::sync::Arc<S>,
         }
@@ -396,9 +135,13 @@ fn server(service: &Service<'_>, names: &Names) -> TokenStream {
         impl<S> #server<S> {
             /// Wraps `service`; concurrent calls share it.
             pub fn new(service: S) -> Self {
-                Self {
-                    service: ::std::sync::Arc::new(service),
-                }
+                Self::from_arc(::std::sync::Arc::new(service))
+            }
+
+            /// Wraps a shared `service`: one value can serve several service traits, and
+            /// stay reachable from the code that built the server.
+            pub fn from_arc(service: ::std::sync::Arc<S>) -> Self {
+                Self { service }
             }
         }
 
@@ -415,7 +158,57 @@ fn server(service: &Service<'_>, names: &Names) -> TokenStream {
                 f.debug_struct(#server_name).finish_non_exhaustive()
             }
         }
+    }
+}
 
+/// The generic parameter of the `Service` impl. Not `S`: the dispatch closures name the
+/// user's argument types, and one of them could be a type called `S`.
+fn impl_generic() -> Ident {
+    Ident::new("__RpcService", Span::call_site())
+}
+
+fn request_param() -> Ident {
+    Ident::new("__rpc_request", Span::mixed_site())
+}
+
+/// `impl rpc::Service for ServeCalculator<S>`: the method list and the dispatch `match`.
+fn service_impl(service: &Service<'_>) -> TokenStream {
+    let (trait_ident, server) = (service.ident, &service.server);
+    let service_name = service.name();
+    let generic = impl_generic();
+    let request = request_param();
+
+    let method_list = service.methods.iter().map(|method| {
+        let name = method.name();
+        quote!(::rpc::Method::new(#service_name, #name))
+    });
+    let consts: Vec<Ident> = (0..service.methods.len())
+        .map(|index| format_ident!("__RPC_METHOD_{}", index, span = Span::mixed_site()))
+        .collect();
+    let const_defs = service.methods.iter().zip(&consts).map(|(method, konst)| {
+        let name = method.name();
+        quote! {
+            const #konst: ::rpc::MethodId = ::rpc::MethodId::of(#service_name, #name);
+        }
+    });
+    let arms = service
+        .methods
+        .iter()
+        .zip(&consts)
+        .map(|(method, konst)| dispatch_arm(service, method, konst));
+    let body = if service.methods.is_empty() {
+        quote!(#request.unknown_method())
+    } else {
+        quote! {
+            #(#const_defs)*
+            match #request.method().id() {
+                #(#arms)*
+                _ => #request.unknown_method(),
+            }
+        }
+    };
+
+    quote! {
         impl<#generic> ::rpc::Service for #server<#generic>
         where
             #generic: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static,
@@ -431,84 +224,54 @@ fn server(service: &Service<'_>, names: &Names) -> TokenStream {
 
             // Serving a deprecated method is not a use of it: only its callers are warned.
             #[allow(deprecated)]
-            fn call(
-                &self,
-                #method_param: ::rpc::MethodId,
-                #request_param: ::rpc::__private::Request,
-            ) -> ::rpc::__private::Dispatch {
+            fn call(&self, #request: ::rpc::Request) -> ::rpc::Dispatch {
                 #body
             }
         }
     }
 }
 
-/// `CalculatorClient`.
-fn client(service: &Service<'_>, names: &Names) -> TokenStream {
-    let Names {
-        trait_ident,
-        client,
-        service_name,
-        ..
-    } = names;
-    let vis = service.vis;
+/// One arm of the dispatch `match`: decode the arguments, call the trait method, reply, in
+/// the way the method's kind asks for.
+fn dispatch_arm(service: &Service<'_>, method: &Method<'_>, konst: &Ident) -> TokenStream {
+    let (trait_ident, ident) = (service.ident, method.ident);
+    let generic = impl_generic();
+    let request = request_param();
+    let service_local = Ident::new("__rpc_service", Span::mixed_site());
+    let dispatcher = Ident::new(method.kind.dispatcher(), Span::call_site());
+
+    let names = arg_names(method);
+    let call = quote! {
+        <#generic as #trait_ident>::#ident(&*#service_local #(, #names)*).await
+    };
+    let Split {
+        plain_names,
+        plain_types,
+        stream,
+    } = split_args(method, &names);
+    // A stream argument is handed to the closure apart from the arguments decoded from the
+    // request body.
+    let stream_param = stream.map(|(name, ty)| quote!(, #name: #ty));
+    quote! {
+        #konst => {
+            let #service_local = ::core::clone::Clone::clone(&self.service);
+            #request.#dispatcher(
+                move |(#(#plain_names,)*): (#(#plain_types,)*) #stream_param| async move { #call }
+            )
+        }
+    }
+}
+
+/// `CalculatorClient`, its constructors and one method per trait method.
+fn client_struct(service: &Service<'_>) -> TokenStream {
+    let (vis, trait_ident, client) = (service.vis, service.ident, &service.client);
     let struct_doc = format!(
         " Client for [`{trait_ident}`]: one method per trait method. Cheap to clone; clones share one connection."
     );
-
-    let methods = service.methods.iter().map(|method| {
-        let ident = method.ident;
-        let name = method.name();
-        let names = arg_names(method);
-        let types: Vec<_> = method.args.iter().map(|arg| arg.ty).collect();
-        let output = output_type(method);
-        let docs = &method.docs;
-        let default_doc = docs.is_empty().then(|| {
-            let doc = format!(" Calls [`{trait_ident}::{ident}`] on the server.");
-            quote!(#[doc = #doc])
-        });
-        // The stub mirrors the trait method's parameter list, which the user
-        // chose (and can `allow` on the trait); don't warn a second time here.
-        let allow = quote!(#[allow(clippy::too_many_arguments)]);
-        // A const, so the method id is hashed at compile time, not on every call.
-        let method_const = quote!({
-            const METHOD: ::rpc::Method = ::rpc::Method::new(#service_name, #name);
-            METHOD
-        });
-        // The request body holds every argument but a stream, which travels on its own.
-        let streamed = method.input_stream().and(names.split_last().zip(types.split_last()));
-        let (plain_types, call) = match streamed {
-            Some(((stream_name, plain_names), (_, plain_types))) => {
-                let constructor = if method.output_stream().is_some() {
-                    quote!(call_bidi)
-                } else {
-                    quote!(call_streaming_request)
-                };
-                let call = quote! {
-                    ::rpc::Client::#constructor(&self.client, #method_const, (#(#plain_names,)*), #stream_name)
-                };
-                (plain_types.to_vec(), call)
-            }
-            None => {
-                let constructor = if method.output_stream().is_some() {
-                    quote!(call_streaming_response)
-                } else {
-                    quote!(call)
-                };
-                let call = quote! {
-                    ::rpc::Client::#constructor(&self.client, #method_const, (#(#names,)*))
-                };
-                (types.clone(), call)
-            }
-        };
-        quote! {
-            #(#docs)*
-            #default_doc
-            #allow
-            pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#plain_types,)*), #output> {
-                #call
-            }
-        }
-    });
+    let methods = service
+        .methods
+        .iter()
+        .map(|method| client_method(service, method));
 
     quote! {
         #[doc = #struct_doc]
@@ -540,12 +303,105 @@ fn client(service: &Service<'_>, names: &Names) -> TokenStream {
     }
 }
 
+/// One client stub method: the trait method's parameters, returning an `rpc::Call`. It
+/// carries the trait method's docs, `#[deprecated]` and `#[must_use]`, so that its callers
+/// read and are warned what the trait's callers would be.
+fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
+    let (trait_ident, ident) = (service.ident, method.ident);
+    let service_name = service.name();
+    let name = method.name();
+    let names = arg_names(method);
+    let types = method.args.iter().map(|arg| arg.ty);
+    let output = output_type(method);
+    let docs = &method.docs;
+    let default_doc = docs.is_empty().then(|| {
+        let doc = format!(" Calls [`{trait_ident}::{ident}`] on the server.");
+        quote!(#[doc = #doc])
+    });
+    let caller_attrs = &method.caller_attrs;
+    // The stub mirrors the trait method's parameter list, which the user chose (and can
+    // `allow` on the trait); don't warn a second time here.
+    let allow = quote!(#[allow(clippy::too_many_arguments)]);
+    let constructor = Ident::new(method.kind.client_call(), Span::call_site());
+    let Split {
+        plain_names,
+        plain_types,
+        stream,
+    } = split_args(method, &names);
+    // The request body holds every argument but a stream, which travels on its own.
+    let stream_arg = stream.map(|(name, _)| quote!(, #name));
+    quote! {
+        #(#docs)*
+        #default_doc
+        #(#caller_attrs)*
+        #allow
+        pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#plain_types,)*), #output> {
+            // A const, so the method id is hashed at compile time, not on every call.
+            const METHOD: ::rpc::Method = ::rpc::Method::new(#service_name, #name);
+            ::rpc::Client::#constructor(&self.client, METHOD, (#(#plain_names,)*) #stream_arg)
+        }
+    }
+}
+
+/// A method's arguments, split into those in the request body and the stream the client
+/// sends, if its kind has one (always the last argument).
+struct Split<'m> {
+    plain_names: &'m [Ident],
+    plain_types: Vec<&'m Type>,
+    stream: Option<(&'m Ident, &'m Type)>,
+}
+
+fn split_args<'m>(method: &'m Method<'_>, names: &'m [Ident]) -> Split<'m> {
+    let types: Vec<&'m Type> = method.args.iter().map(|arg| arg.ty).collect();
+    match (
+        method.kind.has_input_stream(),
+        names.split_last(),
+        types.split_last(),
+    ) {
+        (true, Some((stream_name, plain_names)), Some((stream_ty, plain_types))) => Split {
+            plain_names,
+            plain_types: plain_types.to_vec(),
+            stream: Some((stream_name, stream_ty)),
+        },
+        _ => Split {
+            plain_names: names,
+            plain_types: types,
+            stream: None,
+        },
+    }
+}
+
+/// The binding of an argument (validated to be a plain identifier).
+fn arg_name(arg: &Arg<'_>, index: usize) -> Ident {
+    match arg.name {
+        Some(name) => name.clone(),
+        // Unreachable after validation; a fresh name keeps this total.
+        None => format_ident!("__rpc_arg{}", index, span = Span::mixed_site()),
+    }
+}
+
+fn arg_names(method: &Method<'_>) -> Vec<Ident> {
+    method
+        .args
+        .iter()
+        .enumerate()
+        .map(|(index, arg)| arg_name(arg, index))
+        .collect()
+}
+
+fn output_type(method: &Method<'_>) -> TokenStream {
+    match method.output {
+        Some(ty) => ty.to_token_stream(),
+        None => quote!(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn expand(input: TokenStream) -> String {
-        service(TokenStream::new(), input).to_string()
+        crate::expand_service(TokenStream::new(), input).to_string()
     }
 
     #[test]
@@ -563,16 +419,19 @@ mod tests {
             "fn add (& self , a : i64 , b : i64) -> impl :: core :: future :: Future < Output = i64 > + :: core :: marker :: Send ;",
             "fn ping (& self) -> impl :: core :: future :: Future < Output = () >",
             "where Self : :: core :: marker :: Sync , { async move { let __rpc_out : u8 = { 1 } ; __rpc_out } }",
-            "fn into_service (self) -> CalculatorServer < Self >",
-            "pub struct CalculatorServer < S >",
-            "impl < __RpcService > :: rpc :: Service for CalculatorServer < __RpcService >",
+            "fn into_service (self) -> ServeCalculator < Self >",
+            "pub struct ServeCalculator < S >",
+            "impl < __RpcService > :: rpc :: Service for ServeCalculator < __RpcService >",
+            "fn call (& self , __rpc_request : :: rpc :: Request) -> :: rpc :: Dispatch",
+            "match __rpc_request . method () . id ()",
             "const __RPC_METHOD_0 : :: rpc :: MethodId = :: rpc :: MethodId :: of (\"Calculator\" , \"add\")",
             "move | (a , b ,) : (i64 , i64 ,) | async move { < __RpcService as Calculator > :: add (& * __rpc_service , a , b) . await }",
-            "move | () : () |",
+            "move | () : () | async move",
             "move | (x ,) : (String ,) |",
             "_ => __rpc_request . unknown_method ()",
             "pub struct CalculatorClient { client : :: rpc :: Client , }",
             "# [doc = r\" Adds two numbers.\"] # [allow (clippy :: too_many_arguments)] pub fn add (& self , a : i64 , b : i64) -> :: rpc :: Call < (i64 , i64 ,) , i64 >",
+            "const METHOD : :: rpc :: Method = :: rpc :: Method :: new (\"Calculator\" , \"add\") ; :: rpc :: Client :: call (& self . client , METHOD , (a , b ,))",
             "pub fn ping (& self) -> :: rpc :: Call < () , () >",
             "\" Calls [`Calculator::ping`] on the server.\"",
         ] {
@@ -585,7 +444,7 @@ mod tests {
         let out = expand(quote! {
             trait r#Match { async fn r#type(&self); }
         });
-        assert!(out.contains("struct MatchServer"), "{out}");
+        assert!(out.contains("struct ServeMatch"), "{out}");
         assert!(
             out.contains("MethodId :: of (\"Match\" , \"type\")"),
             "{out}"
@@ -615,12 +474,12 @@ mod tests {
         );
         assert_eq!(out.matches("async fn ok").count(), 1, "{out}");
         assert!(!out.contains("m ! ()"), "{out}");
-        assert!(!out.contains("BrokenServer"), "{out}");
+        assert!(!out.contains("ServeBroken"), "{out}");
     }
 
     #[test]
     fn rejects_non_traits_and_arguments() {
-        let out = service(
+        let out = crate::expand_service(
             quote!(foo),
             quote!(
                 struct Foo;
@@ -629,5 +488,79 @@ mod tests {
         .to_string();
         assert_eq!(out.matches("compile_error").count(), 2, "{out}");
         assert!(out.contains("struct Foo ;"), "{out}");
+    }
+
+    #[test]
+    fn each_kind_uses_its_dispatcher_and_client_call() {
+        let out = expand(quote! {
+            pub trait Files {
+                async fn size(&self, name: String) -> u64;
+                async fn read(&self, name: String) -> rpc::Stream<Vec<u8>>;
+                async fn write(&self, name: String, data: rpc::Stream<Vec<u8>>) -> u64;
+                async fn echo(&self, data: rpc::Stream<Vec<u8>>) -> rpc::Stream<Vec<u8>>;
+            }
+        });
+        for needle in [
+            "__rpc_request . dispatch (move | (name ,) : (String ,) |",
+            "__rpc_request . dispatch_streaming_response (move | (name ,) : (String ,) |",
+            "__rpc_request . dispatch_streaming_request (move | (name ,) : (String ,) , data : rpc :: Stream < Vec < u8 > > |",
+            "__rpc_request . dispatch_bidi (move | () : () , data : rpc :: Stream < Vec < u8 > > |",
+            ":: rpc :: Client :: call (& self . client , METHOD , (name ,))",
+            ":: rpc :: Client :: call_streaming_response (& self . client , METHOD , (name ,))",
+            ":: rpc :: Client :: call_streaming_request (& self . client , METHOD , (name ,) , data)",
+            ":: rpc :: Client :: call_bidi (& self . client , METHOD , () , data)",
+            "pub fn write (& self , name : String , data : rpc :: Stream < Vec < u8 > >) -> :: rpc :: Call < (String ,) , u64 >",
+        ] {
+            assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn caller_attributes_reach_the_stub() {
+        let out = expand(quote! {
+            pub trait Legacy {
+                /// Old.
+                #[deprecated(note = "use `add`")]
+                #[must_use]
+                #[allow(unused)]
+                async fn old_add(&self, a: i64) -> i64;
+            }
+        });
+        let stub = &out[out.find("impl LegacyClient").expect("client impl")..];
+        let stub = &stub[stub.find("pub fn old_add").map(|end| ..end).expect("stub")];
+        for needle in [
+            "# [doc = r\" Old.\"]",
+            "# [deprecated (note = \"use `add`\")]",
+            "# [must_use]",
+        ] {
+            assert!(
+                stub.contains(needle),
+                "missing {needle:?} before the stub in\n{out}"
+            );
+        }
+        assert!(!stub.contains("allow (unused)"), "{out}");
+    }
+
+    #[test]
+    fn attribute_arguments_rename_the_generated_types() {
+        let out = crate::expand_service(
+            quote!(server = LoopHost, client = LoopRemote),
+            quote!(
+                pub trait Loop {
+                    async fn tick(&self);
+                }
+            ),
+        )
+        .to_string();
+        assert!(out.contains("pub struct LoopHost < S >"), "{out}");
+        assert!(
+            out.contains("fn into_service (self) -> LoopHost < Self >"),
+            "{out}"
+        );
+        assert!(out.contains("pub struct LoopRemote {"), "{out}");
+        assert!(
+            !out.contains("ServeLoop") && !out.contains("LoopClient"),
+            "{out}"
+        );
     }
 }

@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
-use quote::ToTokens;
+use quote::{quote, ToTokens};
+use syn::ext::IdentExt as _;
 use syn::visit::{self, Visit};
-use syn::{Error, GenericParam, Lifetime, Type, TypeImplTrait, TypeReference};
+use syn::{Error, GenericParam, Item, Lifetime, Type, TypeImplTrait, TypeReference};
 
 use crate::ast::{Arg, Method, Service};
 
@@ -49,7 +50,73 @@ pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
         check_method(service, method, &mut errors);
     }
     check_names(service, &mut errors);
+    check_generated_names(service, &mut errors);
     errors.finish()
+}
+
+/// The error for `#[rpc::service]` on something other than a trait, spanned
+/// on the item's keyword and name where there is one.
+pub(crate) fn not_a_trait(item: &Item) -> Error {
+    let head = match item {
+        Item::Struct(item) => {
+            let (token, ident) = (&item.struct_token, &item.ident);
+            quote!(#token #ident)
+        }
+        Item::Enum(item) => {
+            let (token, ident) = (&item.enum_token, &item.ident);
+            quote!(#token #ident)
+        }
+        Item::Union(item) => {
+            let (token, ident) = (&item.union_token, &item.ident);
+            quote!(#token #ident)
+        }
+        Item::Fn(item) => item.sig.to_token_stream(),
+        Item::Impl(item) => {
+            let (token, ty) = (&item.impl_token, &item.self_ty);
+            quote!(#token #ty)
+        }
+        Item::Mod(item) => {
+            let (token, ident) = (&item.mod_token, &item.ident);
+            quote!(#token #ident)
+        }
+        other => other.to_token_stream(),
+    };
+    Error::new_spanned(
+        head,
+        "#[rpc::service] goes on a trait: write `pub trait MyService { async fn method(&self, ...) -> T; }`",
+    )
+}
+
+/// The trait, the server wrapper and the client stub are three items in one module: their
+/// names must differ (only `server = ..` and `client = ..` can make them equal).
+fn check_generated_names(service: &Service<'_>, errors: &mut Errors) {
+    let trait_name = service.ident.unraw();
+    let (server, client) = (&service.server, &service.client);
+    if server.unraw() == trait_name {
+        errors.spanned(
+            server,
+            format!(
+                "the server type cannot be named like the trait `{trait_name}`: pick another name"
+            ),
+        );
+    }
+    if client.unraw() == trait_name {
+        errors.spanned(
+            client,
+            format!(
+                "the client type cannot be named like the trait `{trait_name}`: pick another name"
+            ),
+        );
+    }
+    if server.unraw() == client.unraw() {
+        errors.spanned(
+            if service.client_given { client } else { server },
+            format!(
+                "the server and the client types cannot both be named `{}`: pick another name",
+                client.unraw()
+            ),
+        );
+    }
 }
 
 fn check_trait(service: &Service<'_>, errors: &mut Errors) {
@@ -177,9 +244,9 @@ fn check_method(service: &Service<'_>, method: &Method<'_>, errors: &mut Errors)
         errors.spanned(
             name,
             format!(
-                "a method named `{unraw}` would clash with the generated `{}Client::{unraw}`: \
+                "a method named `{unraw}` would clash with the generated `{}::{unraw}`: \
                  rename this method",
-                service.name()
+                service.client.unraw()
             ),
         );
     }
@@ -419,7 +486,7 @@ mod tests {
     use syn::ItemTrait;
 
     fn errors(item: ItemTrait) -> Vec<String> {
-        let service = Service::from_trait(&item);
+        let service = Service::from_trait(&item, crate::attr::Args::default());
         match validate(&service) {
             Ok(()) => Vec::new(),
             Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
@@ -509,5 +576,33 @@ mod tests {
         // `ffi` is also not `async`, and `by_value` and `boxed` share a message,
         // hence two more errors than needles.
         assert_eq!(errors.len(), expected.len() + 2, "{errors:#?}");
+    }
+
+    #[test]
+    fn generated_names_must_differ() {
+        let item: ItemTrait = syn::parse_quote!(
+            trait Loop {
+                async fn tick(&self);
+            }
+        );
+        let named = |server: Option<&str>, client: Option<&str>| {
+            let args = crate::attr::Args {
+                server: server.map(|name| syn::Ident::new(name, proc_macro2::Span::call_site())),
+                client: client.map(|name| syn::Ident::new(name, proc_macro2::Span::call_site())),
+            };
+            match validate(&Service::from_trait(&item, args)) {
+                Ok(()) => Vec::new(),
+                Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+            }
+        };
+        assert_eq!(named(None, None), Vec::<String>::new());
+        assert_eq!(
+            named(Some("LoopServer"), Some("LoopRemote")),
+            Vec::<String>::new()
+        );
+        assert!(named(Some("Loop"), None)[0].contains("server type cannot be named like the trait"));
+        assert!(named(None, Some("Loop"))[0].contains("client type cannot be named like the trait"));
+        assert!(named(None, Some("ServeLoop"))[0].contains("cannot both be named `ServeLoop`"));
+        assert!(named(Some("LoopClient"), None)[0].contains("cannot both be named `LoopClient`"));
     }
 }

@@ -304,7 +304,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         let reply = Reply::new(self.wire.clone(), id);
         let dispatch = route
             .service
-            .call(method.id(), Request::new(method, body, reply, context));
+            .call(Request::new(method, body, reply, context));
         let mut call = CallTask::new(id, dispatch, deadline);
         let running = match route.run {
             RunOn::Connection => {

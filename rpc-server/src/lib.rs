@@ -4,7 +4,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`service`] | the [`Service`] trait the `#[rpc::service]` macro implements, and its request type |
+//! | [`service`] | the [`Service`] trait (implemented by `#[rpc::service]`, or by hand), [`Request`] and [`Dispatch`] |
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`server`] | [`Server`]: listeners, the accept loop, the connection cap, shutdown |
 //! | `router` | which service answers which method id |

@@ -1,8 +1,8 @@
 //! The contract between the server and a service.
 //!
-//! `#[rpc::service]` implements [`Service`] for the generated `<Trait>Server<S>` wrapper; the
-//! server never sees the user's trait. Writing a `Service` by hand is possible but rarely
-//! needed.
+//! `#[rpc::service]` implements [`Service`] for the wrapper it generates around the user's
+//! trait; the server never sees that trait. A [`Service`] can also be written by hand (see
+//! its docs): a proxy, a service whose methods are only known at run time, or a test double.
 
 use std::fmt;
 use std::future::Future;
@@ -13,24 +13,77 @@ use bytes::Bytes;
 use rpc_core::message::{Header, Status};
 use rpc_core::stream::{self, Receiver, Stream, StreamTable};
 use rpc_core::writer::WriteQueue;
-use rpc_core::{Bincode, Codec, Context, Error, Method, MethodId};
+use rpc_core::{Bincode, Codec, Context, Error, Method};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A set of methods the server can dispatch calls to.
+///
+/// `#[rpc::service]` implements it for you; implement it by hand when the methods are not a
+/// Rust trait. The server reads [`methods`](Self::methods) once, when the service is added,
+/// and routes each incoming call whose method is in that list to [`call`](Self::call); a call
+/// to any other method is answered with `Error::UnknownMethod` without reaching the service.
+///
+/// `call` must return quickly: it only picks a handler. The work happens in the [`Dispatch`]
+/// it returns, which the server polls. A [`Request`] is answered exactly once, by one of its
+/// `dispatch*` methods or by [`Request::unknown_method`]; each consumes it.
+///
+/// Arguments travel as one tuple and results as one value, both encoded with bincode 2, so a
+/// hand-written service is interchangeable with a generated one: the stub generated for a
+/// trait whose names and types match can call it, and so can `rpc::Client::call`.
+///
+/// ```
+/// # mod rpc { pub use rpc_server::{Dispatch, Request, Service}; pub use rpc_core::Method; }
+/// /// Answers `Calculator.add(a, b)` and `Calculator.div(a, b)`, as
+/// /// `#[rpc::service] trait Calculator` with the same methods would.
+/// struct Calculator;
+///
+/// const ADD: rpc::Method = rpc::Method::new("Calculator", "add");
+/// const DIV: rpc::Method = rpc::Method::new("Calculator", "div");
+///
+/// impl rpc::Service for Calculator {
+///     fn name(&self) -> &'static str {
+///         "Calculator"
+///     }
+///
+///     fn methods(&self) -> &'static [rpc::Method] {
+///         &[ADD, DIV]
+///     }
+///
+///     fn call(&self, request: rpc::Request) -> rpc::Dispatch {
+///         match request.method() {
+///             // The arguments are one tuple, the result one value: `i64` here.
+///             ADD => request.dispatch(|(a, b): (i64, i64)| async move { a + b }),
+///             // An application error is part of the result: `Result<i64, String>`.
+///             DIV => request.dispatch(|(a, b): (i64, i64)| async move {
+///                 a.checked_div(b).ok_or_else(|| format!("{a} / {b}"))
+///             }),
+///             _ => request.unknown_method(),
+///         }
+///     }
+/// }
+/// ```
+///
+/// A handler that needs the service's state clones an `Arc` of it into the closure: the
+/// [`Dispatch`] must be `'static`, it outlives the borrow of `self`.
 pub trait Service: Send + Sync + 'static {
     /// The service's name, as in `"Calculator"`.
     fn name(&self) -> &'static str;
 
-    /// Every method this service answers. The server routes a call here when its method id
-    /// is one of these.
+    /// Every method this service answers. The server routes a call here when its method is
+    /// one of these, and reads the list once, when the service is added.
     fn methods(&self) -> &'static [Method];
 
-    /// Starts the call `request` to `method` (one of [`methods`](Self::methods)).
-    fn call(&self, method: MethodId, request: Request) -> Dispatch;
+    /// Starts `request`, a call to [`request.method()`](Request::method), which is one of
+    /// [`methods`](Self::methods).
+    fn call(&self, request: Request) -> Dispatch;
 }
 
-/// One incoming call: its encoded arguments and the way back to its caller.
+/// One incoming call: the method, its encoded arguments, its [`Context`] and the way back to
+/// its caller.
+///
+/// A [`Service`] answers it with one of the `dispatch*` methods, which name the argument and
+/// result types and the handler, or with [`unknown_method`](Self::unknown_method).
 pub struct Request {
     method: Method,
     body: Bytes,
@@ -48,8 +101,11 @@ impl fmt::Debug for Request {
     }
 }
 
-/// A running call, as returned by [`Service::call`]. Resolves once the reply is queued, or
-/// with the error to send instead.
+/// A running call, as returned by [`Service::call`]: the handler, then its reply.
+///
+/// Made only by [`Request`]'s methods. The server polls it (under the call's deadline,
+/// catching panics); it resolves once the reply is queued, or with the error the server
+/// sends instead.
 pub struct Dispatch(Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>);
 
 impl fmt::Debug for Dispatch {
@@ -79,13 +135,20 @@ impl Request {
         }
     }
 
-    /// The method called.
+    /// The method called: one of the service's [`methods`](Service::methods).
     pub fn method(&self) -> Method {
         self.method
     }
 
-    /// Decodes the arguments as `Args`, runs `handler` on them with the call's
-    /// [`Context`] current, and sends what it returns.
+    /// The call's deadline, metadata and peer; also current (as [`Context::current`]) while
+    /// the handler runs.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Decodes the arguments as `Args` (a tuple of the method's arguments: `(i64, i64)`,
+    /// `(String,)`, or `()`), runs `handler` on them with the call's [`Context`] current, and
+    /// sends what it returns.
     ///
     /// Arguments that do not decode fail the call with [`Error::BadRequest`]; a result that
     /// cannot be encoded (or exceeds the frame limit) fails it with an error the caller can
@@ -173,7 +236,8 @@ impl Request {
         Stream::from_results(Receiver::new(self.reply.id, inbound, wire.queue.clone()))
     }
 
-    /// Fails the call with [`Error::UnknownMethod`].
+    /// Fails the call with [`Error::UnknownMethod`]: for a method this service lists but
+    /// does not answer (the fall-through arm of a `match` on [`method`](Self::method)).
     pub fn unknown_method(self) -> Dispatch {
         let method = self.method.to_string();
         Dispatch(Box::pin(

@@ -1,7 +1,15 @@
-//! Turning arguments, results and headers into bytes and back.
+//! Turning arguments, results and stream items into bytes and back: bincode 2.
 //!
-//! The [`Codec`] trait is the seam; [`Bincode`] (bincode 2 through serde) is the one the
-//! framework ships and uses by default.
+//! Every body on the wire (a call's arguments, as one tuple; its result; each stream item)
+//! is encoded with [`Bincode`]: bincode 2 through serde, with bincode's
+//! `config::standard()` (little-endian, variable-length integers), and decoded with that
+//! configuration plus a size limit chosen from the input (below). This is part of the
+//! protocol, not a setting: there is no per-server or per-client choice of codec, and both
+//! ends name [`Bincode`] wherever they encode or decode. Frame headers are not bincode; they
+//! have a fixed layout of their own (see [`message`](crate::message)).
+//!
+//! The [`Codec`] trait is the seam bincode sits behind, so the encoding is written, tested
+//! and fuzzed in one place; it is not a point where another encoding plugs in.
 //!
 //! # Decoding never trusts a length
 //!
@@ -45,7 +53,8 @@ mod bounded;
 
 /// Encodes values into bytes and decodes them back.
 ///
-/// Implementations must be deterministic and must bound the memory a decode may reserve by
+/// [`Bincode`] is the only implementation, and the only one the framework uses (see the
+/// [module docs](self)). Implementations must be deterministic and must bound the memory a decode may reserve by
 /// the size of its input; see the [module docs](self).
 pub trait Codec: Clone + Send + Sync + 'static {
     /// Appends the encoding of `value` to `dst`.
@@ -102,7 +111,9 @@ pub enum CodecError {
     },
 }
 
-/// bincode 2 (standard configuration: little endian, varint integers) through serde.
+/// bincode 2 through serde, with `bincode::config::standard()` (little endian, varint
+/// integers): the encoding of every body on the wire. Decoding adds a size limit chosen from
+/// the input's length (see the [module docs](self)).
 ///
 /// ```
 /// use bytes::BytesMut;

@@ -48,5 +48,5 @@ async fn use_client() -> Result<(), rpc::Error> {
 fn main() {
     let server = Calc.into_service();
     hostable(&server);
-    let _clone: CalculatorServer<Calc> = server.clone();
+    let _clone: ServeCalculator<Calc> = server.clone();
 }

@@ -62,7 +62,7 @@ impl Inventory for Fixed {
 fn hostable<S: rpc::Service>(_: S) {}
 
 fn main() {
-    hostable(InventoryServer::new(Memory));
+    hostable(ServeInventory::new(Memory));
     hostable(Fixed.into_service());
     let _move = InventoryClient::r#move;
     let _name: fn(&InventoryClient, u64) -> rpc::Call<(u64,), Result<String, String>> =
