@@ -9,8 +9,9 @@
 //! is first polled, and covers every attempt.
 //!
 //! The common case (a unary call, a live connection, a free permit, room in the write
-//! buffer) is sent in the call's first poll and then polls its slot: no allocation, no
-//! timer for a far deadline (the connection's sweep enforces it), no boxed future.
+//! buffer) is sent in the call's first poll and then polls its slot, all in place: no
+//! allocation, no timer for a far deadline (the connection's sweep enforces it), no boxed
+//! future, and the call's state is never moved.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,15 +58,11 @@ pub struct Call<Args, Out> {
 }
 
 enum State<Args, Out> {
-    /// Not polled yet: still configurable.
-    Configured {
-        request: Request<Args, Out>,
-        deadline: DeadlineSetting,
-    },
-    /// An attempt sent without waiting, polled in place: the common case.
-    Sent {
+    /// Polled in place: not polled yet (`sent` is `None`; the call is still configurable),
+    /// then sent without waiting and waiting in its slot. The common case.
+    Direct {
         plan: Plan<Args, Out>,
-        sent: Sent,
+        sent: Option<Sent>,
     },
     /// Attempts that must wait (for a connection, a permit, room) or that follow a refusal,
     /// as one boxed future.
@@ -94,7 +91,9 @@ struct Request<Args, Out> {
 /// attempts refused unrun so far.
 struct Plan<Args, Out> {
     request: Request<Args, Out>,
-    deadline: Option<Instant>,
+    /// As configured until the first poll, which resolves [`DeadlineSetting::Default`] to
+    /// one of the others for every attempt.
+    deadline: DeadlineSetting,
     /// Whether a request stream was consumed by an earlier attempt.
     upload_started: bool,
     refusals: usize,
@@ -140,14 +139,10 @@ impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut f = f.debug_struct("Call");
         match &self.state {
-            State::Configured { request, deadline } => f
-                .field("method", &request.method)
-                .field("deadline", deadline)
-                .field("started", &false),
-            State::Sent { plan, .. } => f
+            State::Direct { plan, sent } => f
                 .field("method", &plan.request.method)
                 .field("deadline", &plan.deadline)
-                .field("started", &true),
+                .field("started", &sent.is_some()),
             State::Waiting(_) | State::Done => f.field("started", &true),
         }
         .finish()
@@ -175,18 +170,21 @@ impl<Args, Out> Call<Args, Out> {
             streaming_response,
             respond,
         };
+        let plan = Plan {
+            request,
+            deadline: DeadlineSetting::Default,
+            upload_started: false,
+            refusals: 0,
+        };
         Call {
-            state: State::Configured {
-                request,
-                deadline: DeadlineSetting::Default,
-            },
+            state: State::Direct { plan, sent: None },
         }
     }
 
     /// Changes the call before it starts; a call already polled keeps what it started with.
     fn configure(mut self, f: impl FnOnce(&mut Request<Args, Out>, &mut DeadlineSetting)) -> Self {
-        if let State::Configured { request, deadline } = &mut self.state {
-            f(request, deadline);
+        if let State::Direct { plan, sent: None } = &mut self.state {
+            f(&mut plan.request, &mut plan.deadline);
         }
         self
     }
@@ -340,6 +338,7 @@ impl<T: DeserializeOwned> futures::Stream for ResponseStream<T> {
 }
 
 impl DeadlineSetting {
+    #[inline]
     fn resolve(self, client: &Client, now: Instant) -> Option<Instant> {
         match self {
             DeadlineSetting::At(at) => Some(at),
@@ -355,6 +354,25 @@ impl DeadlineSetting {
                     (a, b) => a.or(b),
                 }
             }
+        }
+    }
+
+    /// The same deadline with `Default` pinned to an instant: resolving it again gives the
+    /// same answer, whenever that is.
+    #[inline]
+    fn fixed(self, client: &Client, now: Instant) -> Self {
+        match self.resolve(client, now) {
+            Some(at) => DeadlineSetting::At(at),
+            None => DeadlineSetting::Never,
+        }
+    }
+
+    /// The instant of a fixed deadline.
+    #[inline]
+    fn instant(self) -> Option<Instant> {
+        match self {
+            DeadlineSetting::At(at) => Some(at),
+            DeadlineSetting::Never | DeadlineSetting::Default => None,
         }
     }
 }
@@ -392,6 +410,7 @@ impl Drop for Sent {
 impl Sent {
     /// The reply, the connection's verdict (its sweep, its end), or the expiry of a near
     /// deadline. Only the last leaves the call unsettled: then dropping `self` cancels it.
+    #[inline]
     fn poll_reply(&mut self, cx: &mut TaskContext<'_>) -> Poll<Reply> {
         if let Poll::Ready(reply) = self.conn.poll_reply(self.id, cx) {
             self.settled = true;
@@ -421,16 +440,15 @@ fn request_header(
     })
 }
 
-impl<Args, Out> Request<Args, Out> {
-    /// Resolves the deadline (once, for every attempt).
-    fn plan(self, deadline: DeadlineSetting) -> Plan<Args, Out> {
-        let deadline = deadline.resolve(&self.client, Instant::now());
-        Plan {
-            request: self,
-            deadline,
-            upload_started: false,
-            refusals: 0,
-        }
+impl<Args, Out> Plan<Args, Out> {
+    /// Fixes the deadline for every attempt; done when the call is first polled, at `now`.
+    fn fix_deadline(&mut self, now: Instant) {
+        self.deadline = self.deadline.fixed(&self.request.client, now);
+    }
+
+    /// The deadline every attempt shares (fixed by [`fix_deadline`](Self::fix_deadline)).
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.instant()
     }
 }
 
@@ -438,10 +456,10 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
     /// Starts an attempt if nothing has to be waited for: a live connection, a free permit
     /// and room in the write buffer. `None` leaves it to [`start`](Self::start), which waits
     /// for what is missing or reports why it cannot be had.
-    fn start_now(&mut self) -> Option<Sent> {
+    fn start_now(&mut self, now: Instant) -> Option<Sent> {
         let conn = self.request.client.usable_connection()?;
         let permit = conn.permits.try_acquire().ok()?;
-        let sent = self.queue(&conn).ok()??;
+        let sent = self.queue(&conn, now).ok()??;
         // Given back by `Sent` when the attempt ends.
         permit.forget();
         Some(sent)
@@ -450,7 +468,7 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
     /// Starts an attempt, waiting (under the call's deadline) for a connection, a permit
     /// and room in the write buffer as needed.
     async fn start(&mut self) -> Result<Sent, Error> {
-        let deadline = self.deadline;
+        let deadline = self.deadline();
         let client = self.request.client.clone();
         let conn = Deadline::new(Box::pin(client.connection()), deadline).await??;
         // Bounded in-flight calls per connection: wait for room rather than queue without
@@ -459,7 +477,7 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
             .await?
             .map_err(|_| Error::closed("the connection is closing"))?;
         loop {
-            if let Some(sent) = self.queue(&conn)? {
+            if let Some(sent) = self.queue(&conn, Instant::now())? {
                 // Given back by `Sent` when the attempt ends.
                 permit.forget();
                 return Ok(sent);
@@ -470,12 +488,13 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
 
     /// Queues the request on `conn` if the write buffer has room: takes a slot (whose
     /// deadline the connection sweeps if it is far), opens a streamed reply's buffer, writes
-    /// the frame and starts the request stream. `Ok(None)`: no room, nothing was done.
-    fn queue(&mut self, conn: &Arc<Connection>) -> Result<Option<Sent>, Error> {
-        let now = Instant::now();
+    /// the frame and starts the request stream. `Ok(None)`: no room, nothing was done. The
+    /// timeout in the request counts from `now`.
+    fn queue(&mut self, conn: &Arc<Connection>, now: Instant) -> Result<Option<Sent>, Error> {
         // A far deadline (the default one) is enforced by the connection's sweep: no timer
         // per call. A near one gets a precise timer, armed only if the call has to wait.
-        let (swept, near) = match self.deadline {
+        let deadline = self.deadline();
+        let (swept, near) = match deadline {
             Some(at) if at.saturating_duration_since(now) > SWEEP_MIN => (Some(at), None),
             other => (None, other),
         };
@@ -486,13 +505,7 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
             .streaming_response
             .then(|| conn.streams().open_inbound(id, conn.window()));
         // Cloning empty metadata (the common case) does not allocate.
-        let header = request_header(
-            id,
-            request.method,
-            self.deadline,
-            now,
-            request.metadata.clone(),
-        );
+        let header = request_header(id, request.method, deadline, now, request.metadata.clone());
         let args = &request.args;
         let queued = match conn
             .queue
@@ -528,7 +541,7 @@ impl<Args, Out> Plan<Args, Out> {
     /// Turns an attempt's reply into the call's result, or into "refused unrun" when the
     /// server ran none of it and it may be sent again: only the wire's own refusal code
     /// says so (see [`Status::is_refused_unrun`]), never an `Overloaded` from a handler.
-    fn settle(&mut self, mut sent: Sent, reply: Reply) -> Settled<Out> {
+    fn settle(&mut self, sent: &mut Sent, reply: Reply) -> Settled<Out> {
         let (status, body) = match reply {
             Ok(reply) => reply,
             Err(err) => return Settled::Done(Err(err)),
@@ -542,7 +555,7 @@ impl<Args, Out> Plan<Args, Out> {
                         conn: sent.conn.clone(),
                         id: sent.id,
                         inbound,
-                        deadline: self.deadline,
+                        deadline: self.deadline(),
                     }),
                     upload: sent.upload.take(),
                 };
@@ -576,7 +589,7 @@ where
         loop {
             let mut sent = self.start().await?;
             let reply = std::future::poll_fn(|cx| sent.poll_reply(cx)).await;
-            match self.settle(sent, reply) {
+            match self.settle(&mut sent, reply) {
                 Settled::Done(outcome) => return outcome,
                 Settled::RefusedUnrun => continue,
             }
@@ -599,37 +612,59 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        loop {
-            // Taken out and put back unless the call moves on: each arm owns its state.
-            this.state = match std::mem::replace(&mut this.state, State::Done) {
-                State::Configured { request, deadline } => {
-                    let mut plan = request.plan(deadline);
-                    match plan.sends_now().then(|| plan.start_now()).flatten() {
-                        Some(sent) => State::Sent { plan, sent },
-                        None => State::Waiting(Box::pin(plan.run())),
-                    }
+        let State::Direct { plan, sent } = &mut this.state else {
+            return this.poll_waiting(cx);
+        };
+        let attempt = match sent {
+            Some(attempt) => attempt,
+            None => {
+                // One clock read for the deadline and the request's timeout.
+                let now = Instant::now();
+                plan.fix_deadline(now);
+                match plan.sends_now().then(|| plan.start_now(now)).flatten() {
+                    Some(attempt) => sent.insert(attempt),
+                    None => return this.wait(cx),
                 }
-                State::Sent { mut plan, mut sent } => {
-                    let Poll::Ready(reply) = sent.poll_reply(cx) else {
-                        this.state = State::Sent { plan, sent };
-                        return Poll::Pending;
-                    };
-                    match plan.settle(sent, reply) {
-                        // Dropping the attempt released its slot and permit.
-                        Settled::Done(outcome) => return Poll::Ready(outcome),
-                        // The next attempt needs a new connection: it may have to wait.
-                        Settled::RefusedUnrun => State::Waiting(Box::pin(plan.run())),
-                    }
-                }
-                State::Waiting(mut attempts) => {
-                    let outcome = attempts.as_mut().poll(cx);
-                    if outcome.is_pending() {
-                        this.state = State::Waiting(attempts);
-                    }
-                    return outcome;
-                }
-                State::Done => return Poll::Ready(Err(Error::Cancelled)),
-            };
+            }
+        };
+        let reply = std::task::ready!(attempt.poll_reply(cx));
+        match plan.settle(attempt, reply) {
+            // Dropping the attempt releases its slot and permit; dropping the plan now
+            // releases the arguments and the client rather than when the `Call` is dropped.
+            Settled::Done(outcome) => {
+                this.state = State::Done;
+                Poll::Ready(outcome)
+            }
+            // The next attempt needs a new connection: it may have to wait.
+            Settled::RefusedUnrun => {
+                *sent = None;
+                this.wait(cx)
+            }
         }
+    }
+}
+
+impl<Args, Out> Call<Args, Out>
+where
+    Args: Serialize + Send + 'static,
+    Out: Send + 'static,
+{
+    /// Moves the call to the waiting path (its remaining attempts as one boxed future) and
+    /// polls it.
+    fn wait(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Out, Error>> {
+        if let State::Direct { plan, .. } = std::mem::replace(&mut self.state, State::Done) {
+            self.state = State::Waiting(Box::pin(plan.run()));
+        }
+        self.poll_waiting(cx)
+    }
+
+    /// Polls the waiting path; a call polled after it completed fails with `Cancelled`.
+    fn poll_waiting(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Out, Error>> {
+        let State::Waiting(attempts) = &mut self.state else {
+            return Poll::Ready(Err(Error::Cancelled));
+        };
+        let outcome = std::task::ready!(attempts.as_mut().poll(cx));
+        self.state = State::Done;
+        Poll::Ready(outcome)
     }
 }

@@ -263,26 +263,25 @@ where
                 Ok(parts) => parts,
                 Err(err) => break Err(err.into()),
             };
-            let (header, body) =
-                match shared
-                    .streams
-                    .route(header, body, frame_len, &"the server's stream")
-                {
-                    Ok(Some(message)) => message,
-                    Ok(None) => continue,
-                    Err(err) => break Err(err.into()),
-                };
             match header {
                 Header::Response { id, status } => shared.deliver(id, Ok((status, body))),
                 Header::GoAway => {
                     tracing::debug!("server is going away; new calls will use a new connection");
                     shared.usable.store(false, Ordering::Release);
                 }
-                other => {
-                    break Err(Error::from(ProtocolError::UnexpectedMessage {
-                        kind: other.kind(),
-                    }))
-                }
+                // Stream frames go to their stream; anything else has no business here.
+                other => match shared
+                    .streams
+                    .route(other, body, frame_len, &"the server's stream")
+                {
+                    Ok(None) => {}
+                    Ok(Some((other, _))) => {
+                        break Err(Error::from(ProtocolError::UnexpectedMessage {
+                            kind: other.kind(),
+                        }))
+                    }
+                    Err(err) => break Err(err.into()),
+                },
             }
         };
         outcome

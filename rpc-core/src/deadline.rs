@@ -22,6 +22,7 @@ pub struct Timer {
 
 impl Timer {
     /// A timer for `deadline`; `None` never fires.
+    #[inline]
     pub fn new(deadline: Option<Instant>) -> Self {
         Timer {
             deadline,
@@ -36,6 +37,7 @@ impl Timer {
 
     /// Ready once the deadline has passed. Call it only after the work it guards returned
     /// `Pending`: the first call arms the timer and registers `cx` with it.
+    #[inline]
     pub fn poll_expired(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         let Some(at) = self.deadline else {
             return Poll::Pending;

@@ -31,15 +31,18 @@ pub(crate) type Finished = (u64, Option<Error>);
 
 impl CallTable {
     /// Calls in flight; what the in-flight limit counts.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.calls.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.calls.is_empty()
     }
 
     /// Whether call `id` is in flight.
+    #[inline]
     pub(crate) fn contains(&self, id: u64) -> bool {
         // Usually empty: then there is nothing to hash.
         !self.by_id.is_empty() && self.by_id.contains_key(&id)

@@ -238,13 +238,6 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     ) -> Result<Option<Header>, Error> {
         let frame_len = frame::wire_len(&frame);
         let (header, body) = decode_frame(frame)?;
-        let Some((header, body)) =
-            self.wire
-                .streams
-                .route(header, body, frame_len, &"the client's stream")?
-        else {
-            return Ok(None);
-        };
         match header {
             Header::Request(request) => self.on_request(request, body, draining, now, cx),
             Header::Cancel { id } => {
@@ -252,7 +245,19 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 self.wire.streams.remove(id);
                 Ok(None)
             }
-            other => Err(ProtocolError::UnexpectedMessage { kind: other.kind() }.into()),
+            // Stream frames go to their stream; anything else has no business here.
+            other => {
+                match self
+                    .wire
+                    .streams
+                    .route(other, body, frame_len, &"the client's stream")?
+                {
+                    None => Ok(None),
+                    Some((other, _)) => {
+                        Err(ProtocolError::UnexpectedMessage { kind: other.kind() }.into())
+                    }
+                }
+            }
         }
     }
 

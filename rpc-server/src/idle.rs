@@ -34,6 +34,7 @@ impl IdleTimer {
     }
 
     /// Records activity at `now`.
+    #[inline]
     pub(crate) fn touch(&mut self, now: Instant) {
         self.last_active = now;
     }
