@@ -85,31 +85,28 @@ async fn task_body(back: BackClient) -> Result<(Option<Seen>, Seen), rpc::Error>
 
 impl Front for FrontImpl {
     async fn with_context(&self) -> Report {
-        let handler = Seen::now();
-        let spawned = Context::spawn(task_body(self.back.clone()));
-        let (task, back) = spawned
-            .await
-            .expect("task ran")
-            .expect("back service answered");
-        Report {
-            handler,
-            task,
-            back,
-        }
+        // The handler looks first, then spawns (arguments are evaluated in order).
+        report(Seen::now(), Context::spawn(task_body(self.back.clone()))).await
     }
 
     async fn without_context(&self) -> Report {
-        let handler = Seen::now();
-        let spawned = tokio::spawn(task_body(self.back.clone()));
-        let (task, back) = spawned
-            .await
-            .expect("task ran")
-            .expect("back service answered");
-        Report {
-            handler,
-            task,
-            back,
-        }
+        report(Seen::now(), tokio::spawn(task_body(self.back.clone()))).await
+    }
+}
+
+/// What the handler saw, next to what its spawned task and the back service saw.
+async fn report(
+    handler: Option<Seen>,
+    spawned: tokio::task::JoinHandle<Result<(Option<Seen>, Seen), rpc::Error>>,
+) -> Report {
+    let (task, back) = spawned
+        .await
+        .expect("task ran")
+        .expect("back service answered");
+    Report {
+        handler,
+        task,
+        back,
     }
 }
 
