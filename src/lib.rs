@@ -32,6 +32,8 @@
 pub use rpc_macros::service;
 
 #[doc(inline)]
+pub use rpc_client::discover;
+#[doc(inline)]
 pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, Endpoint};
 #[doc(inline)]
 pub use rpc_core::error::ErrorCode;

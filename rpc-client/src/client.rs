@@ -1,22 +1,21 @@
 //! [`Client`]: one logical connection to a server, shared by every clone and every stub
 //! built on it.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::stream::Stream;
+use futures::Stream;
+use rpc_core::stream::Stream as RpcStream;
 use rpc_core::{Error, Method, Transport};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use crate::balance::Balancer;
 use crate::call::Call;
+use crate::channel::{start_transport, Channel};
 use crate::config::ClientConfig;
 use crate::connection::Connection;
+use crate::discover::Change;
 use crate::endpoint::Endpoint;
 
 /// A connection to a server, multiplexing any number of concurrent calls.
@@ -53,25 +52,25 @@ pub struct Client {
 }
 
 struct Inner {
-    endpoint: Option<Endpoint>,
     config: ClientConfig,
-    /// The connection new calls use; `None` until a lazy client first dials.
-    current: Mutex<Option<Arc<Connection>>>,
-    redial: tokio::sync::Mutex<Backoff>,
+    route: Route,
 }
 
-struct Backoff {
-    delay: Duration,
-    not_before: Option<Instant>,
-    last_error: Option<Error>,
+/// Where calls go: one endpoint, or a balanced set.
+enum Route {
+    One(Channel),
+    Balanced(Balancer),
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoint", &self.inner.endpoint)
-            .field("connected", &self.is_connected())
-            .finish()
+        let mut f = f.debug_struct("Client");
+        match &self.inner.route {
+            Route::One(channel) => f.field("endpoint", &channel.endpoint()),
+            Route::Balanced(balancer) => f.field("endpoints", &balancer.endpoints()),
+        }
+        .field("connected", &self.is_connected())
+        .finish()
     }
 }
 
@@ -165,24 +164,60 @@ impl ClientBuilder {
     /// `("host", port)`, a `SocketAddr`, `"unix:/path"` or a `Path` to a Unix socket.
     pub async fn connect(self, endpoint: impl Into<Endpoint>) -> Result<Client, Error> {
         let endpoint = endpoint.into();
-        let connection = if self.config.lazy_connect {
-            None
+        let channel = if self.config.lazy_connect {
+            Channel::new(Some(endpoint), &self.config, None)
         } else {
-            Some(dial(&endpoint, &self.config).await?)
+            Channel::connect(endpoint, &self.config).await?
         };
-        Ok(Client::assemble(Some(endpoint), self.config, connection))
+        Ok(Client::assemble(self.config, Route::One(channel)))
+    }
+
+    /// A client over several endpoints, each call going to the less loaded of two picked
+    /// at random (see [`discover`](Self::discover) for endpoints that change). Dials
+    /// nothing yet: each endpoint is dialled when first picked, and one that cannot be
+    /// dialled is left out (its calls go elsewhere) until its backoff ends.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), rpc::Error> {
+    /// let client = rpc::Client::builder().balance(["10.0.0.1:7000", "10.0.0.2:7000"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn balance<E: Into<Endpoint>>(self, endpoints: impl IntoIterator<Item = E>) -> Client {
+        let endpoints = endpoints.into_iter().map(Into::into).collect();
+        let balancer = Balancer::fixed(endpoints, self.config.clone());
+        Client::assemble(self.config, Route::Balanced(balancer))
+    }
+
+    /// A client over the endpoints `changes` inserts and removes: [`crate::discover::dns`],
+    /// or a stream the application feeds from its own registry. A removed endpoint gets no
+    /// new calls and its calls in flight finish. Calls made before the first endpoint
+    /// arrives wait for it (within their deadline). Must be called inside a tokio runtime:
+    /// the client owns a task that follows `changes`.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use rpc::discover::Change;
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    /// let client = rpc::Client::builder()
+    ///     .discover(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    /// tx.send(Change::Insert("10.0.0.1:7000".into())).await.expect("client alive");
+    /// # let _ = client;
+    /// # }
+    /// ```
+    pub fn discover<S>(self, changes: S) -> Client
+    where
+        S: Stream<Item = Change> + Send + 'static,
+    {
+        let balancer = Balancer::discovered(changes, self.config.clone());
+        Client::assemble(self.config, Route::Balanced(balancer))
     }
 
     /// Uses an already-open stream (for example an in-memory pipe). Such a client cannot
     /// redial: once the stream breaks, every call fails.
     pub async fn connect_transport<T: Transport>(self, stream: T) -> Result<Client, Error> {
-        let connection = tokio::time::timeout(
-            self.config.connect_timeout,
-            Connection::start(stream, &self.config),
-        )
-        .await
-        .map_err(|_| connect_error("transport", timed_out(self.config.connect_timeout)))??;
-        Ok(Client::assemble(None, self.config, Some(connection)))
+        let connection = start_transport(stream, &self.config).await?;
+        let channel = Channel::new(None, &self.config, Some(connection));
+        Ok(Client::assemble(self.config, Route::One(channel)))
     }
 }
 
@@ -200,23 +235,9 @@ impl Client {
         ClientBuilder::default()
     }
 
-    fn assemble(
-        endpoint: Option<Endpoint>,
-        config: ClientConfig,
-        conn: Option<Connection>,
-    ) -> Client {
-        let backoff = Backoff {
-            delay: config.reconnect_backoff_min,
-            not_before: None,
-            last_error: None,
-        };
+    fn assemble(config: ClientConfig, route: Route) -> Client {
         Client {
-            inner: Arc::new(Inner {
-                endpoint,
-                config,
-                current: Mutex::new(conn.map(Arc::new)),
-                redial: tokio::sync::Mutex::new(backoff),
-            }),
+            inner: Arc::new(Inner { config, route }),
         }
     }
 
@@ -232,7 +253,7 @@ impl Client {
         &self,
         method: Method,
         args: Args,
-    ) -> Call<Args, Stream<T>>
+    ) -> Call<Args, RpcStream<T>>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -244,7 +265,7 @@ impl Client {
         &self,
         method: Method,
         args: Args,
-        input: Stream<In>,
+        input: RpcStream<In>,
     ) -> Call<Args, Out>
     where
         In: Serialize + Send + 'static,
@@ -258,8 +279,8 @@ impl Client {
         &self,
         method: Method,
         args: Args,
-        input: Stream<In>,
-    ) -> Call<Args, Stream<T>>
+        input: RpcStream<In>,
+    ) -> Call<Args, RpcStream<T>>
     where
         In: Serialize + Send + 'static,
         T: DeserializeOwned + Send + 'static,
@@ -272,185 +293,75 @@ impl Client {
         &self.inner.config
     }
 
-    /// Where the client connects, if it was connected by endpoint.
+    /// Where the client connects, if it was connected to one endpoint.
     pub fn endpoint(&self) -> Option<&Endpoint> {
-        self.inner.endpoint.as_ref()
+        match &self.inner.route {
+            Route::One(channel) => channel.endpoint(),
+            Route::Balanced(_) => None,
+        }
     }
 
-    /// Whether the current connection is up and accepting new calls (false for a lazy
-    /// client before its first call).
+    /// Every endpoint the client knows now: one, or a balanced client's current set.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        match &self.inner.route {
+            Route::One(channel) => channel.endpoint().cloned().into_iter().collect(),
+            Route::Balanced(balancer) => balancer.endpoints(),
+        }
+    }
+
+    /// Whether a connection is up and accepting new calls (false for a lazy client before
+    /// its first call; for a balanced client, whether any endpoint's is).
     pub fn is_connected(&self) -> bool {
-        self.current().is_some_and(|conn| conn.is_usable())
+        self.connections().any(|conn| conn.is_usable())
     }
 
-    /// Calls on the current connection still waiting for their reply (a diagnostic).
+    /// Calls still waiting for their reply, over every current connection (a diagnostic).
     pub fn in_flight(&self) -> usize {
-        self.current().map_or(0, |conn| conn.waiting())
+        self.connections().map(|conn| conn.waiting()).sum()
     }
 
-    /// Streams open on the current connection, both directions together (a diagnostic).
+    /// Streams open on every current connection, both directions together (a diagnostic).
     pub fn open_streams(&self) -> usize {
-        self.current().map_or(0, |conn| conn.streams().len())
+        self.connections().map(|conn| conn.streams().len()).sum()
     }
 
-    /// Dials the endpoint again now, ignoring any backoff, and routes new calls over the new
-    /// connection. Calls in flight on the old one finish there.
+    /// Dials again now, ignoring any backoff, and routes new calls over the new connection
+    /// (every endpoint's, for a balanced client; it succeeds if any does). Calls in flight
+    /// on the old connections finish there.
     pub async fn reconnect(&self) -> Result<(), Error> {
-        let mut backoff = self.inner.redial.lock().await;
-        self.redial(&mut backoff).await.map(drop)
+        match &self.inner.route {
+            Route::One(channel) => channel.reconnect(&self.inner.config).await,
+            Route::Balanced(balancer) => balancer.reconnect().await,
+        }
     }
 
-    fn current(&self) -> Option<Arc<Connection>> {
-        rpc_core::sync::lock(&self.inner.current).clone()
-    }
-
-    /// The current connection if it takes new calls; never waits.
-    pub(crate) fn usable_connection(&self) -> Option<Arc<Connection>> {
-        self.current().filter(|conn| conn.is_usable())
-    }
-
-    /// The connection a new call should use, dialing if there is none or redialing if the
-    /// current one is gone.
-    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Error> {
-        let conn = self.current();
-        if let Some(conn) = conn.as_ref().filter(|conn| conn.is_usable()) {
-            return Ok(conn.clone());
-        }
-        if self.inner.endpoint.is_none() {
-            // Nothing to redial: use the connection while it lives.
-            return match conn {
-                Some(conn) => match conn.closed_reason() {
-                    Some(err) => Err(err),
-                    None => Ok(conn),
-                },
-                None => Err(Error::closed("this client has no connection")),
-            };
-        }
-        let mut backoff = self.inner.redial.lock().await;
-        // Another call may have redialed while this one waited for the lock.
-        let conn = self.current();
-        if let Some(conn) = conn.as_ref().filter(|conn| conn.is_usable()) {
-            return Ok(conn.clone());
-        }
-        if let Some(not_before) = backoff.not_before {
-            if Instant::now() < not_before {
-                return Err(backoff
-                    .last_error
-                    .clone()
-                    .or_else(|| conn.and_then(|conn| conn.closed_reason()))
-                    .unwrap_or_else(|| Error::closed("reconnecting")));
-            }
-        }
-        self.redial(&mut backoff).await
-    }
-
-    async fn redial(&self, backoff: &mut Backoff) -> Result<Arc<Connection>, Error> {
-        let Some(endpoint) = &self.inner.endpoint else {
-            return Err(Error::closed(
-                "this client was built on a transport and cannot redial",
-            ));
+    /// The current connection of every endpoint.
+    fn connections(&self) -> impl Iterator<Item = Arc<Connection>> {
+        let channels: Vec<Arc<Connection>> = match &self.inner.route {
+            Route::One(channel) => channel.current().into_iter().collect(),
+            Route::Balanced(balancer) => balancer
+                .channels()
+                .iter()
+                .filter_map(|channel| channel.current())
+                .collect(),
         };
-        let config = &self.inner.config;
-        match dial(endpoint, config).await {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                *rpc_core::sync::lock(&self.inner.current) = Some(conn.clone());
-                backoff.delay = config.reconnect_backoff_min;
-                backoff.not_before = None;
-                backoff.last_error = None;
-                tracing::debug!(%endpoint, "reconnected");
-                Ok(conn)
-            }
-            Err(err) => {
-                let pause = jitter(backoff.delay);
-                tracing::warn!(%endpoint, error = %err, retry_after = ?pause, "reconnect failed; calls fail fast until the next attempt");
-                backoff.not_before = Some(Instant::now() + pause);
-                backoff.delay = (backoff.delay * 2).min(config.reconnect_backoff_max);
-                backoff.last_error = Some(err.clone());
-                Err(err)
-            }
+        channels.into_iter()
+    }
+
+    /// A connection that takes a call now, if one does without waiting.
+    #[inline]
+    pub(crate) fn usable_connection(&self) -> Option<Arc<Connection>> {
+        match &self.inner.route {
+            Route::One(channel) => channel.usable_connection(),
+            Route::Balanced(balancer) => balancer.usable_connection(),
         }
     }
-}
 
-/// Between half and all of `delay`, so clients that lost the same server do not return in
-/// step.
-fn jitter(delay: Duration) -> Duration {
-    let random = RandomState::new().build_hasher().finish();
-    let fraction = 0.5 + (random % 1000) as f64 / 2000.0;
-    delay.mul_f64(fraction)
-}
-
-fn timed_out(after: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("no connection within {after:?}"),
-    )
-}
-
-fn connect_error(endpoint: impl std::fmt::Display, source: io::Error) -> Error {
-    Error::Connect {
-        endpoint: endpoint.to_string(),
-        source: Arc::new(source),
-    }
-}
-
-async fn dial(endpoint: &Endpoint, config: &ClientConfig) -> Result<Connection, Error> {
-    let attempt = async {
-        match endpoint {
-            Endpoint::Addr(addr) => {
-                start_tcp(TcpStream::connect(addr).await, endpoint, config).await
-            }
-            Endpoint::Host(host) => {
-                start_tcp(TcpStream::connect(host.as_str()).await, endpoint, config).await
-            }
-            #[cfg(unix)]
-            Endpoint::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|err| connect_error(endpoint, err))?;
-                Connection::start(stream, config).await
-            }
-            #[cfg(not(unix))]
-            Endpoint::Unix(_) => Err(connect_error(
-                endpoint,
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "Unix sockets need a Unix system",
-                ),
-            )),
-        }
-    };
-    tokio::time::timeout(config.connect_timeout, attempt)
-        .await
-        .map_err(|_| connect_error(endpoint, timed_out(config.connect_timeout)))?
-}
-
-async fn start_tcp(
-    stream: io::Result<TcpStream>,
-    endpoint: &Endpoint,
-    config: &ClientConfig,
-) -> Result<Connection, Error> {
-    let stream = stream.map_err(|err| connect_error(endpoint, err))?;
-    // Small calls must not wait for Nagle's algorithm.
-    stream
-        .set_nodelay(true)
-        .map_err(|err| connect_error(endpoint, err))?;
-    Connection::start(stream, config).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_between_half_and_all() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_millis(100));
-            assert!(
-                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
-                "{d:?}"
-            );
+    /// The connection a new call should use, dialing if needed.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        match &self.inner.route {
+            Route::One(channel) => channel.connection(&self.inner.config).await,
+            Route::Balanced(balancer) => balancer.connection().await,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) const SWEEP_MIN: Duration = Duration::from_secs(1);
 pub(crate) struct Connection {
     pub(crate) queue: Arc<WriteQueue>,
     pub(crate) permits: Semaphore,
+    /// The permits there are when no call is in flight.
+    max_in_flight: usize,
     shared: Arc<Shared>,
     /// The connection task; it ends when the last handle is gone (no client, no call in
     /// flight).
@@ -95,6 +97,7 @@ impl Connection {
         Ok(Connection {
             queue,
             permits: Semaphore::new(config.max_in_flight.max(1)),
+            max_in_flight: config.max_in_flight.max(1),
             shared,
             _task: task,
         })
@@ -140,6 +143,12 @@ impl Connection {
     /// Forgets a call whose request was never queued: the server knows nothing of it.
     pub(crate) fn unregister(&self, id: u64) {
         self.shared.lock().slots.remove(id);
+    }
+
+    /// Calls holding a permit (sent and not yet settled): a lock-free load estimate.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.max_in_flight - self.permits.available_permits()
     }
 
     /// Calls waiting for their reply.

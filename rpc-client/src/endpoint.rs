@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// assert_eq!(by_path, Endpoint::from("unix:/tmp/calc.sock"));
 /// assert_eq!(by_path, Endpoint::from(Path::new("/tmp/calc.sock")));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Endpoint {
     /// A resolved TCP address.

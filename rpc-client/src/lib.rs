@@ -5,17 +5,29 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`client`] | [`Client`]: one logical connection, shared by clones, reconnecting on demand |
+//! The layers, from the caller down: a generated stub holds a [`Client`], which sends each
+//! call over one endpoint's `channel` or, balanced, over the less loaded of two; a channel
+//! keeps one `connection` at a time and redials it.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`client`] | [`Client`]: calls to one endpoint or a balanced set, shared by clones |
 //! | [`call`] | [`Call`]: one call, configurable (timeout, metadata) before it is awaited |
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`endpoint`] | [`Endpoint`]: where to connect (TCP address or name, Unix socket) |
+//! | [`discover`] | [`discover::Change`]s to a balanced client's endpoints; DNS re-resolution |
+//! | `balance` | power of two choices over endpoints by calls in flight |
+//! | `channel` | one endpoint: its current connection, redial with backoff |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
 
+mod balance;
 pub mod call;
+mod channel;
 pub mod client;
 pub mod config;
 mod connection;
+pub mod discover;
 pub mod endpoint;
 mod slots;
 
