@@ -18,8 +18,10 @@ mod no_prelude {
     /// body and a raw identifier.
     #[::rpc::service]
     pub trait Hygienic {
-        /// Echoes `text`. (`#[must_use]` and `#[deprecated]` are copied onto the client stub.)
+        /// Echoes `text`. (`#[must_use]` and `#[deprecated]` are copied onto the client stub;
+        /// `#[idempotent]` is the macro's own and marks the method.)
         #[must_use]
+        #[idempotent]
         async fn echo(&self, text: ::std::string::String) -> ::std::string::String;
         #[deprecated(note = "use `echo`")]
         async fn old_echo(&self, text: ::std::string::String) -> ::std::string::String;
@@ -123,6 +125,12 @@ fn generated_items_exist_without_the_prelude() {
         .methods()
         .iter()
         .all(|method| method.service() == "Hygienic"));
+    let idempotent: Vec<bool> = server
+        .methods()
+        .iter()
+        .map(|method| method.is_idempotent())
+        .collect();
+    assert_eq!(idempotent, [true, false, false, false, false, false]);
 
     let empty = no_prelude::ServeEmpty::new(no_prelude::Impl);
     assert_eq!(empty.name(), "Empty");

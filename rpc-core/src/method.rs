@@ -62,19 +62,33 @@ impl fmt::Display for MethodId {
     }
 }
 
-/// A method of a service: its names (for logs and errors) and its wire id.
+/// A method of a service: its names (for logs and errors), its wire id, and whether it is
+/// idempotent.
 ///
 /// ```
 /// use rpc::{Method, MethodId};
 /// const ADD: Method = Method::new("Calculator", "add");
 /// assert_eq!(ADD.id(), MethodId::of("Calculator", "add"));
 /// assert_eq!(ADD.to_string(), "Calculator.add");
+///
+/// // Running it twice does no harm: a call that may have run can be retried.
+/// const GET: Method = Method::new("Store", "get").idempotent();
+/// assert!(GET.is_idempotent() && !ADD.is_idempotent());
+/// assert_eq!(GET.id(), MethodId::of("Store", "get"));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// The id is the method's identity on the wire, and it never depends on the idempotent flag:
+/// the flag is the caller's knowledge, it does not travel. Equality (`==`, and matching a
+/// `const` in a `match`, which needs the derived `PartialEq`) compares every field, flag
+/// included; a hand-written `rpc::Service` that marks a method
+/// idempotent uses the same constant in its method list and in its `match`. Compare
+/// [`id`](Self::id)s to ask whether two values name the same method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Method {
     service: &'static str,
     name: &'static str,
     id: MethodId,
+    idempotent: bool,
 }
 
 impl Method {
@@ -84,7 +98,26 @@ impl Method {
             service,
             name,
             id: MethodId::of(service, name),
+            idempotent: false,
         }
+    }
+
+    /// This method, marked idempotent: running it twice has the effect of running it once,
+    /// so a call that may have run (its connection died after the request was written) may
+    /// be sent again. `#[rpc::service]` marks the methods written with `#[idempotent]`. The
+    /// id does not change.
+    #[must_use]
+    pub const fn idempotent(self) -> Method {
+        Method {
+            idempotent: true,
+            ..self
+        }
+    }
+
+    /// Whether the method is marked [`idempotent`](Self::idempotent); `false` for
+    /// [`Method::new`].
+    pub const fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// The service (trait) name.
@@ -126,6 +159,20 @@ mod tests {
         assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn the_idempotent_flag_leaves_names_and_id_alone() {
+        const PLAIN: Method = Method::new("Store", "get");
+        const MARKED: Method = PLAIN.idempotent();
+        assert!(!PLAIN.is_idempotent());
+        assert!(MARKED.is_idempotent());
+        assert_eq!(MARKED.id(), PLAIN.id());
+        assert_eq!(MARKED.id(), MethodId::of("Store", "get"));
+        assert_eq!((MARKED.service(), MARKED.name()), ("Store", "get"));
+        assert_eq!(MARKED.to_string(), "Store.get");
+        // Marking twice is marking once.
+        assert_eq!(MARKED.idempotent(), MARKED);
     }
 
     #[test]

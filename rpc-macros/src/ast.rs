@@ -41,8 +41,12 @@ pub(crate) struct Service<'a> {
 pub(crate) struct Method<'a> {
     /// The method exactly as written.
     pub(crate) original: &'a TraitItemFn,
-    /// All attributes (docs included), kept on the trait method.
-    pub(crate) attrs: &'a [Attribute],
+    /// The attributes kept on the trait method: all of them (docs included) but
+    /// `#[idempotent]`, which is the macro's own.
+    pub(crate) attrs: Vec<&'a Attribute>,
+    /// Every `#[idempotent]` on the method, as written (validation wants exactly one, bare,
+    /// or none).
+    pub(crate) idempotent: Vec<&'a Attribute>,
     /// The `#[doc]` attributes only, copied onto the client stub.
     pub(crate) docs: Vec<&'a Attribute>,
     /// The attributes that speak to callers (`#[deprecated]`, `#[must_use]`), copied onto
@@ -192,9 +196,14 @@ impl<'a> Method<'a> {
                 .filter(|attr| names.iter().any(|name| attr.path().is_ident(name)))
                 .collect()
         };
+        let (idempotent, attrs) = method
+            .attrs
+            .iter()
+            .partition(|attr| is_idempotent_attr(attr));
         Method {
             original: method,
-            attrs: &method.attrs,
+            attrs,
+            idempotent,
             docs: attrs_named(&["doc"]),
             caller_attrs: attrs_named(&["deprecated", "must_use"]),
             kind: MethodKind::new(input_stream, output_stream),
@@ -211,10 +220,21 @@ impl<'a> Method<'a> {
         self.ident.unraw().to_string()
     }
 
+    /// Whether the method is marked `#[idempotent]` (once, bare: checked by validation).
+    pub(crate) fn is_idempotent(&self) -> bool {
+        !self.idempotent.is_empty()
+    }
+
     /// The signature exactly as written.
     pub(crate) fn sig(&self) -> &'a Signature {
         &self.original.sig
     }
+}
+
+/// `#[idempotent]`: the macro's helper attribute on a method, whatever its arguments (they
+/// are judged by validation). Stripped from the generated trait.
+pub(crate) fn is_idempotent_attr(attr: &Attribute) -> bool {
+    attr.path().is_ident("idempotent")
 }
 
 /// The item type of a stream type as the trait writes it: `Stream<T>`, `rpc::Stream<T>` or
@@ -325,6 +345,30 @@ mod tests {
                 MethodKind::ClientStream
             ]
         );
+    }
+
+    #[test]
+    fn takes_idempotent_apart_from_the_other_attributes() {
+        let item: ItemTrait = syn::parse_quote! {
+            trait Store {
+                /// Reads.
+                #[idempotent]
+                #[must_use]
+                async fn get(&self, key: String) -> u64;
+                async fn put(&self, key: String, value: u64);
+                #[idempotent(true)]
+                #[idempotent]
+                async fn twice(&self);
+            }
+        };
+        let service = Service::from_trait(&item, Args::default());
+        let [get, put, twice] = &service.methods[..] else {
+            panic!("three methods");
+        };
+        assert!(get.is_idempotent() && !put.is_idempotent() && twice.is_idempotent());
+        assert_eq!((get.idempotent.len(), get.attrs.len()), (1, 2));
+        assert!(get.attrs.iter().all(|attr| !is_idempotent_attr(attr)));
+        assert_eq!((twice.idempotent.len(), twice.attrs.len()), (2, 0));
     }
 
     #[test]

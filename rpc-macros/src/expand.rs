@@ -74,7 +74,7 @@ fn rewrite_trait(service: &Service<'_>) -> TokenStream {
 /// One method of the rewritten trait: `fn m(&self, ..) -> impl Future<Output = T> + Send`,
 /// with the default body, if any, moved into an `async move` block.
 fn trait_method(method: &Method<'_>) -> TokenStream {
-    let attrs = method.attrs;
+    let attrs = &method.attrs;
     let ident = method.ident;
     let receiver = method.receiver;
     let output = output_type(method);
@@ -178,10 +178,10 @@ fn service_impl(service: &Service<'_>) -> TokenStream {
     let generic = impl_generic();
     let request = request_param();
 
-    let method_list = service.methods.iter().map(|method| {
-        let name = method.name();
-        quote!(::rpc::Method::new(#service_name, #name))
-    });
+    let method_list = service
+        .methods
+        .iter()
+        .map(|method| method_const(service, method));
     let consts: Vec<Ident> = (0..service.methods.len())
         .map(|index| format_ident!("__RPC_METHOD_{}", index, span = Span::mixed_site()))
         .collect();
@@ -308,8 +308,7 @@ fn client_struct(service: &Service<'_>) -> TokenStream {
 /// read and are warned what the trait's callers would be.
 fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
     let (trait_ident, ident) = (service.ident, method.ident);
-    let service_name = service.name();
-    let name = method.name();
+    let method_const = method_const(service, method);
     let names = arg_names(method);
     let types = method.args.iter().map(|arg| arg.ty);
     let output = output_type(method);
@@ -337,10 +336,19 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         #allow
         pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#plain_types,)*), #output> {
             // A const, so the method id is hashed at compile time, not on every call.
-            const METHOD: ::rpc::Method = ::rpc::Method::new(#service_name, #name);
+            const METHOD: ::rpc::Method = #method_const;
             ::rpc::Client::#constructor(&self.client, METHOD, (#(#plain_names,)*) #stream_arg)
         }
     }
+}
+
+/// The `rpc::Method` value of `method`, a constant expression: marked idempotent when the
+/// trait says so (the server's method list and the client stub carry the same value).
+fn method_const(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
+    let service_name = service.name();
+    let name = method.name();
+    let idempotent = method.is_idempotent().then(|| quote!(.idempotent()));
+    quote!(::rpc::Method::new(#service_name, #name) #idempotent)
 }
 
 /// A method's arguments, split into those in the request body and the stream the client
@@ -539,6 +547,48 @@ mod tests {
             );
         }
         assert!(!stub.contains("allow (unused)"), "{out}");
+    }
+
+    #[test]
+    fn idempotent_marks_the_method_on_both_sides_and_is_stripped() {
+        let out = expand(quote! {
+            pub trait Store {
+                /// Reads.
+                #[idempotent]
+                async fn get(&self, key: String) -> u64;
+                async fn put(&self, key: String, value: u64);
+            }
+        });
+        let marked = ":: rpc :: Method :: new (\"Store\" , \"get\") . idempotent ()";
+        // Once in the server's method list, once in the stub's constant.
+        assert_eq!(out.matches(marked).count(), 2, "{out}");
+        assert!(
+            out.contains("const METHOD : :: rpc :: Method = :: rpc :: Method :: new (\"Store\" , \"get\") . idempotent () ;"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("Method :: new (\"Store\" , \"put\") . idempotent"),
+            "{out}"
+        );
+        assert!(!out.contains("# [idempotent]"), "{out}");
+        // The wire id is the same as an unmarked method's.
+        assert!(
+            out.contains("MethodId :: of (\"Store\" , \"get\")"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn misused_idempotent_is_an_error_and_stripped_from_the_fallback() {
+        let out = expand(quote! {
+            pub trait Store {
+                #[idempotent(true)]
+                async fn get(&self) -> u64;
+            }
+        });
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("takes no arguments"), "{out}");
+        assert!(!out.contains("# [idempotent"), "{out}");
     }
 
     #[test]

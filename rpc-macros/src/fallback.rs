@@ -9,6 +9,8 @@ use quote::{quote, ToTokens};
 use syn::ext::IdentExt as _;
 use syn::{FnArg, ItemTrait, Pat, PatIdent, PatWild, TraitItem};
 
+use crate::ast::is_idempotent_attr;
+
 /// What is emitted next to the errors when validation fails: the trait as
 /// written (`async fn` kept), minus the few things that would make rustc report
 /// the same mistake a second time.
@@ -21,6 +23,8 @@ pub(crate) fn fallback(item: &ItemTrait) -> TokenStream {
             if !seen.insert(method.sig.ident.unraw().to_string()) {
                 return false;
             }
+            // Ours, and not an attribute rustc knows: left in, it would be an error of its own.
+            method.attrs.retain(|attr| !is_idempotent_attr(attr));
             // Already reported; rustc rejects both in a trait.
             method.sig.constness = None;
             method.sig.variadic = None;

@@ -41,7 +41,9 @@ use syn::{Error, Item};
 /// * `CalculatorClient`: a client stub with one method per trait method, returning an
 ///   awaitable `rpc::Call`.
 ///
-/// `#[rpc::service(server = Name, client = Name)]` renames either.
+/// `#[rpc::service(server = Name, client = Name)]` renames either. `#[idempotent]` on a
+/// method (the macro's own helper attribute, stripped from the output) marks its
+/// `rpc::Method` idempotent on both sides.
 ///
 /// Every method must be an `async fn` taking `&self` and owned, concrete argument types;
 /// violations are reported as compile errors pointing at the offending tokens.

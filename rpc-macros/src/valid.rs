@@ -155,7 +155,7 @@ fn check_method(service: &Service<'_>, method: &Method<'_>, errors: &mut Errors)
     let sig = method.sig();
     let name = method.ident;
 
-    for attr in method.attrs {
+    for attr in &method.attrs {
         if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
             errors.spanned(
                 attr,
@@ -221,6 +221,7 @@ fn check_method(service: &Service<'_>, method: &Method<'_>, errors: &mut Errors)
         );
     }
 
+    check_idempotent(method, errors);
     check_receiver(method, errors);
     let last = method.args.len().saturating_sub(1);
     for (index, arg) in method.args.iter().enumerate() {
@@ -248,6 +249,39 @@ fn check_method(service: &Service<'_>, method: &Method<'_>, errors: &mut Errors)
                  rename this method",
                 service.client.unraw()
             ),
+        );
+    }
+}
+
+/// `#[idempotent]`: bare, at most once, and not on a method that takes a client stream.
+fn check_idempotent(method: &Method<'_>, errors: &mut Errors) {
+    for (index, attr) in method.idempotent.iter().enumerate() {
+        match &attr.meta {
+            syn::Meta::Path(_) => {}
+            syn::Meta::List(list) => errors.push(Error::new(
+                list.delimiter.span().join(),
+                "`#[idempotent]` takes no arguments: write `#[idempotent]` to mark the method, \
+                 or leave the attribute out",
+            )),
+            syn::Meta::NameValue(name_value) => errors.spanned(
+                {
+                    let (eq, value) = (&name_value.eq_token, &name_value.value);
+                    quote!(#eq #value)
+                },
+                "`#[idempotent]` takes no value: write `#[idempotent]` to mark the method, \
+                 or leave the attribute out",
+            ),
+        }
+        if index > 0 {
+            errors.spanned(attr, "`#[idempotent]` is given twice: keep one");
+        }
+    }
+    if let (Some(first), true) = (method.idempotent.first(), method.kind.has_input_stream()) {
+        errors.spanned(
+            first,
+            "a method that takes an `rpc::Stream` argument cannot be `#[idempotent]`: retrying \
+             the call would mean sending the stream again, and a stream is consumed as it is \
+             sent; remove `#[idempotent]`",
         );
     }
 }
