@@ -96,14 +96,16 @@ struct Plan<Args, Out> {
     deadline: DeadlineSetting,
     /// Whether a request stream was consumed by an earlier attempt.
     upload_started: bool,
-    refusals: usize,
+    /// Attempts sent so far.
+    attempts: u32,
 }
 
 /// What an attempt became.
 enum Settled<Out> {
     Done(Result<Out, Error>),
-    /// The server ran none of it and the call may be sent again, on a new connection.
-    RefusedUnrun,
+    /// Send the call again, on a new connection: the server ran none of it, or (an
+    /// idempotent method, within the retry budget) its connection was lost.
+    Again,
 }
 
 /// A successful response, with everything needed to turn it into the call's output.
@@ -149,8 +151,9 @@ impl<Args, Out> std::fmt::Debug for Call<Args, Out> {
     }
 }
 
-/// How many times a call the server refused unrun (it was shutting down) is sent again.
-const MAX_UNRUN_RETRIES: usize = 2;
+/// How many attempts a call may take when the server refuses it unrun (it is shutting
+/// down); always safe, whatever the method.
+const MAX_UNRUN_ATTEMPTS: u32 = 3;
 
 impl<Args, Out> Call<Args, Out> {
     fn with(
@@ -174,7 +177,7 @@ impl<Args, Out> Call<Args, Out> {
             request,
             deadline: DeadlineSetting::Default,
             upload_started: false,
-            refusals: 0,
+            attempts: 0,
         };
         Call {
             state: State::Direct { plan, sent: None },
@@ -525,6 +528,7 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
         }
         let upload = request.upload.take().map(|start| start(conn.clone(), id));
         self.upload_started |= upload.is_some();
+        self.attempts += 1;
         Ok(Some(Sent {
             conn: conn.clone(),
             id,
@@ -542,12 +546,16 @@ impl<Args, Out> Plan<Args, Out> {
     /// server ran none of it and it may be sent again: only the wire's own refusal code
     /// says so (see [`Status::is_refused_unrun`]), never an `Overloaded` from a handler.
     fn settle(&mut self, sent: &mut Sent, reply: Reply) -> Settled<Out> {
+        let idempotent = self.request.method.is_idempotent();
         let (status, body) = match reply {
             Ok(reply) => reply,
-            Err(err) => return Settled::Done(Err(err)),
+            Err(err) => return self.after_failure(err, idempotent),
         };
         match status {
             Status::Ok => {
+                if idempotent {
+                    self.request.client.budget().on_success();
+                }
                 sent.stream_taken = true;
                 let answer = Answer {
                     body,
@@ -567,15 +575,32 @@ impl<Args, Out> Plan<Args, Out> {
                     sent.conn.mark_going_away();
                     // A request stream, once started, is consumed: such a call is not
                     // sent again.
-                    if !self.upload_started && self.refusals < MAX_UNRUN_RETRIES {
-                        self.refusals += 1;
-                        return Settled::RefusedUnrun;
+                    if !self.upload_started && self.attempts < MAX_UNRUN_ATTEMPTS {
+                        self.request.client.count_retry();
+                        return Settled::Again;
                     }
                 }
                 let err = Error::from_remote(code, message, &self.request.method);
                 Settled::Done(Err(err))
             }
         }
+    }
+
+    /// An attempt that got no reply. Only a lost connection can be retried, and only for an
+    /// idempotent method (the call may have run), with attempts and budget left.
+    fn after_failure(&mut self, err: Error, idempotent: bool) -> Settled<Out> {
+        let lost = matches!(err, Error::ConnectionClosed { .. });
+        if lost && idempotent && !self.upload_started {
+            let client = &self.request.client;
+            // Every such failure spends budget, retried or not.
+            let budget_allows = client.budget().on_failure();
+            if budget_allows && self.attempts < client.config().max_attempts {
+                tracing::debug!(method = %self.request.method, error = %err, attempt = self.attempts, "idempotent call lost its connection; sending it again");
+                client.count_retry();
+                return Settled::Again;
+            }
+        }
+        Settled::Done(Err(err))
     }
 }
 
@@ -591,7 +616,7 @@ where
             let reply = std::future::poll_fn(|cx| sent.poll_reply(cx)).await;
             match self.settle(&mut sent, reply) {
                 Settled::Done(outcome) => return outcome,
-                Settled::RefusedUnrun => continue,
+                Settled::Again => continue,
             }
         }
     }
@@ -636,7 +661,7 @@ where
                 Poll::Ready(outcome)
             }
             // The next attempt needs a new connection: it may have to wait.
-            Settled::RefusedUnrun => {
+            Settled::Again => {
                 *sent = None;
                 this.wait(cx)
             }

@@ -1,6 +1,7 @@
 //! [`Client`]: one logical connection to a server, shared by every clone and every stub
 //! built on it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::discover::Change;
 use crate::endpoint::Endpoint;
+use crate::retry::RetryBudget;
 
 /// A connection to a server, multiplexing any number of concurrent calls.
 ///
@@ -54,6 +56,9 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     route: Route,
+    budget: RetryBudget,
+    /// Attempts beyond each call's first, since the client was made.
+    retries: AtomicU64,
 }
 
 /// Where calls go: one endpoint, or a balanced set.
@@ -137,6 +142,19 @@ impl ClientBuilder {
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.config.reconnect_backoff_min = min;
         self.config.reconnect_backoff_max = max.max(min);
+        self
+    }
+
+    /// See [`ClientConfig::max_attempts`].
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// See [`ClientConfig::retry_max_tokens`] and [`ClientConfig::retry_token_ratio`].
+    pub fn retry_budget(mut self, max_tokens: u32, token_ratio: f64) -> Self {
+        self.config.retry_max_tokens = max_tokens;
+        self.config.retry_token_ratio = token_ratio;
         self
     }
 
@@ -236,8 +254,14 @@ impl Client {
     }
 
     fn assemble(config: ClientConfig, route: Route) -> Client {
+        let budget = RetryBudget::new(config.retry_max_tokens, config.retry_token_ratio);
         Client {
-            inner: Arc::new(Inner { config, route }),
+            inner: Arc::new(Inner {
+                config,
+                route,
+                budget,
+                retries: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -299,6 +323,23 @@ impl Client {
             Route::One(channel) => channel.endpoint(),
             Route::Balanced(_) => None,
         }
+    }
+
+    /// Attempts this client made beyond each call's first: calls sent again because the
+    /// server refused them unrun, or (idempotent methods only) because their connection was
+    /// lost before the reply. A metric of how much failing over is going on.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// Counts one attempt beyond a call's first.
+    pub(crate) fn count_retry(&self) {
+        self.inner.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The budget that limits retries of calls that may have run.
+    pub(crate) fn budget(&self) -> &RetryBudget {
+        &self.inner.budget
     }
 
     /// Every endpoint the client knows now: one, or a balanced client's current set.

@@ -46,6 +46,18 @@ pub struct ClientConfig {
     /// client's while the server cannot be reached. Default: false (connect dials, and
     /// fails if it cannot).
     pub lazy_connect: bool,
+    /// Attempts a call of an idempotent method may take in all, the first included, when
+    /// its connection is lost before the reply (the call may have run, and running it again
+    /// is harmless). Attempts share the call's deadline. Default: 3.
+    pub max_attempts: u32,
+    /// The retry budget (gRPC's retry throttling): a bucket of this many tokens; each failed
+    /// attempt of an idempotent method takes one, each success gives back
+    /// `retry_token_ratio`, and retries happen only while more than half remain.
+    /// Default: 10.
+    pub retry_max_tokens: u32,
+    /// See `retry_max_tokens`. Default: 0.1 (retries stop when more than about one attempt
+    /// in ten fails).
+    pub retry_token_ratio: f64,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +72,9 @@ impl Default for ClientConfig {
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(5),
             lazy_connect: false,
+            max_attempts: 3,
+            retry_max_tokens: 10,
+            retry_token_ratio: 0.1,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! | [`discover`] | [`discover::Change`]s to a balanced client's endpoints; DNS re-resolution |
 //! | `balance` | power of two choices over endpoints by calls in flight |
 //! | `channel` | one endpoint: its current connection, redial with backoff |
+//! | `retry` | the retry budget for calls that may have run |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
 
@@ -29,6 +30,7 @@ pub mod config;
 mod connection;
 pub mod discover;
 pub mod endpoint;
+mod retry;
 mod slots;
 
 pub use call::Call;

@@ -63,6 +63,14 @@ pub enum Error {
         /// Which limit was hit.
         reason: String,
     },
+    /// The server refused the call without running any of it (it is shutting down). The
+    /// client already sent it again where it could; trying again later, or elsewhere, is
+    /// safe.
+    #[error("server unavailable: {reason}; the call was not run, so trying again is safe")]
+    Unavailable {
+        /// What the server said.
+        reason: String,
+    },
     /// The server could not decode the call's arguments: client and server disagree on the
     /// method's signature.
     #[error("bad request: {reason}; do client and server use the same service definition?")]
@@ -252,9 +260,8 @@ impl Error {
             Some(ErrorCode::HandlerPanicked) => Error::HandlerPanicked { message },
             Some(ErrorCode::DeadlineExceeded) => Error::DeadlineExceeded,
             Some(ErrorCode::Cancelled) => Error::Cancelled,
-            Some(ErrorCode::Overloaded | ErrorCode::ShuttingDown) => {
-                Error::Overloaded { reason: message }
-            }
+            Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
+            Some(ErrorCode::ShuttingDown) => Error::Unavailable { reason: message },
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
         }
     }
@@ -268,9 +275,34 @@ impl Error {
             Error::HandlerPanicked { message } => (ErrorCode::HandlerPanicked, message.clone()),
             Error::DeadlineExceeded => (ErrorCode::DeadlineExceeded, self.to_string()),
             Error::Overloaded { reason } => (ErrorCode::Overloaded, reason.clone()),
+            // Not `ShuttingDown`: a handler passing on a downstream refusal has itself run,
+            // so its caller must not take the call for unrun.
+            Error::Unavailable { reason } => (ErrorCode::Overloaded, reason.clone()),
             Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
+    }
+
+    /// Whether the server may have run (some of) the call: `false` only when it surely did
+    /// not (the connection could not be opened, the server refused the call unrun, it has no
+    /// such method, the arguments did not decode, the request was too large to send). A
+    /// call that may have run is safe to send again only if the method is idempotent.
+    ///
+    /// ```
+    /// let lost = rpc::Error::closed("peer reset");
+    /// assert!(lost.may_have_run());
+    /// let refused = rpc::Error::Unavailable { reason: "shutting down".into() };
+    /// assert!(!refused.may_have_run());
+    /// ```
+    pub fn may_have_run(&self) -> bool {
+        !matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Unavailable { .. }
+                | Error::UnknownMethod { .. }
+                | Error::BadRequest { .. }
+                | Error::MessageTooLarge { .. }
+        )
     }
 
     /// A connection-level error as the reason string pending calls receive.
@@ -322,6 +354,11 @@ mod tests {
             Error::from_remote(999, "new".into(), &m),
             Error::Server { code: 999, .. }
         ));
+        let unrun = Error::from_remote(ErrorCode::ShuttingDown.to_u16(), "bye".into(), &m);
+        assert!(matches!(&unrun, Error::Unavailable { reason } if reason == "bye"));
+        assert!(!unrun.may_have_run());
+        // Passed on by a handler, it is no longer "unrun": that handler ran.
+        assert_eq!(unrun.to_wire().0, ErrorCode::Overloaded);
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! A call whose connection is lost before its reply may have run: it is sent again only if
+//! its method is idempotent, within the retry budget; anything else fails with an error
+//! that says the call may have run.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use support::within;
+
+#[rpc::service]
+trait Store {
+    /// Reading twice is reading once.
+    #[idempotent]
+    async fn get(&self) -> u32;
+    /// Not idempotent: never sent twice.
+    async fn put(&self) -> u32;
+}
+
+/// A server whose first `drops` connections each read one request and then vanish without
+/// a reply; later connections answer every request with 4242. Counts the requests it read.
+async fn dropping_server(drops: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    use rpc::protocol::message::{encode_frame, Header, Status};
+    use rpc::protocol::{Bincode, Codec};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        for index in 0.. {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            if index < drops {
+                connections.spawn(async move {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+                    let play = support::play_server(stream, move |header, _| {
+                        if matches!(header, Header::Request(_)) {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            let _ = tx.try_send(());
+                        }
+                        bytes::BytesMut::new()
+                    });
+                    // The connection (and its socket) is dropped once a request arrived.
+                    tokio::select! {
+                        () = play => {}
+                        _ = rx.recv() => {}
+                    }
+                });
+            } else {
+                connections.spawn(support::play_server(stream, move |header, _| {
+                    let mut out = bytes::BytesMut::new();
+                    if let Header::Request(request) = header {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let header = Header::Response {
+                            id: request.id,
+                            status: Status::Ok,
+                        };
+                        encode_frame(&mut out, &header, 1 << 20, |body| {
+                            Bincode.encode(&4242u32, body)
+                        })
+                        .expect("encode");
+                    }
+                    out
+                }));
+            }
+        }
+    });
+    (addr, requests)
+}
+
+#[tokio::test]
+async fn an_idempotent_call_whose_connection_is_lost_is_sent_again() {
+    let (addr, requests) = dropping_server(1).await;
+    let client = rpc::Client::connect(addr).await.expect("connect");
+    let store = StoreClient::new(client.clone());
+    let got = within("get", store.get()).await.expect("sent again");
+    assert_eq!(got, 4242);
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    assert_eq!(client.retries(), 1);
+}
+
+#[tokio::test]
+async fn a_call_that_may_have_run_is_not_sent_again_unless_idempotent() {
+    let (addr, requests) = dropping_server(1).await;
+    let client = rpc::Client::connect(addr).await.expect("connect");
+    let store = StoreClient::new(client.clone());
+    let err = within("put", store.put())
+        .await
+        .expect_err("lost, not retried");
+    assert!(matches!(err, rpc::Error::ConnectionClosed { .. }), "{err}");
+    assert!(err.may_have_run());
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    assert_eq!(client.retries(), 0);
+    // The next call redials and is answered.
+    assert_eq!(within("put", store.put()).await.expect("answered"), 4242);
+}
+
+#[tokio::test]
+async fn the_retry_budget_stops_retries_when_most_attempts_fail() {
+    // Every connection is lost. A bucket of 10 tokens, none given back: failures take it to
+    // 9, 8, 7 (the first call: 3 attempts, the most allowed), then 6 (the second call's
+    // retry is allowed) and 5 (not: half the bucket is spent). From then on every call gets
+    // exactly one attempt.
+    let (addr, requests) = dropping_server(usize::MAX).await;
+    let client = rpc::Client::builder()
+        .retry_budget(10, 0.0)
+        .max_attempts(3)
+        .connect(addr)
+        .await
+        .expect("connect");
+    let store = StoreClient::new(client.clone());
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        let before = requests.load(Ordering::SeqCst);
+        let err = within("get", store.get()).await.expect_err("always lost");
+        assert!(err.may_have_run(), "{err}");
+        attempts.push(requests.load(Ordering::SeqCst) - before);
+    }
+    assert_eq!(attempts, [3, 2, 1, 1]);
+    assert_eq!(client.retries(), 3);
+}
