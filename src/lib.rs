@@ -31,6 +31,8 @@
 #[doc = include_str!("../docs/service.md")]
 pub use rpc_macros::service;
 
+pub mod health;
+
 #[doc(inline)]
 pub use rpc_client::discover;
 #[doc(inline)]

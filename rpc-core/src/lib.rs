@@ -13,6 +13,7 @@
 //! | [`message`] | the header at the front of every frame: request, response, cancel, stream frames, and the status a call ends with |
 //! | [`metadata`] | call metadata: key-value pairs carried in a request header |
 //! | [`method`] | stable method ids derived from `Service.method` names |
+//! | [`health`] | the built-in health service every server hosts: its name, method and answer |
 //! | [`error`] | [`Error`], the framework's failures, and the wire error codes |
 //! | [`codec`] | how bodies are encoded: bincode 2, behind the [`Codec`] seam |
 //!
@@ -35,6 +36,7 @@ pub mod context;
 pub mod deadline;
 pub mod error;
 pub mod frame;
+pub mod health;
 pub mod ids;
 pub mod message;
 pub mod metadata;

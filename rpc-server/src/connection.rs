@@ -279,7 +279,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         if self.calls.contains(id) {
             return Err(ProtocolError::DuplicateRequestId { id }.into());
         }
-        if draining {
+        // A health check is answered while draining (with `NotServing`): it is how a
+        // balancer that asks learns why.
+        if draining && request.method != rpc_core::health::CHECK.id().as_u64() {
             return refuse(
                 ErrorCode::ShuttingDown,
                 "server is shutting down; the call was not run".into(),

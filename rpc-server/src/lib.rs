@@ -7,6 +7,7 @@
 //! | [`service`] | the [`Service`] trait (implemented by `#[rpc::service]`, or by hand), [`Request`] and [`Dispatch`] |
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`server`] | [`Server`]: listeners, the accept loop, the connection cap, shutdown |
+//! | `health` | the `rpc.Health` service every server hosts, and its per-service flags |
 //! | `router` | which service answers which method id |
 //! | `shutdown` | the shutdown signal, and each connection's drain and go-away |
 //! | `connection` | one connection: read requests, run handlers, write responses |
@@ -19,6 +20,7 @@ mod call;
 mod calls;
 pub mod config;
 mod connection;
+mod health;
 mod idle;
 mod listener;
 mod router;

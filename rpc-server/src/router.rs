@@ -60,6 +60,18 @@ impl Router {
         self.routes.get(&id)
     }
 
+    /// The name of every service added, each once, in no particular order.
+    pub(crate) fn service_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .routes
+            .values()
+            .map(|route| route.service.name())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

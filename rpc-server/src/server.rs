@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::health::{HealthStatus, SERVICE as HEALTH};
 use rpc_core::Transport;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -13,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::health::{Health, HealthService};
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
 use crate::router::{Router, RunOn};
 use crate::service::Service;
@@ -49,8 +51,10 @@ impl ServerBuilder {
     /// `tokio::task::spawn_blocking`.
     ///
     /// # Panics
-    /// If a method of `service` is already hosted (the same service added twice).
+    /// If a method of `service` is already hosted (the same service added twice), or if
+    /// `service` calls itself `rpc.Health`, the name of the built-in health service.
     pub fn serve<S: Service>(mut self, service: S) -> Self {
+        refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::Connection);
         self
     }
@@ -67,8 +71,10 @@ impl ServerBuilder {
     /// [`ServerConfig::max_in_flight_per_connection`] until it ends.
     ///
     /// # Panics
-    /// If a method of `service` is already hosted (the same service added twice).
+    /// If a method of `service` is already hosted (the same service added twice), or if
+    /// `service` calls itself `rpc.Health`, the name of the built-in health service.
     pub fn serve_spawned<S: Service>(mut self, service: S) -> Self {
+        refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::OwnTask);
         self
     }
@@ -210,22 +216,41 @@ impl ServerBuilder {
     }
 
     fn build(self, listener: Listener) -> Server {
-        if self.router.is_empty() {
+        let mut router = self.router;
+        if router.is_empty() {
             tracing::warn!("server hosts no service: every call will fail with UnknownMethod; add one with .serve(..)");
         }
+        let shutdown = Signal::new();
+        let health = Arc::new(Health::new(router.service_names(), shutdown.subscribe()));
+        router.add(Arc::new(HealthService(health.clone())), RunOn::Connection);
         // A cap beyond what a semaphore can count is no cap.
         let slots = Semaphore::new(self.config.max_connections.min(Semaphore::MAX_PERMITS));
         Server {
             listener,
             shared: Arc::new(Shared {
-                router: self.router,
+                router,
                 config: self.config,
                 counters: Arc::default(),
-                shutdown: Signal::new(),
+                shutdown,
+                health,
             }),
             slots: Arc::new(slots),
         }
     }
+}
+
+/// Panics if `service` claims the health service's name (see [`ServerBuilder::serve`]).
+fn refuse_reserved<S: Service>(service: &S) {
+    let claims = service.name() == HEALTH
+        || service
+            .methods()
+            .iter()
+            .any(|method| method.service() == HEALTH);
+    assert!(
+        !claims,
+        "the service name `{HEALTH}` is reserved: every server hosts the built-in health \
+         service under it (see `ServerHandle::set_serving`); name your service otherwise"
+    );
 }
 
 /// What the server and every one of its connections share, built once by the builder.
@@ -235,6 +260,8 @@ pub(crate) struct Shared {
     /// Behind their own `Arc`: each connection and call in flight holds a guard on them.
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: Signal,
+    /// The health service's flags, shared with [`ServerHandle`].
+    pub(crate) health: Arc<Health>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -315,6 +342,37 @@ impl ServerHandle {
     /// poll (most do) is over before anyone could look, and is not counted.
     pub fn in_flight(&self) -> usize {
         self.shared.counters.in_flight()
+    }
+
+    /// Sets what the built-in health service (`rpc.Health`, see `rpc::health`) answers for
+    /// `service`: a hosted service's name, or `""` for the server as a whole (a flag of its
+    /// own, not derived from the services'). Every name starts serving. Returns `false`, and
+    /// changes nothing, if the server hosts no service of that name.
+    ///
+    /// From the moment the server starts shutting down every name answers
+    /// [`NotServing`](HealthStatus::NotServing), whatever its flag. The flag only changes
+    /// what the health check answers: calls to a service marked not serving still run (a
+    /// balancing client stops sending them).
+    ///
+    /// ```no_run
+    /// # async fn demo(server: rpc::Server) {
+    /// let handle = server.handle();
+    /// // Not ready until the cache is warm.
+    /// handle.set_serving("", false);
+    /// tokio::spawn(server.run());
+    /// // ... warm the cache ...
+    /// handle.set_serving("", true);
+    /// # }
+    /// ```
+    pub fn set_serving(&self, service: &str, serving: bool) -> bool {
+        self.shared.health.set_serving(service, serving)
+    }
+
+    /// What the health service answers for `service` right now (see
+    /// [`set_serving`](Self::set_serving)): [`Unknown`](HealthStatus::Unknown) for a name
+    /// the server does not host.
+    pub fn health(&self, service: &str) -> HealthStatus {
+        self.shared.health.status(service)
     }
 }
 

@@ -3,7 +3,7 @@
 //! The server holds one [`Signal`]. Its accept loop waits for it ([`Signal::triggered`]); each
 //! connection holds a [`Drain`], which notices the signal at most once per turn of the
 //! connection, sends the client one go-away, and from then on refuses new calls while the
-//! calls in flight finish.
+//! calls in flight finish (all but health checks, which answer `NotServing`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +35,11 @@ impl Signal {
             // The guard `wait_for` returns is not `Send`; it is dropped at once.
             let _ = signal.wait_for(|stop| *stop).await;
         }
+    }
+
+    /// The signal's value, for readers that only ask whether it is set (the health service).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
     }
 
     /// One connection's view of the signal.
