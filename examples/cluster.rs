@@ -18,20 +18,21 @@
 //! until it can be dialled again. The client checks every answer against its own count.
 //!
 //! With no arguments the demo starts three worker processes (this binary again, in the
-//! worker role), the gateway and the client in this process, kills one worker a third of the
-//! way through, starts it again at two thirds, and prints per-worker call counts, calls
-//! retried, job latencies and whether every answer was right.
+//! worker role), the gateway and the client in this process, kills one worker (SIGKILL)
+//! while the second third of the jobs is running, starts it again for the last third, and
+//! prints per-worker call counts, ranges sent again, job latencies and whether every answer
+//! was right.
 
 use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// What each worker process serves.
 #[rpc::service]
 pub trait Worker {
     /// The number of primes in `lo..hi`.
@@ -50,6 +51,7 @@ pub struct JobReport {
     pub ranges: u64,
 }
 
+/// What the gateway serves to clients.
 #[rpc::service]
 pub trait Gateway {
     /// The number of primes below `limit`, counted by the workers in ranges. A range that
@@ -131,7 +133,7 @@ async fn run(args: Vec<String>) -> Result<(), Box<dyn Error>> {
             gateway(addr, workers).await
         }
         ["gateway", addr, "--dns", name] => {
-            let changes = rpc::discover::dns(*name, Duration::from_secs(5));
+            let changes = rpc::discover::dns(name, Duration::from_secs(5));
             gateway(addr, rpc::Client::builder().discover(changes)).await
         }
         ["client", addr, "--jobs", jobs] => {
@@ -328,21 +330,31 @@ async fn demo() -> Result<(), Box<dyn Error>> {
     println!("cluster: gateway on {gateway_addr}, {JOBS_PER_PHASE} jobs per phase\n");
 
     let mut total = Summary::default();
-    let phases = ["all three workers", "worker 1 killed", "worker 1 back"];
+    let phases = [
+        "all three workers",
+        "worker 1 killed mid-phase",
+        "worker 1 back",
+    ];
     for (phase, name) in phases.iter().enumerate() {
-        match phase {
-            1 => {
-                workers[1].child.kill().await?;
-                println!("-- killed worker 1 ({})", addrs[1]);
-            }
-            2 => {
-                workers[1] = spawn_worker(&addrs[1].to_string()).await?;
-                println!("-- started worker 1 again on {}", addrs[1]);
-            }
-            _ => {}
+        if phase == 2 {
+            workers[1] = spawn_worker(&addrs[1].to_string()).await?;
+            println!("-- started worker 1 again on {}", addrs[1]);
         }
         let retries_before = workers_client.retries();
-        let summary = submit(&gateway, JOBS_PER_PHASE, 4).await;
+        let jobs = submit(&gateway, JOBS_PER_PHASE, 4);
+        let summary = if phase == 1 {
+            // Kill it while its ranges are in flight: they are sent again to the others.
+            let kill = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                workers[1].child.kill().await
+            };
+            let (summary, killed) = tokio::join!(jobs, kill);
+            killed?;
+            println!("-- killed worker 1 ({}) 100 ms into the phase", addrs[1]);
+            summary
+        } else {
+            jobs.await
+        };
         println!("phase {phase}: {name}");
         summary.print();
         println!(

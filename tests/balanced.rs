@@ -250,7 +250,8 @@ async fn dns_discovery_reaches_what_a_name_resolves_to() {
     let server = serve(&node).await;
     // `localhost` may also resolve to ::1, where nothing listens: that endpoint is skipped.
     let name = format!("localhost:{}", server.addr.port());
-    let client = rpc::Client::builder().discover(rpc::discover::dns(name, Duration::from_secs(60)));
+    let client =
+        rpc::Client::builder().discover(rpc::discover::dns(&name, Duration::from_secs(60)));
     let stub = NodeClient::new(client.clone());
     for _ in 0..10 {
         assert_eq!(within("call", stub.name()).await.expect("call"), "local");

@@ -104,13 +104,12 @@ async fn a_call_that_may_have_run_is_not_sent_again_unless_idempotent() {
 
 #[tokio::test]
 async fn the_retry_budget_stops_retries_when_most_attempts_fail() {
-    // Every connection is lost. A bucket of 10 tokens, none given back: failures take it to
-    // 9, 8, 7 (the first call: 3 attempts, the most allowed), then 6 (the second call's
-    // retry is allowed) and 5 (not: half the bucket is spent). From then on every call gets
-    // exactly one attempt.
+    // Every connection is lost. No deposits (ratio 0) and a reserve of 3 retries a second:
+    // the first call takes 3 attempts (the most allowed: 2 retries), the second 2 (the last
+    // retry), and from then on (within the second) every call gets exactly one attempt.
     let (addr, requests) = dropping_server(usize::MAX).await;
     let client = rpc::Client::builder()
-        .retry_budget(10, 0.0)
+        .retry_budget(0.0, 3)
         .max_attempts(3)
         .connect(addr)
         .await

@@ -554,7 +554,7 @@ impl<Args, Out> Plan<Args, Out> {
         match status {
             Status::Ok => {
                 if idempotent {
-                    self.request.client.budget().on_success();
+                    self.request.client.budget().deposit();
                 }
                 sent.stream_taken = true;
                 let answer = Answer {
@@ -592,9 +592,9 @@ impl<Args, Out> Plan<Args, Out> {
         let lost = matches!(err, Error::ConnectionClosed { .. });
         if lost && idempotent && !self.upload_started {
             let client = &self.request.client;
-            // Every such failure spends budget, retried or not.
-            let budget_allows = client.budget().on_failure();
-            if budget_allows && self.attempts < client.config().max_attempts {
+            if self.attempts < client.config().max_attempts
+                && client.budget().withdraw(Instant::now())
+            {
                 tracing::debug!(method = %self.request.method, error = %err, attempt = self.attempts, "idempotent call lost its connection; sending it again");
                 client.count_retry();
                 return Settled::Again;

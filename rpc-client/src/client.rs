@@ -151,10 +151,10 @@ impl ClientBuilder {
         self
     }
 
-    /// See [`ClientConfig::retry_max_tokens`] and [`ClientConfig::retry_token_ratio`].
-    pub fn retry_budget(mut self, max_tokens: u32, token_ratio: f64) -> Self {
-        self.config.retry_max_tokens = max_tokens;
-        self.config.retry_token_ratio = token_ratio;
+    /// See [`ClientConfig::retry_ratio`] and [`ClientConfig::retry_min_per_sec`].
+    pub fn retry_budget(mut self, ratio: f64, min_per_sec: u32) -> Self {
+        self.config.retry_ratio = ratio;
+        self.config.retry_min_per_sec = min_per_sec;
         self
     }
 
@@ -254,7 +254,7 @@ impl Client {
     }
 
     fn assemble(config: ClientConfig, route: Route) -> Client {
-        let budget = RetryBudget::new(config.retry_max_tokens, config.retry_token_ratio);
+        let budget = RetryBudget::new(config.retry_ratio, config.retry_min_per_sec);
         Client {
             inner: Arc::new(Inner {
                 config,

@@ -50,14 +50,13 @@ pub struct ClientConfig {
     /// its connection is lost before the reply (the call may have run, and running it again
     /// is harmless). Attempts share the call's deadline. Default: 3.
     pub max_attempts: u32,
-    /// The retry budget (gRPC's retry throttling): a bucket of this many tokens; each failed
-    /// attempt of an idempotent method takes one, each success gives back
-    /// `retry_token_ratio`, and retries happen only while more than half remain.
-    /// Default: 10.
-    pub retry_max_tokens: u32,
-    /// See `retry_max_tokens`. Default: 0.1 (retries stop when more than about one attempt
-    /// in ten fails).
-    pub retry_token_ratio: f64,
+    /// The retry budget, as tower's `Budget`: each success of an idempotent method allows
+    /// this fraction of a retry (up to 100 retries saved up), on top of
+    /// `retry_min_per_sec`. Default: 0.2.
+    pub retry_ratio: f64,
+    /// Retries a second allowed whatever the successes (a reserve that refills with time,
+    /// holding at most one second's worth). Default: 10.
+    pub retry_min_per_sec: u32,
 }
 
 impl Default for ClientConfig {
@@ -73,8 +72,8 @@ impl Default for ClientConfig {
             reconnect_backoff_max: Duration::from_secs(5),
             lazy_connect: false,
             max_attempts: 3,
-            retry_max_tokens: 10,
-            retry_token_ratio: 0.1,
+            retry_ratio: 0.2,
+            retry_min_per_sec: 10,
         }
     }
 }

@@ -46,8 +46,8 @@ pub enum Change {
 /// # let _ = workers;
 /// # }
 /// ```
-pub fn dns(name: impl Into<String>, interval: Duration) -> impl Stream<Item = Change> + Send {
-    let name = name.into();
+pub fn dns(name: &str, interval: Duration) -> impl Stream<Item = Change> + Send + 'static {
+    let name = name.to_string();
     let known = BTreeSet::<SocketAddr>::new();
     let state = (name, known, None::<tokio::time::Interval>);
     futures::stream::unfold(state, move |(name, known, ticker)| async move {

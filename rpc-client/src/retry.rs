@@ -1,86 +1,135 @@
 //! The retry budget: how many calls that may have run a client sends again.
 //!
 //! Retrying a call whose connection died is safe only for idempotent methods, and even then
-//! retries must not multiply the load on a cluster that is already failing. This is gRPC's
-//! retry throttling: a bucket of tokens, full at the start; every failed attempt that could
-//! be retried takes one token, every success of such a method gives back a fraction of one;
-//! retries are allowed only while the bucket is more than half full. So retries stop once
-//! more than about `token_ratio` of recent attempts fail, and resume as calls succeed.
+//! retries must not multiply the load on a cluster that is already failing. This is tower's
+//! `Budget` (and the idea of gRPC's retry throttling): every success of a retryable method
+//! deposits a fraction of a retry (`retry_ratio`, 0.2 by default), every retry withdraws a
+//! whole one, and a small reserve (`retry_min_per_sec`, 10 by default) refills with time so
+//! that a client with little traffic can still retry the few calls a dead host took with it.
+//! So retries stay below about a fifth of recent successes plus ten a second, however many
+//! calls fail. Nothing here runs for a method that is not idempotent, and nothing reads the
+//! clock except a retry.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 
-/// Tokens are counted in thousandths, so the ratio needs no float on the hot path.
+use rpc_core::sync::lock;
+use tokio::time::Instant;
+
+/// Deposits are counted in thousandths of a retry, so the ratio needs no float per call.
 const SCALE: i64 = 1000;
+
+/// The most retries deposits can add up to: the budget remembers recent successes, not all.
+const MAX_DEPOSITED: i64 = 100 * SCALE;
 
 #[derive(Debug)]
 pub(crate) struct RetryBudget {
-    tokens: AtomicI64,
-    max: i64,
+    /// Deposited by successes, in thousandths of a retry.
+    balance: AtomicI64,
+    /// Thousandths of a retry each success deposits.
     ratio: i64,
+    min_per_sec: u32,
+    reserve: Mutex<Reserve>,
+}
+
+#[derive(Debug)]
+struct Reserve {
+    /// Retries the reserve allows now, in thousandths.
+    tokens: i64,
+    refilled: Instant,
 }
 
 impl RetryBudget {
-    /// A full bucket of `max_tokens`, refilled by `token_ratio` per success.
-    pub(crate) fn new(max_tokens: u32, token_ratio: f64) -> Self {
-        let max = i64::from(max_tokens) * SCALE;
+    /// `ratio` of a retry per success, and `min_per_sec` retries a second in any case.
+    pub(crate) fn new(ratio: f64, min_per_sec: u32) -> Self {
+        let full = i64::from(min_per_sec) * SCALE;
         RetryBudget {
-            tokens: AtomicI64::new(max),
-            max,
-            // Saturating float-to-int cast: a silly ratio becomes 0 or the whole bucket.
-            ratio: ((token_ratio * SCALE as f64) as i64).clamp(0, max),
+            balance: AtomicI64::new(0),
+            // Saturating float-to-int cast: a silly ratio becomes 0 or the whole cap.
+            ratio: ((ratio * SCALE as f64) as i64).clamp(0, MAX_DEPOSITED),
+            min_per_sec,
+            reserve: Mutex::new(Reserve {
+                tokens: full,
+                refilled: Instant::now(),
+            }),
         }
     }
 
     /// A call of a retryable method succeeded.
-    pub(crate) fn on_success(&self) {
+    pub(crate) fn deposit(&self) {
+        if self.ratio == 0 {
+            return;
+        }
         let _ = self
-            .tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tokens| {
-                (tokens < self.max).then(|| (tokens + self.ratio).min(self.max))
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |balance| {
+                (balance < MAX_DEPOSITED).then(|| (balance + self.ratio).min(MAX_DEPOSITED))
             });
     }
 
-    /// An attempt of a retryable method failed in a way a retry could fix; returns whether
-    /// the budget allows that retry.
-    pub(crate) fn on_failure(&self) -> bool {
-        let before = self
-            .tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tokens| {
-                Some((tokens - SCALE).max(0))
+    /// Takes one retry from the budget if it has one, at `now`: from the reserve first,
+    /// then from the deposits.
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        {
+            let mut reserve = lock(&self.reserve);
+            let full = i64::from(self.min_per_sec) * SCALE;
+            let elapsed = now.saturating_duration_since(reserve.refilled);
+            let refill = i64::try_from(elapsed.as_millis())
+                .unwrap_or(i64::MAX)
+                .saturating_mul(i64::from(self.min_per_sec));
+            reserve.tokens = reserve.tokens.saturating_add(refill).min(full);
+            reserve.refilled = now;
+            if reserve.tokens >= SCALE {
+                reserve.tokens -= SCALE;
+                return true;
+            }
+        }
+        self.balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |balance| {
+                (balance >= SCALE).then_some(balance - SCALE)
             })
-            .unwrap_or(0);
-        before - SCALE > self.max / 2
+            .is_ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn retries_stop_when_half_the_bucket_is_spent_and_resume_with_successes() {
-        let budget = RetryBudget::new(10, 0.1);
-        // 10 tokens: failures take them down to 5 with retries allowed while above 5.
-        let allowed = (0..10).filter(|_| budget.on_failure()).count();
-        assert_eq!(allowed, 4, "retries allowed at 9, 8, 7 and 6 tokens");
-        assert!(!budget.on_failure());
-        // The bucket is empty now; 10 successes give one token back each 0.1.
-        for _ in 0..70 {
-            budget.on_success();
-        }
-        // 7 tokens: a failure leaves 6, above half: allowed.
-        assert!(budget.on_failure());
-        assert!(!budget.on_failure());
+    fn the_reserve_allows_a_burst_then_refills_with_time() {
+        let budget = RetryBudget::new(0.0, 3);
+        let start = Instant::now();
+        let burst = (0..10).filter(|_| budget.withdraw(start)).count();
+        assert_eq!(burst, 3);
+        // A third of a second later, one more.
+        assert!(budget.withdraw(start + Duration::from_millis(334)));
+        assert!(!budget.withdraw(start + Duration::from_millis(334)));
+        // However long the pause, the reserve holds at most a second's worth.
+        let later = start + Duration::from_secs(3600);
+        assert_eq!((0..10).filter(|_| budget.withdraw(later)).count(), 3);
     }
 
     #[test]
-    fn the_bucket_never_overflows() {
-        let budget = RetryBudget::new(10, 0.5);
-        for _ in 0..100 {
-            budget.on_success();
+    fn successes_deposit_a_fraction_of_a_retry_each() {
+        let budget = RetryBudget::new(0.2, 0);
+        let now = Instant::now();
+        assert!(!budget.withdraw(now));
+        for _ in 0..10 {
+            budget.deposit();
         }
-        // Still 10 tokens, not 60: the same 4 retries as a fresh bucket.
-        let allowed = (0..10).filter(|_| budget.on_failure()).count();
-        assert_eq!(allowed, 4);
+        // Ten successes at 0.2: two retries.
+        assert_eq!((0..5).filter(|_| budget.withdraw(now)).count(), 2);
+    }
+
+    #[test]
+    fn deposits_are_capped() {
+        let budget = RetryBudget::new(1.0, 0);
+        for _ in 0..1_000 {
+            budget.deposit();
+        }
+        let now = Instant::now();
+        assert_eq!((0..1_000).filter(|_| budget.withdraw(now)).count(), 100);
     }
 }
