@@ -300,7 +300,11 @@ async fn a_call_refused_unrun_moves_to_another_endpoint() {
     let (refuser, refused) = refusing_server().await;
     let live = NodeImpl::new("live");
     let server = serve(&live).await;
-    let client = rpc::Client::builder().balance([refuser, server.addr]);
+    // The scripted server refuses health checks too, which no real server does (a draining
+    // server still answers them): without the probe, every request it counts is a call's.
+    let client = rpc::Client::builder()
+        .health_check_interval(None)
+        .balance([refuser, server.addr]);
     let stub = NodeClient::new(client);
     for _ in 0..20 {
         assert_eq!(within("call", stub.name()).await.expect("moved on"), "live");
@@ -310,4 +314,51 @@ async fn a_call_refused_unrun_moves_to_another_endpoint() {
     // tried (all but surely: 1 in 2^20 it is not). Its refusal moved that call to the other
     // endpoint, and its connection, going away but open, takes no call after that.
     assert_eq!(refused.load(Ordering::SeqCst), 1);
+}
+
+/// Calls `name` until `done` says the last ten answers are what it waited for.
+async fn until_answers(stub: &NodeClient, what: &str, done: impl Fn(&[String]) -> bool) {
+    within(what, async {
+        loop {
+            let mut names = Vec::new();
+            for _ in 0..10 {
+                names.push(stub.name().await.expect("call"));
+            }
+            if done(&names) {
+                return;
+            }
+            // Give the health probe a turn; the condition, not this pause, is what counts.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_health_check_says_not_serving_gets_no_calls_until_it_serves() {
+    let (a, b) = (NodeImpl::new("a"), NodeImpl::new("b"));
+    let (server_a, server_b) = (serve(&a).await, serve(&b).await);
+    let client = rpc::Client::builder()
+        .health_check_interval(Some(Duration::from_millis(20)))
+        .balance([server_a.addr, server_b.addr]);
+    let stub = NodeClient::new(client);
+    until_answers(&stub, "both endpoints used", |names| {
+        names.iter().any(|n| n == "a") && names.iter().any(|n| n == "b")
+    })
+    .await;
+
+    assert!(server_a.handle.set_serving("", false));
+    until_answers(&stub, "`a` left out", |names| {
+        names.iter().all(|n| n == "b")
+    })
+    .await;
+    // Left out for good, not by chance: another hundred calls, none to `a`.
+    let before = a.calls();
+    for _ in 0..100 {
+        assert_eq!(stub.name().await.expect("call"), "b");
+    }
+    assert_eq!(a.calls(), before);
+
+    assert!(server_a.handle.set_serving("", true));
+    until_answers(&stub, "`a` back", |names| names.iter().any(|n| n == "a")).await;
 }

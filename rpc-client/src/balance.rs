@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
 
 use futures::{Stream, StreamExt};
+use rpc_core::health::{self, HealthStatus};
 use rpc_core::task::AbortOnDrop;
 use rpc_core::Error;
 use tokio::sync::Notify;
@@ -32,6 +33,9 @@ pub(crate) struct Balancer {
     members: Arc<Members>,
     /// Applies the discovery stream's changes; ends with the balancer.
     _discovery: Option<AbortOnDrop<()>>,
+    /// Asks every connected endpoint's health service on an interval; ends with the
+    /// balancer.
+    _health: Option<AbortOnDrop<()>>,
 }
 
 struct Members {
@@ -50,8 +54,10 @@ impl Balancer {
         for endpoint in endpoints {
             members.apply(Change::Insert(endpoint));
         }
+        let members = Arc::new(members);
         Balancer {
-            members: Arc::new(members),
+            _health: probe_health(&members),
+            members,
             _discovery: None,
         }
     }
@@ -66,6 +72,7 @@ impl Balancer {
         let weak = Arc::downgrade(&members);
         let task = AbortOnDrop::spawn(follow(weak, changes));
         Balancer {
+            _health: probe_health(&members),
             members,
             _discovery: Some(task),
         }
@@ -135,6 +142,67 @@ impl Balancer {
             }
         }
         outcome
+    }
+}
+
+/// Starts the health probe, if the configuration asks for one and a runtime is there.
+fn probe_health(members: &Arc<Members>) -> Option<AbortOnDrop<()>> {
+    let every = members.config.health_check_interval?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        tracing::warn!(
+            "a balanced client made outside a tokio runtime does not check its endpoints' health"
+        );
+        return None;
+    }
+    Some(AbortOnDrop::spawn(check_health(
+        Arc::downgrade(members),
+        every,
+    )))
+}
+
+/// Every `every`, asks each endpoint that has a live connection whether it serves (the
+/// health service every server hosts), over that connection; an endpoint that says it does
+/// not gets no new calls until it says it does again. Endpoints without a connection are not
+/// dialled for this: calls dial them, and a failed dial ejects them by itself.
+async fn check_health(members: Weak<Members>, every: std::time::Duration) {
+    // Nothing is connected at the start: the first check is one interval in.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(alive) = members.upgrade() else {
+            return;
+        };
+        let channels = alive.read().clone();
+        let config = alive.config.clone();
+        drop(alive);
+        let checks = channels.into_iter().map(|channel| {
+            let config = config.clone();
+            async move {
+                // Only a live connection is asked: a check never dials.
+                if channel.usable_connection().is_none() {
+                    return;
+                }
+                let probe = crate::Client::pinned(channel.clone(), config);
+                let asked = probe
+                    .call::<_, HealthStatus>(health::CHECK, (String::new(),))
+                    .timeout(every)
+                    .await;
+                match asked {
+                    Ok(status) => {
+                        if !status.is_serving() {
+                            tracing::debug!(endpoint = ?channel.endpoint(), ?status, "endpoint does not serve; no new calls go there");
+                        }
+                        channel.set_serving(status.is_serving());
+                    }
+                    // The connection's own failure handling (and keepalive) deals with it.
+                    Err(err) => {
+                        tracing::debug!(endpoint = ?channel.endpoint(), error = %err, "health check failed")
+                    }
+                }
+            }
+        });
+        futures::future::join_all(checks).await;
     }
 }
 
@@ -208,7 +276,9 @@ impl Members {
             let conn = match channel.availability(now) {
                 Availability::Connected(conn) => Some(conn),
                 Availability::Dialable => None,
-                Availability::Draining | Availability::BackingOff => return None,
+                Availability::Draining | Availability::NotServing | Availability::BackingOff => {
+                    return None
+                }
             };
             Some(Pick {
                 channel: channel.clone(),

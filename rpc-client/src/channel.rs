@@ -8,6 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub(crate) struct Channel {
     not_before: Mutex<Option<Instant>>,
     /// Serialises dials: one at a time per endpoint.
     redial: tokio::sync::Mutex<Backoff>,
+    /// False while the server's health check says it does not serve (a balancer's probe
+    /// sets it): no new calls go here, the connection stays up.
+    serving: AtomicBool,
 }
 
 /// What a balancer sees of an endpoint.
@@ -39,6 +43,8 @@ pub(crate) enum Availability {
     Dialable,
     /// The server said it is going away and is finishing its calls.
     Draining,
+    /// The server's health check says it does not serve.
+    NotServing,
     /// The last dial failed; it is not tried again before its backoff ends.
     BackingOff,
 }
@@ -62,6 +68,7 @@ impl Channel {
                 delay: config.reconnect_backoff_min,
                 last_error: None,
             }),
+            serving: AtomicBool::new(true),
         }
     }
 
@@ -90,8 +97,16 @@ impl Channel {
         lock(&self.not_before).is_some_and(|until| now < until)
     }
 
+    /// Records what the server's health check said.
+    pub(crate) fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
+    }
+
     /// Whether a new call can go here, and how: a balancer's view of the endpoint at `now`.
     pub(crate) fn availability(&self, now: Instant) -> Availability {
+        if !self.serving.load(Ordering::Relaxed) {
+            return Availability::NotServing;
+        }
         match self.current() {
             Some(conn) if conn.is_usable() => Availability::Connected(conn),
             // Going away (a go-away, or a call refused unrun) but still finishing its calls:

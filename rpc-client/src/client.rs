@@ -63,7 +63,8 @@ struct Inner {
 
 /// Where calls go: one endpoint, or a balanced set.
 enum Route {
-    One(Channel),
+    /// Shared only by a balancer's health check of that endpoint.
+    One(Arc<Channel>),
     Balanced(Balancer),
 }
 
@@ -158,6 +159,12 @@ impl ClientBuilder {
         self
     }
 
+    /// See [`ClientConfig::health_check_interval`].
+    pub fn health_check_interval(mut self, every: Option<Duration>) -> Self {
+        self.config.health_check_interval = every;
+        self
+    }
+
     /// See [`ClientConfig::lazy_connect`].
     ///
     /// ```no_run
@@ -187,7 +194,7 @@ impl ClientBuilder {
         } else {
             Channel::connect(endpoint, &self.config).await?
         };
-        Ok(Client::assemble(self.config, Route::One(channel)))
+        Ok(Client::assemble(self.config, Route::One(Arc::new(channel))))
     }
 
     /// A client over several endpoints, each call going to the less loaded of two picked
@@ -235,7 +242,7 @@ impl ClientBuilder {
     pub async fn connect_transport<T: Transport>(self, stream: T) -> Result<Client, Error> {
         let connection = start_transport(stream, &self.config).await?;
         let channel = Channel::new(None, &self.config, Some(connection));
-        Ok(Client::assemble(self.config, Route::One(channel)))
+        Ok(Client::assemble(self.config, Route::One(Arc::new(channel))))
     }
 }
 
@@ -251,6 +258,11 @@ impl Client {
     /// Starts configuring a client.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
+    }
+
+    /// A client that sends every call to one member of a balanced set (its health checks).
+    pub(crate) fn pinned(channel: Arc<Channel>, config: ClientConfig) -> Client {
+        Client::assemble(config, Route::One(channel))
     }
 
     fn assemble(config: ClientConfig, route: Route) -> Client {

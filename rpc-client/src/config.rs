@@ -57,6 +57,10 @@ pub struct ClientConfig {
     /// Retries a second allowed whatever the successes (a reserve that refills with time,
     /// holding at most one second's worth). Default: 10.
     pub retry_min_per_sec: u32,
+    /// How often a balanced client asks each connected endpoint's health service whether it
+    /// serves; one that says no gets no new calls until it says yes again. `None`: never.
+    /// Default: 5 s.
+    pub health_check_interval: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -74,6 +78,7 @@ impl Default for ClientConfig {
             max_attempts: 3,
             retry_ratio: 0.2,
             retry_min_per_sec: 10,
+            health_check_interval: Some(Duration::from_secs(5)),
         }
     }
 }
