@@ -97,7 +97,7 @@ impl Balancer {
     /// dials it) or there is no endpoint.
     #[inline]
     pub(crate) fn usable_connection(&self) -> Option<Arc<Connection>> {
-        self.members.pick(&[], Instant::now())?.conn
+        self.members.pick(&[], Instant::now(), false)?.conn
     }
 
     /// A connection for a call, dialing as needed. An endpoint that cannot be dialled is
@@ -110,7 +110,13 @@ impl Balancer {
         let mut last_error = None;
         loop {
             let inserted = members.inserted.notified();
-            let Some(Pick { channel, .. }) = members.pick(&tried, Instant::now()) else {
+            let now = Instant::now();
+            // An endpoint another call is dialing is taken only when no other will do: the
+            // call then waits for that dial.
+            let pick = members
+                .pick(&tried, now, false)
+                .or_else(|| members.pick(&tried, now, true));
+            let Some(Pick { channel, .. }) = pick else {
                 if let Some(err) = last_error {
                     return Err(err);
                 }
@@ -265,9 +271,10 @@ impl Members {
     }
 
     /// The less loaded of two endpoints picked at random, among those that take calls
-    /// (not draining, not backing off) and are not in `tried`; with its live connection if
-    /// it has one.
-    fn pick(&self, tried: &[Arc<Channel>], now: Instant) -> Option<Pick> {
+    /// (not draining, not saying they do not serve, not backing off, and not being dialled
+    /// by another call unless `dialing_too`) and are not in `tried`; with its live
+    /// connection if it has one.
+    fn pick(&self, tried: &[Arc<Channel>], now: Instant, dialing_too: bool) -> Option<Pick> {
         let list = self.read();
         let candidate = |channel: &Arc<Channel>| -> Option<Pick> {
             if tried.iter().any(|t| Arc::ptr_eq(t, channel)) {
@@ -276,9 +283,11 @@ impl Members {
             let conn = match channel.availability(now) {
                 Availability::Connected(conn) => Some(conn),
                 Availability::Dialable => None,
-                Availability::Draining | Availability::NotServing | Availability::BackingOff => {
-                    return None
-                }
+                Availability::Dialing if dialing_too => None,
+                Availability::Draining
+                | Availability::NotServing
+                | Availability::BackingOff
+                | Availability::Dialing => return None,
             };
             Some(Pick {
                 channel: channel.clone(),
@@ -397,17 +406,23 @@ mod tests {
         let now = Instant::now();
         let mut seen = std::collections::HashMap::new();
         for _ in 0..400 {
-            let pick = balancer.members.pick(&[], now).expect("a pick");
+            let pick = balancer.members.pick(&[], now, false).expect("a pick");
             *seen.entry(pick.channel.endpoint().cloned()).or_insert(0) += 1;
         }
         // Equal loads: every endpoint is picked, none overwhelmingly.
         assert_eq!(seen.len(), 4, "{seen:?}");
         assert!(seen.values().all(|&n| n > 40), "{seen:?}");
         let all = balancer.channels();
-        assert!(balancer.members.pick(&all, now).is_none());
-        let last = balancer.members.pick(&all[..3], now).expect("one left");
+        assert!(balancer.members.pick(&all, now, false).is_none());
+        let last = balancer
+            .members
+            .pick(&all[..3], now, false)
+            .expect("one left");
         assert!(Arc::ptr_eq(&last.channel, &all[3]));
-        let two = balancer.members.pick(&all[..2], now).expect("two left");
+        let two = balancer
+            .members
+            .pick(&all[..2], now, false)
+            .expect("two left");
         assert!(all[2..].iter().any(|c| Arc::ptr_eq(c, &two.channel)));
     }
 

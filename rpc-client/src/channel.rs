@@ -47,6 +47,8 @@ pub(crate) enum Availability {
     NotServing,
     /// The last dial failed; it is not tried again before its backoff ends.
     BackingOff,
+    /// A dial is under way.
+    Dialing,
 }
 
 struct Backoff {
@@ -114,6 +116,9 @@ impl Channel {
             // gone and a fresh dial succeeds.
             Some(conn) if conn.closed_reason().is_none() => Availability::Draining,
             _ if self.backing_off(now) => Availability::BackingOff,
+            // Another call is dialing it (a host that does not answer holds a dial for the
+            // whole connect timeout): new calls go elsewhere meanwhile.
+            _ if self.redial.try_lock().is_err() => Availability::Dialing,
             _ => Availability::Dialable,
         }
     }
