@@ -46,6 +46,16 @@ pub struct ClientConfig {
     /// client's while the server cannot be reached. Default: false (connect dials, and
     /// fails if it cannot).
     pub lazy_connect: bool,
+    /// Ping the server after this long without reading anything from it, calls in flight or
+    /// not, to notice a server that vanished without closing the connection (a host that
+    /// lost power, a cable pulled). Checked once per interval, so the ping goes out between
+    /// one and two intervals after the last frame read. `None` sends no pings (the client
+    /// still answers the server's). Default: 10 s.
+    pub keepalive_interval: Option<Duration>,
+    /// A server that sends nothing, its pong included, for this long after a ping is
+    /// declared dead: every call waiting on the connection fails at once with
+    /// `Error::ConnectionClosed`, and the next call redials. Default: 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +70,8 @@ impl Default for ClientConfig {
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(5),
             lazy_connect: false,
+            keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
+            keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
         }
     }
 }

@@ -22,7 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -57,12 +57,16 @@ pub enum Tick {
 ///
 /// The reader records that it read something (a flag: the ticker takes it, and clears it,
 /// through the closure given to [`poll_tick`](Self::poll_tick)); the ticker never reads
-/// the clock except when its timer fires.
+/// the clock except when its timer fires. Between firings, a poll from the task that
+/// armed the timer costs one atomic load: the connections poll it on every wake-up.
 #[derive(Debug)]
 pub struct Keepalive {
     interval: Duration,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// The waker the timer holds, once it was polled since it was last reset: until the
+    /// timer fires, polling it again for the same task is needless.
+    armed: Option<Waker>,
     /// When the unanswered ping went out; `None` while nothing is outstanding.
     ping_sent: Option<Instant>,
     /// Payload of the last ping sent.
@@ -79,6 +83,7 @@ impl Keepalive {
             interval,
             timeout: timeout.max(MIN_PERIOD),
             sleep: Box::pin(tokio::time::sleep_until(later(now, interval))),
+            armed: None,
             ping_sent: None,
             pings: 0,
         })
@@ -95,8 +100,17 @@ impl Keepalive {
         cx: &mut TaskContext<'_>,
         mut heard: impl FnMut() -> bool,
     ) -> Poll<Tick> {
+        if let Some(waker) = &self.armed {
+            if !self.sleep.is_elapsed() && waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
+        }
         loop {
-            std::task::ready!(self.sleep.as_mut().poll(cx));
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                self.armed = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            self.armed = None;
             let now = Instant::now();
             if heard() {
                 // The peer is there (the pong, or anything else, arrived).
