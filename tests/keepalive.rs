@@ -111,7 +111,10 @@ async fn a_client_that_vanished_has_its_calls_freed_by_the_server() {
 
     // From here the raw client reads nothing and answers no ping: to the server it is a
     // host that vanished. Only the keepalive can end a call that never returns.
-    eventually("the server frees the call", || server.handle.in_flight() == 0).await;
+    eventually("the server frees the call", || {
+        server.handle.in_flight() == 0
+    })
+    .await;
     // The connection is closed too (what the server queued before, its pings, is skipped).
     raw.closed().await;
 }

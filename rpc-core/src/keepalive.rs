@@ -224,7 +224,10 @@ mod tests {
         for _ in 0..5 {
             tokio::time::advance(INTERVAL).await;
             payload += 1;
-            assert_eq!(poll(&mut keepalive, false), Poll::Ready(Tick::Ping(payload)));
+            assert_eq!(
+                poll(&mut keepalive, false),
+                Poll::Ready(Tick::Ping(payload))
+            );
             // The pong arrives before the next look: the ping is settled, the peer alive.
             tokio::time::advance(INTERVAL).await;
             assert!(poll(&mut keepalive, true).is_pending());

@@ -308,7 +308,10 @@ mod tests {
             queue.answer_ping(payload);
         }
         let queued = queue.queued_bytes();
-        assert!(queued >= 64, "pongs are answered below the mark ({queued} bytes)");
+        assert!(
+            queued >= 64,
+            "pongs are answered below the mark ({queued} bytes)"
+        );
         assert!(queued < 64 + 13, "pongs stop at the mark ({queued} bytes)");
     }
 
