@@ -284,3 +284,48 @@ async fn pings_do_not_keep_a_connection_from_idling_out() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn any_frame_counts_as_hearing_from_the_client_even_a_refused_request() {
+    let server = start(
+        rpc::Server::builder()
+            .keepalive_interval(Some(INTERVAL))
+            .keepalive_timeout(TIMEOUT)
+            .serve(BeatImpl.into_service()),
+    )
+    .await;
+    let mut raw = Raw::connect(server.addr).await;
+    // For several times interval plus timeout, the client sends only requests the server
+    // refuses (an unknown method) and answers no ping: it is not silent, so it stays.
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
+    for id in 0..20 {
+        pace.tick().await;
+        raw.send_frame(&request(id, "Beat", "missing"), &body(&()))
+            .await;
+        loop {
+            match raw.next().await {
+                Some((Header::Ping { .. }, _)) => {}
+                Some((Header::Response { id: got, status }, _)) if got == id => {
+                    assert!(matches!(status, Status::Error { .. }), "{status:?}");
+                    break;
+                }
+                other => panic!("expected the refusal of {id}, got {other:?}"),
+            }
+        }
+    }
+    raw.send_frame(&request(99, "Beat", "echo"), &body(&(5u32,)))
+        .await;
+    loop {
+        match raw.next().await {
+            Some((Header::Ping { .. }, _)) => {}
+            Some((
+                Header::Response {
+                    id: 99,
+                    status: Status::Ok,
+                },
+                _,
+            )) => break,
+            other => panic!("expected the reply, got {other:?}"),
+        }
+    }
+}

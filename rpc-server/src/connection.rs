@@ -7,12 +7,11 @@
 //! loop ([`Connection::poll_turn`]), whose every turn is five steps: the shutdown signal
 //! ([`Drain`]), finished calls ([`CallTable`]), every frame already read, the keepalive
 //! ([`Keepalive`]), the idle timer ([`IdleTimer`]). Only a refusal that must wait for room
-//! leaves the loop. Each call is polled once where its request was
-//! read (see [`CallTask`]); the ones still pending join the call table, which the reader
-//! polls in the same turn. Calls run concurrently and reply in any order. When
-//! `max_in_flight_per_connection` calls are pending the reader stops reading, so the client
-//! is slowed by TCP rather than buffered here. Dropping the connection drops every call it
-//! owns, and its writer.
+//! leaves the loop. Each call is polled once where its request was read (see [`CallTask`]);
+//! the ones still pending join the call table, which the reader polls in the same turn.
+//! Calls run concurrently and reply in any order. When `max_in_flight_per_connection` calls
+//! are pending the reader stops reading, so the client is slowed by TCP rather than
+//! buffered here. Dropping the connection drops every call it owns, and its writer.
 //!
 //! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
 //! work, blocking I/O) delays the other calls of that connection, as in any async code. Host
@@ -183,8 +182,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 
     /// One turn of the connection: everything that is ready, in five steps — the shutdown
     /// signal, finished calls, every frame already read (starting calls), the keepalive,
-    /// the idle timer. Pending once nothing is left to do; ready only when the caller must act (write a
-    /// refusal, which may wait for room; close).
+    /// the idle timer. Pending once nothing is left to do; ready only when the caller must
+    /// act (write a refusal, which may wait for room; close).
     fn poll_turn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Turn, Error>> {
         // 1. Shutdown: cheap unless the signal moved (see `Drain`).
         let draining = self.drain.poll_draining(cx, &self.wire.queue)?;
@@ -210,6 +209,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 // One clock read per batch: deadlines count from when the batch was read.
                 let now = *batch_start.get_or_insert_with(Instant::now);
                 if let Some(refusal) = self.on_frame(frame, draining, now, cx)? {
+                    self.heard = true;
                     return Poll::Ready(Ok(Turn::Refuse(refusal)));
                 }
             }
