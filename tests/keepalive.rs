@@ -179,48 +179,75 @@ async fn the_server_answers_a_ping_with_its_payload() {
     }
 }
 
+/// Which way a frame went through the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    ToServer,
+    ToClient,
+}
+
+/// Copies `from` to `to`, reporting each pong on the way (after the 8 preamble bytes).
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    way: Way,
+    pongs: mpsc::Sender<Way>,
+) {
+    use tokio_util::codec::Decoder;
+    let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
+    let mut seen = bytes::BytesMut::new();
+    let mut preamble = 8;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        let skip = preamble.min(n);
+        preamble -= skip;
+        seen.extend_from_slice(&chunk[skip..n]);
+        while let Ok(Some(frame)) = decoder.decode(&mut seen) {
+            if let Ok((Header::Pong { .. }, _)) = rpc::protocol::message::decode_frame(frame) {
+                let _ = pongs.try_send(way);
+            }
+        }
+    }
+}
+
 /// Forwards one connection's bytes between a client and `server`, and reports each pong
-/// the server sends.
-async fn pong_counting_relay(server: SocketAddr) -> (SocketAddr, mpsc::Receiver<u64>) {
+/// either side sends.
+async fn pong_counting_relay(server: SocketAddr) -> (SocketAddr, mpsc::Receiver<Way>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (pongs_tx, pongs) = mpsc::channel(64);
     tokio::spawn(async move {
         let (client, _) = listener.accept().await.expect("accept");
         let upstream = TcpStream::connect(server).await.expect("connect");
-        let (mut client_read, mut client_write) = client.into_split();
-        let (mut server_read, mut server_write) = upstream.into_split();
-        let up = tokio::io::copy(&mut client_read, &mut server_write);
-        let down = async move {
-            use tokio_util::codec::Decoder;
-            let mut decoder = rpc::protocol::frame::FrameDecoder::new(1 << 20);
-            let mut seen = bytes::BytesMut::new();
-            let mut preamble = 8;
-            let mut chunk = vec![0u8; 64 * 1024];
-            loop {
-                let n = match server_read.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if client_write.write_all(&chunk[..n]).await.is_err() {
-                    return;
-                }
-                // The server's first 8 bytes answer the preamble; frames follow.
-                let skip = preamble.min(n);
-                preamble -= skip;
-                seen.extend_from_slice(&chunk[skip..n]);
-                while let Ok(Some(frame)) = decoder.decode(&mut seen) {
-                    if let Ok((Header::Pong { payload }, _)) =
-                        rpc::protocol::message::decode_frame(frame)
-                    {
-                        let _ = pongs_tx.try_send(payload);
-                    }
-                }
-            }
-        };
-        let _ = tokio::join!(up, down);
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = upstream.into_split();
+        tokio::join!(
+            forward(client_read, server_write, Way::ToServer, pongs_tx.clone()),
+            forward(server_read, client_write, Way::ToClient, pongs_tx),
+        );
     });
     (addr, pongs)
+}
+
+/// A client on one connection through a relay, never redialled (as
+/// `support::connect_pinned`): a call that succeeds on it proves the connection survived.
+async fn pinned_through(relay: SocketAddr, interval: Option<Duration>) -> BeatClient {
+    let stream = TcpStream::connect(relay).await.expect("connect");
+    BeatClient::new(
+        rpc::Client::builder()
+            .keepalive_interval(interval)
+            .keepalive_timeout(Duration::from_millis(150))
+            .connect_transport(stream)
+            .await
+            .expect("handshake"),
+    )
 }
 
 #[tokio::test]
@@ -234,22 +261,41 @@ async fn a_healthy_idle_connection_stays_up_across_many_intervals() {
     )
     .await;
     let (relay, mut pongs) = pong_counting_relay(server.addr).await;
-    // One connection that is never redialled (as `support::connect_pinned`): a call that
-    // succeeds at the end proves this connection survived.
-    let stream = TcpStream::connect(relay).await.expect("connect");
-    let client = BeatClient::new(
-        rpc::Client::builder()
-            .keepalive_interval(Some(Duration::from_millis(50)))
-            .keepalive_timeout(Duration::from_millis(150))
-            .connect_transport(stream)
-            .await
-            .expect("handshake"),
-    );
+    let client = pinned_through(relay, Some(Duration::from_millis(50))).await;
     assert_eq!(client.echo(1).await.expect("first call"), 1);
     for _ in 0..5 {
-        within("a pong", pongs.recv())
-            .await
-            .expect("the connection is up");
+        let way = within("a pong", pongs.recv()).await;
+        assert_eq!(
+            way,
+            Some(Way::ToClient),
+            "the server answers the client's pings"
+        );
+    }
+    assert!(client.client().is_connected());
+    assert_eq!(client.echo(2).await.expect("same connection"), 2);
+}
+
+#[tokio::test]
+async fn the_client_answers_the_server_s_pings_and_keeps_its_connection() {
+    // The client sends no pings of its own: all the server hears from an idle client is
+    // pongs, so the connection survives only if the client answers every ping.
+    let server = start(
+        rpc::Server::builder()
+            .keepalive_interval(Some(Duration::from_millis(50)))
+            .keepalive_timeout(Duration::from_millis(150))
+            .serve(BeatImpl.into_service()),
+    )
+    .await;
+    let (relay, mut pongs) = pong_counting_relay(server.addr).await;
+    let client = pinned_through(relay, None).await;
+    assert_eq!(client.echo(1).await.expect("first call"), 1);
+    for _ in 0..5 {
+        let way = within("a pong", pongs.recv()).await;
+        assert_eq!(
+            way,
+            Some(Way::ToServer),
+            "the client answers the server's pings"
+        );
     }
     assert!(client.client().is_connected());
     assert_eq!(client.echo(2).await.expect("same connection"), 2);
