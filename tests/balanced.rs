@@ -20,6 +20,9 @@ trait Node {
     async fn slow_name(&self) -> String;
     /// The server's name, once the test lets it go.
     async fn gated(&self) -> String;
+    /// The server's name; safe to send twice.
+    #[idempotent]
+    async fn read(&self) -> String;
 }
 
 #[derive(Clone)]
@@ -64,6 +67,10 @@ impl Node for NodeImpl {
         self.entered.add_permits(1);
         let _ = self.gate.acquire().await;
         self.name.clone()
+    }
+
+    async fn read(&self) -> String {
+        self.name().await
     }
 }
 
@@ -361,4 +368,55 @@ async fn an_endpoint_whose_health_check_says_not_serving_gets_no_calls_until_it_
 
     assert!(server_a.handle.set_serving("", true));
     until_answers(&stub, "`a` back", |names| names.iter().any(|n| n == "a")).await;
+}
+
+/// A server that completes the handshake and then never sends another byte (a host behind
+/// a link that went dark); counts the requests it swallows.
+async fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    use rpc::protocol::message::Header;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            connections.spawn(support::play_server(stream, move |header, _| {
+                if matches!(header, Header::Request(_)) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                bytes::BytesMut::new()
+            }));
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn an_endpoint_that_goes_silent_is_ejected_and_its_idempotent_calls_move_on() {
+    let (silent, swallowed) = silent_server().await;
+    let live = NodeImpl::new("live");
+    let server = serve(&live).await;
+    let client = rpc::Client::builder()
+        .keepalive_interval(Some(Duration::from_millis(50)))
+        .keepalive_timeout(Duration::from_millis(150))
+        // Ejected for long after it went silent: no call may find it again in this test.
+        .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .health_check_interval(None)
+        .balance([silent, server.addr]);
+    let stub = NodeClient::new(client.clone());
+    for _ in 0..30 {
+        let name = within("idempotent call", stub.read().no_deadline())
+            .await
+            .expect("moved to the live endpoint");
+        assert_eq!(name, "live");
+    }
+    // Idle, the two endpoints tie, so the silent one was picked (all but surely: 1 in 2^30
+    // it was not); its call waited for the keepalive to give up, was sent again to the
+    // other, and the silent endpoint got nothing after that.
+    assert_eq!(swallowed.load(Ordering::SeqCst), 1);
+    assert_eq!(client.retries(), 1);
 }

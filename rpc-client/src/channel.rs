@@ -33,6 +33,8 @@ pub(crate) struct Channel {
     /// False while the server's health check says it does not serve (a balancer's probe
     /// sets it): no new calls go here, the connection stays up.
     serving: AtomicBool,
+    /// How long an endpoint whose connection went silent is left alone before a dial.
+    eject_for: Duration,
 }
 
 /// What a balancer sees of an endpoint.
@@ -71,6 +73,7 @@ impl Channel {
                 last_error: None,
             }),
             serving: AtomicBool::new(true),
+            eject_for: config.reconnect_backoff_min,
         }
     }
 
@@ -111,6 +114,20 @@ impl Channel {
         }
         match self.current() {
             Some(conn) if conn.is_usable() => Availability::Connected(conn),
+            // The host stopped answering pings: a dial now would most likely hang for the
+            // whole connect timeout. Left alone for a backoff, as after a failed dial, then
+            // dialled again by a call (one at a time; see `Dialing`).
+            Some(conn) if conn.went_silent() => {
+                *lock(&self.not_before) = Some(now + self.eject_for);
+                let mut current = lock(&self.current);
+                // Unless a call has just dialled it again.
+                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                    *current = None;
+                }
+                drop(current);
+                tracing::debug!(endpoint = ?self.endpoint, "endpoint went silent; ejected for a backoff");
+                Availability::BackingOff
+            }
             // Going away (a go-away, or a call refused unrun) but still finishing its calls:
             // the server is draining, so no new call goes here until the connection is
             // gone and a fresh dial succeeds.

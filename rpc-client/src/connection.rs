@@ -61,6 +61,8 @@ struct Shared {
     /// False once the connection broke or the server said it is going away: new calls go
     /// elsewhere. Read on every call, so kept outside the lock.
     usable: AtomicBool,
+    /// Set when the server stopped answering keepalive pings: the host vanished.
+    silent: AtomicBool,
     queue: Arc<WriteQueue>,
 }
 
@@ -92,6 +94,7 @@ impl Connection {
                 closed: None,
             }),
             usable: AtomicBool::new(true),
+            silent: AtomicBool::new(false),
             queue: queue.clone(),
         });
         let frames = FramedRead::new(reader, FrameDecoder::new(config.max_frame_len));
@@ -186,6 +189,12 @@ impl Connection {
     /// Why the connection ended, if it has.
     pub(crate) fn closed_reason(&self) -> Option<Error> {
         self.shared.lock().closed.clone()
+    }
+
+    /// Whether the connection ended because the server stopped answering keepalive pings
+    /// (a host that vanished, a link that went dark), not by a close or a reset.
+    pub(crate) fn went_silent(&self) -> bool {
+        self.shared.silent.load(Ordering::Relaxed)
     }
 
     /// Stops routing new calls here (the server refused one because it is shutting down).
@@ -339,6 +348,7 @@ async fn drive<R, W>(
         never = sweep(&shared) => match never {},
         err = keepalive(ticker, &heard, &shared.queue) => {
             tracing::warn!(error = %err, "closing connection");
+            shared.silent.store(true, Ordering::Relaxed);
             err
         }
         err = read => match err {
