@@ -1,9 +1,9 @@
 //! [`Call`]: one remote call, configured before it is awaited.
 //!
-//! A call goes through one path, in attempts. [`Plan::start_now`] and [`Plan::start`] start
+//! A call goes through one path, in attempts. `Plan::start_now` and `Plan::start` start
 //! an attempt (the first when nothing has to be waited for, the second waiting for a
-//! connection, a permit or room); both queue the request through [`Plan::queue`]. An attempt
-//! in flight is a [`Sent`], polled for its reply, and [`Plan::settle`] turns the reply into
+//! connection, a permit or room); both queue the request through `Plan::queue`. An attempt
+//! in flight is a `Sent`, polled for its reply, and `Plan::settle` turns the reply into
 //! the call's result or into "refused unrun": the server said it ran none of the call, so
 //! the next attempt goes to a new connection. The deadline is resolved once, when the call
 //! is first polled, and covers every attempt.

@@ -128,7 +128,7 @@ pub struct RequestHeader {
 pub enum Status {
     /// The handler ran; the body holds its return value (which may be an application error).
     Ok,
-    /// The framework failed the call; see [`ErrorCode`](crate::error::ErrorCode).
+    /// The framework failed the call; see [`ErrorCode`].
     Error {
         /// The wire error code.
         code: u16,
