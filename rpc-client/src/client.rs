@@ -175,6 +175,18 @@ impl ClientBuilder {
         self
     }
 
+    /// See [`ClientConfig::keepalive_interval`]; `None` sends no pings.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// See [`ClientConfig::keepalive_timeout`].
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
     /// Connects to `endpoint`; the client redials it when the connection breaks. With
     /// [`lazy_connect`](Self::lazy_connect), returns at once and the first call dials.
     ///

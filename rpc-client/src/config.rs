@@ -57,6 +57,16 @@ pub struct ClientConfig {
     /// Retries a second allowed whatever the successes (a reserve that refills with time,
     /// holding at most one second's worth). Default: 10.
     pub retry_min_per_sec: u32,
+    /// Ping the server after this long without reading anything from it, calls in flight or
+    /// not, to notice a server that vanished without closing the connection (a host that
+    /// lost power, a cable pulled). Checked once per interval, so the ping goes out between
+    /// one and two intervals after the last frame read. `None` sends no pings (the client
+    /// still answers the server's). Default: 10 s.
+    pub keepalive_interval: Option<Duration>,
+    /// A server that sends nothing, its pong included, for this long after a ping is
+    /// declared dead: every call waiting on the connection fails at once with
+    /// `Error::ConnectionClosed`, and the next call redials. Default: 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -74,6 +84,8 @@ impl Default for ClientConfig {
             max_attempts: 3,
             retry_ratio: 0.2,
             retry_min_per_sec: 10,
+            keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
+            keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
         }
     }
 }

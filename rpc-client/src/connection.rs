@@ -5,7 +5,8 @@
 //! request on the shared [`WriteQueue`], and polls its slot. The connection task stores each
 //! response in its slot and wakes the caller. When the connection ends for any reason,
 //! every waiting slot receives the same error at once, and later calls on this connection
-//! fail immediately.
+//! fail immediately. That includes a server that stops answering keepalive pings (see
+//! [`rpc_core::keepalive`]): its calls fail at once instead of waiting for their deadlines.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rpc_core::frame::{self, FrameDecoder};
+use rpc_core::keepalive::{Keepalive, Tick};
 use rpc_core::message::{decode_frame, Header};
 use rpc_core::preamble::client_handshake;
 use rpc_core::stream::StreamTable;
@@ -93,7 +95,8 @@ impl Connection {
             queue: queue.clone(),
         });
         let frames = FramedRead::new(reader, FrameDecoder::new(config.max_frame_len));
-        let task = AbortOnDrop::spawn(drive(shared.clone(), frames, writer));
+        let keepalive = Keepalive::new(config.keepalive_interval, config.keepalive_timeout);
+        let task = AbortOnDrop::spawn(drive(shared.clone(), frames, writer, keepalive));
         Ok(Connection {
             queue,
             permits: Semaphore::new(config.max_in_flight.max(1)),
@@ -252,12 +255,41 @@ async fn sweep(shared: &Shared) -> std::convert::Infallible {
     }
 }
 
-/// The connection task: reads replies and runs the writer until either side fails.
-async fn drive<R, W>(shared: Arc<Shared>, mut frames: FramedRead<R, FrameDecoder>, writer: W)
-where
+/// Pings a silent server and gives it up when it does not answer; never ends without a
+/// ticker. `heard` is raised by the reader for every frame.
+async fn keepalive(ticker: Option<Keepalive>, heard: &AtomicBool, queue: &WriteQueue) -> Error {
+    let Some(mut ticker) = ticker else {
+        return std::future::pending().await;
+    };
+    loop {
+        match ticker.tick(|| heard.swap(false, Ordering::Relaxed)).await {
+            Tick::Ping(payload) => {
+                // Best effort: if the queue is gone, so is the connection.
+                let _ = queue.push_control(&Header::Ping { payload });
+            }
+            Tick::Dead { timeout } => {
+                return Error::closed(format!(
+                    "the server did not answer a keepalive ping within {} ms",
+                    timeout.as_millis()
+                ))
+            }
+        }
+    }
+}
+
+/// The connection task: reads replies and runs the writer until either side fails or the
+/// server stops answering keepalive pings.
+async fn drive<R, W>(
+    shared: Arc<Shared>,
+    mut frames: FramedRead<R, FrameDecoder>,
+    writer: W,
+    ticker: Option<Keepalive>,
+) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    // Whether a frame arrived since the keepalive last looked: one store per frame, no clock.
+    let heard = AtomicBool::new(false);
     let read = async {
         let outcome: Result<std::convert::Infallible, Error> = loop {
             let Some(frame) = frames.next().await else {
@@ -267,6 +299,7 @@ where
                 Ok(frame) => frame,
                 Err(err) => break Err(err),
             };
+            heard.store(true, Ordering::Relaxed);
             let frame_len = frame::wire_len(&frame);
             let (header, body) = match decode_frame(frame) {
                 Ok(parts) => parts,
@@ -278,6 +311,9 @@ where
                     tracing::debug!("server is going away; new calls will use a new connection");
                     shared.usable.store(false, Ordering::Release);
                 }
+                Header::Ping { payload } => shared.queue.answer_ping(payload),
+                // Already counted as hearing from the server.
+                Header::Pong { .. } => {}
                 // Stream frames go to their stream; anything else has no business here.
                 other => match shared
                     .streams
@@ -301,6 +337,10 @@ where
     let mut write = AbortOnDrop::spawn(async move { queue.run(writer).await });
     let err = tokio::select! {
         never = sweep(&shared) => match never {},
+        err = keepalive(ticker, &heard, &shared.queue) => {
+            tracing::warn!(error = %err, "closing connection");
+            err
+        }
         err = read => match err {
             Ok(never) => match never {},
             Err(err @ Error::ConnectionClosed { .. }) => err,

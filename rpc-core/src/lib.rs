@@ -10,7 +10,7 @@
 //! |---|---|
 //! | [`preamble`] | the 8 bytes that open a connection: magic and protocol version |
 //! | [`frame`] | length-delimited frames with a bounded maximum size |
-//! | [`message`] | the header at the front of every frame: request, response, cancel, stream frames, and the status a call ends with |
+//! | [`message`] | the header at the front of every frame: request, response, cancel, stream frames, ping and pong, and the status a call ends with |
 //! | [`metadata`] | call metadata: key-value pairs carried in a request header |
 //! | [`method`] | stable method ids derived from `Service.method` names |
 //! | [`health`] | the built-in health service every server hosts: its name, method and answer |
@@ -24,6 +24,7 @@
 //! |---|---|
 //! | [`writer`] | the one writer per connection that coalesces frames into one flush; control frames |
 //! | [`stream`] | streams inside calls: item buffers, byte credit per stream, routing stream frames |
+//! | [`keepalive`] | pinging a silent connection, and declaring a peer that does not answer dead |
 //! | [`deadline`] | deadline timers armed only when work has to wait ([`deadline::Deadline`]) |
 //! | [`task`] | tasks owned by a handle that aborts them when dropped |
 //! | [`sync`] | the poison-tolerant lock every shared table uses |
@@ -38,6 +39,7 @@ pub mod error;
 pub mod frame;
 pub mod health;
 pub mod ids;
+pub mod keepalive;
 pub mod message;
 pub mod metadata;
 pub mod method;

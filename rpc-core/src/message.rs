@@ -20,9 +20,16 @@
 //! | 4 | stream item | id u64 (the item is the body) |
 //! | 5 | stream end | id u64, status as in a response |
 //! | 6 | credit | id u64, bytes u32 |
+//! | 7 | ping | payload u64 (opaque) |
+//! | 8 | pong | payload u64, the ping's, echoed |
 //!
 //! Both directions share these tags, so a message sent the wrong way (a response sent to a
 //! server) is recognised and refused rather than misread.
+//!
+//! Ping and pong are the keepalive (see [`keepalive`](crate::keepalive)): either side may
+//! ping, and the other answers at once. A peer built before they existed refuses tag 7 as
+//! an unknown tag and closes the connection as malformed; the protocol version stays 1, as
+//! no such peer was ever deployed.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -72,6 +79,17 @@ pub enum Header {
         /// Bytes of frames the sender may add.
         bytes: u32,
     },
+    /// Either way: are you there? The receiver answers with a [`Pong`](Header::Pong)
+    /// carrying the same payload, at once (see [`keepalive`](crate::keepalive)).
+    Ping {
+        /// Chosen by the sender, echoed in the pong.
+        payload: u64,
+    },
+    /// Either way: the answer to a [`Ping`](Header::Ping).
+    Pong {
+        /// The ping's payload.
+        payload: u64,
+    },
 }
 
 impl Header {
@@ -85,6 +103,8 @@ impl Header {
             Header::StreamItem { .. } => "stream item",
             Header::StreamEnd { .. } => "stream end",
             Header::Credit { .. } => "credit",
+            Header::Ping { .. } => "ping",
+            Header::Pong { .. } => "pong",
         }
     }
 }
@@ -218,6 +238,8 @@ const TAG_GO_AWAY: u8 = 3;
 const TAG_STREAM_ITEM: u8 = 4;
 const TAG_STREAM_END: u8 = 5;
 const TAG_CREDIT: u8 = 6;
+const TAG_PING: u8 = 7;
+const TAG_PONG: u8 = 8;
 /// The longest fixed part of a request header: tag, id, method, timeout flag and value,
 /// metadata count.
 const FIXED_REQUEST_LEN: usize = 1 + 8 + 8 + 1 + 8 + 2;
@@ -292,6 +314,14 @@ impl Header {
                 dst.put_u64_le(*id);
                 dst.put_u32_le(*bytes);
             }
+            Header::Ping { payload } => {
+                dst.put_u8(TAG_PING);
+                dst.put_u64_le(*payload);
+            }
+            Header::Pong { payload } => {
+                dst.put_u8(TAG_PONG);
+                dst.put_u64_le(*payload);
+            }
         }
         Ok(())
     }
@@ -356,6 +386,12 @@ impl Header {
             TAG_CREDIT => Header::Credit {
                 id: r.u64("stream id")?,
                 bytes: r.u32("credit")?,
+            },
+            TAG_PING => Header::Ping {
+                payload: r.u64("ping payload")?,
+            },
+            TAG_PONG => Header::Pong {
+                payload: r.u64("pong payload")?,
             },
             other => return Err(malformed(format!("unknown message tag {other}"))),
         })
@@ -530,6 +566,8 @@ mod tests {
                 id: 11,
                 bytes: u32::MAX,
             },
+            Header::Ping { payload: 12 },
+            Header::Pong { payload: u64::MAX },
         ];
         for header in headers {
             let mut buf = BytesMut::new();
@@ -588,6 +626,25 @@ mod tests {
         forged.extend_from_slice(&u16::MAX.to_le_bytes());
         let err = decode_frame(Bytes::from(forged)).expect_err("forged count");
         assert!(matches!(err, ProtocolError::MalformedHeader { .. }));
+    }
+
+    #[test]
+    fn ping_and_pong_have_their_documented_layout() {
+        for (header, tag, name) in [
+            (Header::Ping { payload: 0x0102 }, TAG_PING, "ping"),
+            (Header::Pong { payload: 0x0102 }, TAG_PONG, "pong"),
+        ] {
+            let mut buf = BytesMut::new();
+            header.encode(&mut buf).expect("encode");
+            assert_eq!(&buf[..], &[tag, 2, 1, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(header.kind(), name);
+            // Cut short anywhere, it is refused.
+            for len in 1..buf.len() {
+                let cut = Bytes::copy_from_slice(&buf[..len]);
+                assert!(decode_frame(cut).is_err(), "a {len}-byte {name} decoded");
+            }
+        }
+        assert_eq!((TAG_PING, TAG_PONG), (7, 8));
     }
 
     #[test]

@@ -91,6 +91,15 @@ impl WriteQueue {
         self.push(header, |_| Ok(()))
     }
 
+    /// Answers the peer's ping with a pong now, if the buffer is below the high-water mark;
+    /// otherwise skips it: the peer reads the frames already queued before the pong would
+    /// have arrived, and they show it this side is alive (see [`keepalive`](crate::keepalive)).
+    /// So a peer that pings without reading cannot grow the buffer.
+    pub fn answer_ping(&self, payload: u64) {
+        // Best effort: a closing or broken connection has nobody to answer.
+        let _ = self.try_push(&Header::Pong { payload }, |_| Ok(()));
+    }
+
     /// Like [`push_control`](Self::push_control), but waits for room first: for frames a
     /// peer could provoke without bound (the refusal of each request it sends), so a peer
     /// that does not read is slowed down instead of buffered for.
@@ -288,6 +297,22 @@ mod tests {
 
     fn cancel(id: u64) -> Header {
         Header::Cancel { id }
+    }
+
+    #[test]
+    fn pongs_stop_at_the_high_water_mark() {
+        let queue = WriteQueue::new(1024, 64);
+        // A peer that floods pings and reads nothing: the pongs fill the buffer up to the
+        // mark and no further.
+        for payload in 0..1000 {
+            queue.answer_ping(payload);
+        }
+        let queued = queue.queued_bytes();
+        assert!(
+            queued >= 64,
+            "pongs are answered below the mark ({queued} bytes)"
+        );
+        assert!(queued < 64 + 13, "pongs stop at the mark ({queued} bytes)");
     }
 
     #[tokio::test]

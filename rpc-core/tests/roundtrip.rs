@@ -62,6 +62,11 @@ fn header() -> impl Strategy<Value = Header> {
         int().prop_map(|id| Header::Cancel { id }),
         (int(), status()).prop_map(|(id, status)| Header::Response { id, status }),
         Just(Header::GoAway),
+        int().prop_map(|id| Header::StreamItem { id }),
+        (int(), status()).prop_map(|(id, status)| Header::StreamEnd { id, status }),
+        (int(), any::<u32>()).prop_map(|(id, bytes)| Header::Credit { id, bytes }),
+        int().prop_map(|payload| Header::Ping { payload }),
+        int().prop_map(|payload| Header::Pong { payload }),
     ]
 }
 

@@ -34,7 +34,8 @@ pub struct ServerConfig {
     /// Time a new connection has to send its preamble. Default: 5 s.
     pub preamble_timeout: Duration,
     /// A connection with no calls in flight and no incoming frames for this long is closed.
-    /// `None` keeps idle connections open. Default: 5 minutes.
+    /// Keepalive pings and pongs do not count as activity here (as in gRPC): a client that
+    /// only pings still idles out. `None` keeps idle connections open. Default: 5 minutes.
     pub idle_timeout: Option<Duration>,
     /// Largest call metadata (keys plus values), in bytes. Larger metadata fails the call with
     /// `BadRequest`. Default: 16 KiB.
@@ -48,6 +49,17 @@ pub struct ServerConfig {
     /// On shutdown, how long calls in flight may take to finish before they are aborted.
     /// Default: 10 s.
     pub shutdown_grace: Duration,
+    /// Ping a client after this long without reading anything from it, calls in flight or
+    /// not, to notice a client that vanished without closing the connection (a host that
+    /// lost power, a cable pulled). Checked once per interval, so the ping goes out between
+    /// one and two intervals after the last frame read. `None` sends no pings (the server
+    /// still answers the client's). Default: 10 s.
+    pub keepalive_interval: Option<Duration>,
+    /// A client that sends nothing, its pong included, for this long after a ping is
+    /// declared dead: its connection closes at once, with a log line naming the peer, and
+    /// its calls are aborted. A connection held at `max_in_flight_per_connection` (the
+    /// server itself stopped reading it) is never declared dead. Default: 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +74,8 @@ impl Default for ServerConfig {
             write_high_water: 1024 * 1024,
             stream_window: rpc_core::stream::DEFAULT_WINDOW,
             shutdown_grace: Duration::from_secs(10),
+            keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
+            keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
         }
     }
 }

@@ -2,16 +2,16 @@
 //!
 //! [`serve`] reads as four steps: the preamble; the reader (this task) and the writer
 //! ([`WriteQueue::run`], a task the reader owns, which flushes every queued reply in one
-//! write); reading and running calls until the peer leaves, breaks the protocol, idles out or
-//! drains; closing. The reader is one hand-written poll loop ([`Connection::poll_turn`]),
-//! whose every turn is four steps too: the shutdown signal ([`Drain`]), finished calls
-//! ([`CallTable`]), every frame already read, the idle timer ([`IdleTimer`]). Only a refusal
-//! that must wait for room leaves the loop. Each call is polled once where its request was
-//! read (see [`CallTask`]); the ones still pending join the call table, which the reader
-//! polls in the same turn. Calls run concurrently and reply in any order. When
-//! `max_in_flight_per_connection` calls are pending the reader stops reading, so the client
-//! is slowed by TCP rather than buffered here. Dropping the connection drops every call it
-//! owns, and its writer.
+//! write); reading and running calls until the peer leaves, breaks the protocol, idles out,
+//! stops answering keepalive pings or drains; closing. The reader is one hand-written poll
+//! loop ([`Connection::poll_turn`]), whose every turn is five steps: the shutdown signal
+//! ([`Drain`]), finished calls ([`CallTable`]), every frame already read, the keepalive
+//! ([`Keepalive`]), the idle timer ([`IdleTimer`]). Only a refusal that must wait for room
+//! leaves the loop. Each call is polled once where its request was read (see [`CallTask`]);
+//! the ones still pending join the call table, which the reader polls in the same turn.
+//! Calls run concurrently and reply in any order. When `max_in_flight_per_connection` calls
+//! are pending the reader stops reading, so the client is slowed by TCP rather than
+//! buffered here. Dropping the connection drops every call it owns, and its writer.
 //!
 //! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
 //! work, blocking I/O) delays the other calls of that connection, as in any async code. Host
@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rpc_core::error::ErrorCode;
 use rpc_core::frame::{self, FrameDecoder};
+use rpc_core::keepalive::{Keepalive, Tick};
 use rpc_core::message::{decode_frame, Header, RequestHeader, Status};
 use rpc_core::preamble::server_handshake;
 use rpc_core::stream::StreamTable;
@@ -47,8 +48,8 @@ use crate::service::{Reply, Request, Wire};
 use crate::shutdown::Drain;
 use crate::stats::{CallGuard, ConnectionGuard};
 
-/// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, or the
-/// server shuts down.
+/// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, stops
+/// answering keepalive pings, or the server shuts down.
 pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     let _open = ConnectionGuard::new(shared.counters.clone());
     let peer = stream.peer();
@@ -76,8 +77,20 @@ pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     tokio::pin!(read);
     tokio::select! {
         outcome = &mut read => {
-            match &outcome {
-                Ok(()) => tracing::debug!(%peer, "connection closed"),
+            match outcome {
+                Ok(Closed::Normally) => tracing::debug!(%peer, "connection closed"),
+                Ok(Closed::PeerSilent { timeout }) => {
+                    let err = Error::closed(format!(
+                        "the client did not answer a keepalive ping within {} ms",
+                        timeout.as_millis()
+                    ));
+                    tracing::warn!(%peer, error = %err, "closing connection");
+                    // 4. Close at once: the client reads nothing, so a flush could wait as
+                    // long as TCP does. Returning drops the writer and every call (each
+                    // counts out of the in-flight figure).
+                    wire.streams.close(err);
+                    return;
+                }
                 Err(err) => tracing::warn!(%peer, error = %err, "closing connection"),
             }
             // 4. Close: streams a handler handed elsewhere learn that the connection is
@@ -123,6 +136,10 @@ struct Connection<R> {
     /// Calls still pending after their first poll; dropping the connection drops them.
     calls: CallTable,
     drain: Drain,
+    /// `None` when the server sends no pings.
+    keepalive: Option<Keepalive>,
+    /// Whether a frame was read since the keepalive last looked.
+    heard: bool,
     idle: IdleTimer,
 }
 
@@ -143,12 +160,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             peer,
             calls: CallTable::default(),
             drain: shared.shutdown.drain(),
+            keepalive: Keepalive::new(config.keepalive_interval, config.keepalive_timeout),
+            heard: false,
             idle: IdleTimer::new(config.idle_timeout),
             shared,
         }
     }
 
-    async fn run(&mut self) -> Result<(), Error> {
+    async fn run(&mut self) -> Result<Closed, Error> {
         loop {
             match std::future::poll_fn(|cx| self.poll_turn(cx)).await? {
                 Turn::Refuse(header) => {
@@ -156,15 +175,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     // down, not buffered for.
                     self.wire.queue.send_control(&header).await?;
                 }
-                Turn::Close => return Ok(()),
+                Turn::Close(closed) => return Ok(closed),
             }
         }
     }
 
-    /// One turn of the connection: everything that is ready, in four steps — the shutdown
-    /// signal, finished calls, every frame already read (starting calls), the idle timer.
-    /// Pending once nothing is left to do; ready only when the caller must act (write a
-    /// refusal, which may wait for room; close).
+    /// One turn of the connection: everything that is ready, in five steps — the shutdown
+    /// signal, finished calls, every frame already read (starting calls), the keepalive,
+    /// the idle timer. Pending once nothing is left to do; ready only when the caller must
+    /// act (write a refusal, which may wait for room; close).
     fn poll_turn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Turn, Error>> {
         // 1. Shutdown: cheap unless the signal moved (see `Drain`).
         let draining = self.drain.poll_draining(cx, &self.wire.queue)?;
@@ -183,32 +202,55 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 let frame = match self.frames.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
                     Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
-                    Poll::Ready(None) => return Poll::Ready(Ok(Turn::Close)),
+                    Poll::Ready(None) => return Poll::Ready(Ok(Turn::Close(Closed::Normally))),
                     Poll::Pending => break,
                 };
                 read_any = true;
                 // One clock read per batch: deadlines count from when the batch was read.
                 let now = *batch_start.get_or_insert_with(Instant::now);
-                self.idle.touch(now);
                 if let Some(refusal) = self.on_frame(frame, draining, now, cx)? {
+                    self.heard = true;
                     return Poll::Ready(Ok(Turn::Refuse(refusal)));
                 }
             }
             if !read_any {
                 break;
             }
+            self.heard = true;
         }
+
+        // 4. Keepalive: calls in flight or not, a silent client is pinged, then given up.
+        if let Some(keepalive) = &mut self.keepalive {
+            let heard = &mut self.heard;
+            let calls = &self.calls;
+            let limit = self.shared.config.max_in_flight_per_connection;
+            // Held at the in-flight limit, this side stopped reading: the pong may be
+            // waiting unread, so the client is not to blame.
+            let mut heard = || std::mem::take(heard) || calls.len() >= limit;
+            while let Poll::Ready(tick) = keepalive.poll_tick(cx, &mut heard) {
+                match tick {
+                    Tick::Ping(payload) => {
+                        // Best effort: if the queue is gone, so is the connection.
+                        let _ = self.wire.queue.push_control(&Header::Ping { payload });
+                    }
+                    Tick::Dead { timeout } => {
+                        return Poll::Ready(Ok(Turn::Close(Closed::PeerSilent { timeout })))
+                    }
+                }
+            }
+        }
+
         if !self.calls.is_empty() {
             return Poll::Pending;
         }
         if draining {
-            return Poll::Ready(Ok(Turn::Close));
+            return Poll::Ready(Ok(Turn::Close(Closed::Normally)));
         }
 
-        // 4. Idle: only with no call in flight.
+        // 5. Idle: only with no call in flight.
         if self.idle.poll_expired(cx).is_ready() {
             tracing::debug!(peer = %self.peer, "closing idle connection");
-            return Poll::Ready(Ok(Turn::Close));
+            return Poll::Ready(Ok(Turn::Close(Closed::Normally)));
         }
         Poll::Pending
     }
@@ -239,14 +281,26 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         let frame_len = frame::wire_len(&frame);
         let (header, body) = decode_frame(frame)?;
         match header {
-            Header::Request(request) => self.on_request(request, body, draining, now, cx),
+            Header::Request(request) => {
+                self.idle.touch(now);
+                self.on_request(request, body, draining, now, cx)
+            }
             Header::Cancel { id } => {
+                self.idle.touch(now);
                 self.calls.cancel(id);
                 self.wire.streams.remove(id);
                 Ok(None)
             }
+            // Keepalive frames are not activity for the idle timeout (as in gRPC): a client
+            // that only pings still idles out.
+            Header::Ping { payload } => {
+                self.wire.queue.answer_ping(payload);
+                Ok(None)
+            }
+            Header::Pong { .. } => Ok(None),
             // Stream frames go to their stream; anything else has no business here.
             other => {
+                self.idle.touch(now);
                 match self
                     .wire
                     .streams
@@ -340,6 +394,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 enum Turn {
     /// A request must be refused with this response, once there is room to write it.
     Refuse(Header),
-    /// The connection is done: the client left, it idled out, or it drained.
-    Close,
+    /// The connection is done.
+    Close(Closed),
+}
+
+/// Why a connection's reader finished without an error.
+enum Closed {
+    /// The client left, the connection idled out, or it drained: flush what is queued.
+    Normally,
+    /// The client sent nothing for `timeout` after a keepalive ping: close at once.
+    PeerSilent { timeout: Duration },
 }

@@ -139,6 +139,18 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`ServerConfig::keepalive_interval`]; `None` sends no pings.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// See [`ServerConfig::keepalive_timeout`].
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
     /// Listens on a TCP address (`"127.0.0.1:0"` picks a free port; see
     /// [`Server::local_addr`]).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
@@ -528,7 +540,9 @@ mod tests {
             .max_metadata_len(6)
             .write_high_water(7)
             .stream_window(8)
-            .shutdown_grace(Duration::from_secs(9));
+            .shutdown_grace(Duration::from_secs(9))
+            .keepalive_interval(Some(Duration::from_secs(10)))
+            .keepalive_timeout(Duration::from_secs(11));
         // Destructured without `..`: a new field fails to compile here until it has a setter
         // and a line in this test.
         let ServerConfig {
@@ -541,6 +555,8 @@ mod tests {
             write_high_water,
             stream_window,
             shutdown_grace,
+            keepalive_interval,
+            keepalive_timeout,
         } = builder.config;
         assert_eq!(
             (max_frame_len, max_in_flight_per_connection, max_connections),
@@ -553,5 +569,9 @@ mod tests {
             (6, 7, 8)
         );
         assert_eq!(shutdown_grace, Duration::from_secs(9));
+        assert_eq!(
+            (keepalive_interval, keepalive_timeout),
+            (Some(Duration::from_secs(10)), Duration::from_secs(11))
+        );
     }
 }
