@@ -158,6 +158,23 @@ async fn run<C: BenchConn>(
     secs: Duration,
 ) -> Result<LoadResult, String> {
     let (conns, per_conn, echo) = workload.shape();
+    let mut connected = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        connected.push(C::connect(addr).await?);
+    }
+    drive(connected, per_conn, echo, warm, secs).await
+}
+
+/// Runs `per_conn` call loops on each of `conns` (`echo` of `echo` bytes, or `add` for
+/// `None`): warm-up, then the measured window, announced on stdout as `WARM` and `END`;
+/// returns what was measured. Every reply is checked.
+pub async fn drive<C: BenchConn>(
+    conns: Vec<C>,
+    per_conn: usize,
+    echo: Option<usize>,
+    warm: Duration,
+    secs: Duration,
+) -> Result<LoadResult, String> {
     let template: Arc<Vec<u8>> = Arc::new(
         (0..echo.unwrap_or(0))
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
@@ -165,8 +182,7 @@ async fn run<C: BenchConn>(
     );
     let phase = Arc::new(AtomicU8::new(WARM));
     let mut tasks = Vec::new();
-    for c in 0..conns {
-        let conn = C::connect(addr).await?;
+    for (c, conn) in conns.into_iter().enumerate() {
         for t in 0..per_conn {
             let conn = conn.clone();
             let phase = phase.clone();
