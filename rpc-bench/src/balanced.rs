@@ -287,9 +287,10 @@ pub fn run(opts: &Options) -> Vec<(usize, usize, Sample)> {
             match measure(setup, opts) {
                 Some(s) => {
                     eprintln!(
-                        "{:>9.0} calls/s  p50 {:>7.1} us  p99 {:>7.1} us  served {:?}  err {} wrong {}",
+                        "{:>9.0} calls/s  p50 {:>7.1} us  p90 {:>7.1} us  p99 {:>7.1} us  served {:?}  err {} wrong {}",
                         calls_per_s(&s.load),
                         s.load.p50_ns as f64 / 1e3,
+                        s.load.p90_ns as f64 / 1e3,
                         s.load.p99_ns as f64 / 1e3,
                         s.served,
                         s.load.errors,
@@ -310,9 +311,10 @@ fn calls_per_s(r: &LoadResult) -> f64 {
 
 type Metric = fn(&LoadResult) -> f64;
 
-const METRICS: [(&str, Metric); 3] = [
+const METRICS: [(&str, Metric); 4] = [
     ("calls/s", calls_per_s),
     ("p50 us", |r| r.p50_ns as f64 / 1e3),
+    ("p90 us", |r| r.p90_ns as f64 / 1e3),
     ("p99 us", |r| r.p99_ns as f64 / 1e3),
 ];
 
@@ -347,9 +349,9 @@ pub fn table(opts: &Options, samples: &[(usize, usize, Sample)]) -> String {
     );
     let _ = writeln!(
         out,
-        "| setup | calls/s | p50 us | p99 us | calls served per server |"
+        "| setup | calls/s | p50 us | p90 us | p99 us | calls served per server |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for (i, setup) in SETUPS.iter().enumerate() {
         let runs: Vec<&Sample> = samples
             .iter()
@@ -382,8 +384,8 @@ pub fn table(opts: &Options, samples: &[(usize, usize, Sample)]) -> String {
             .join(" / ");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
-            setup.label, cells[0], cells[1], cells[2], shares
+            "| {} | {} | {} | {} | {} | {} |",
+            setup.label, cells[0], cells[1], cells[2], cells[3], shares
         );
     }
     let _ = writeln!(out);
@@ -393,9 +395,9 @@ pub fn table(opts: &Options, samples: &[(usize, usize, Sample)]) -> String {
     );
     let _ = writeln!(
         out,
-        "| servers | calls/s, p2c/rr | p50, p2c/rr | p99, p2c/rr |"
+        "| servers | calls/s, p2c/rr | p50, p2c/rr | p90, p2c/rr | p99, p2c/rr |"
     );
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|");
     for (label, p2c, rr) in [("3, none slow", 1, 2), ("3, one slow", 3, 4)] {
         let pairs: Vec<(&LoadResult, &LoadResult)> = (0..opts.reps)
             .filter_map(|rep| {
@@ -414,8 +416,8 @@ pub fn table(opts: &Options, samples: &[(usize, usize, Sample)]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} |",
-            cells[0], cells[1], cells[2]
+            "| {label} | {} | {} | {} | {} |",
+            cells[0], cells[1], cells[2], cells[3]
         );
     }
     let checked = SETUPS

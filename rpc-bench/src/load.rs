@@ -72,6 +72,8 @@ pub struct LoadResult {
     pub elapsed_ns: u64,
     /// Median latency.
     pub p50_ns: u64,
+    /// 90th percentile latency.
+    pub p90_ns: u64,
     /// 99th percentile latency.
     pub p99_ns: u64,
     /// Payload bytes echoed (one direction) while measuring.
@@ -82,12 +84,13 @@ impl LoadResult {
     /// `RESULT k=v ...`
     pub fn to_line(&self) -> String {
         format!(
-            "RESULT calls={} errors={} wrong={} elapsed_ns={} p50_ns={} p99_ns={} bytes={}",
+            "RESULT calls={} errors={} wrong={} elapsed_ns={} p50_ns={} p90_ns={} p99_ns={} bytes={}",
             self.calls,
             self.errors,
             self.wrong,
             self.elapsed_ns,
             self.p50_ns,
+            self.p90_ns,
             self.p99_ns,
             self.bytes
         )
@@ -106,6 +109,7 @@ impl LoadResult {
                 "wrong" => r.wrong = v,
                 "elapsed_ns" => r.elapsed_ns = v,
                 "p50_ns" => r.p50_ns = v,
+                "p90_ns" => r.p90_ns = v,
                 "p99_ns" => r.p99_ns = v,
                 "bytes" => r.bytes = v,
                 _ => {}
@@ -227,6 +231,7 @@ pub async fn drive<C: BenchConn>(
         }
     };
     r.p50_ns = pct(0.50);
+    r.p90_ns = pct(0.90);
     r.p99_ns = pct(0.99);
     Ok(r)
 }
