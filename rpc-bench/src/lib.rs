@@ -5,6 +5,7 @@
 //! process plumbing, so the criterion micro-benchmarks (`benches/micro.rs`) can share them.
 
 pub mod alloc;
+pub mod balanced;
 pub mod floor;
 pub mod load;
 pub mod mem;
@@ -101,16 +102,29 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Runs the server of `system` on 127.0.0.1 (port chosen by the OS), prints `PORT <n>` on
 /// stdout, and serves until stdin closes. Each line `stat` on stdin is answered with
-/// `ALLOCS <n>` (allocations counted so far in this process).
-pub fn server_main(system: System) {
+/// `ALLOCS <n>` (allocations counted so far in this process), each line `calls` with
+/// `CALLS <n>` (calls served so far; counted by the `balanced` server only).
+///
+/// With `balanced` (`--slow-ms N`; `rpc` only), serves the `balanced` workload's service
+/// ([`rpc_sys::Balanced`]): it counts calls, and sleeps that long before each reply.
+pub fn server_main(system: System, balanced: Option<std::time::Duration>) {
+    if balanced.is_some() && system != System::Rpc {
+        eprintln!(
+            "server {}: --slow-ms is for the rpc system only",
+            system.name()
+        );
+        std::process::exit(2);
+    }
     raise_fd_limit();
     std::thread::spawn(|| {
         use std::io::BufRead;
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let Ok(line) = line else { break };
-            if line.trim() == "stat" {
-                println!("ALLOCS {}", alloc::count());
+            match line.trim() {
+                "stat" => println!("ALLOCS {}", alloc::count()),
+                "calls" => println!("CALLS {}", rpc_sys::served()),
+                _ => {}
             }
         }
         // The orchestrator is gone or done with us.
@@ -119,7 +133,10 @@ pub fn server_main(system: System) {
     let rt = crate::runtime();
     rt.block_on(async move {
         let result = match system {
-            System::Rpc => rpc_sys::serve().await,
+            System::Rpc => match balanced {
+                Some(slow) => rpc_sys::serve_balanced(slow).await,
+                None => rpc_sys::serve().await,
+            },
             System::Tarpc => tarpc_sys::serve().await,
             System::Floor => floor::serve().await,
         };

@@ -72,6 +72,8 @@ pub struct LoadResult {
     pub elapsed_ns: u64,
     /// Median latency.
     pub p50_ns: u64,
+    /// 90th percentile latency.
+    pub p90_ns: u64,
     /// 99th percentile latency.
     pub p99_ns: u64,
     /// Payload bytes echoed (one direction) while measuring.
@@ -82,12 +84,13 @@ impl LoadResult {
     /// `RESULT k=v ...`
     pub fn to_line(&self) -> String {
         format!(
-            "RESULT calls={} errors={} wrong={} elapsed_ns={} p50_ns={} p99_ns={} bytes={}",
+            "RESULT calls={} errors={} wrong={} elapsed_ns={} p50_ns={} p90_ns={} p99_ns={} bytes={}",
             self.calls,
             self.errors,
             self.wrong,
             self.elapsed_ns,
             self.p50_ns,
+            self.p90_ns,
             self.p99_ns,
             self.bytes
         )
@@ -106,6 +109,7 @@ impl LoadResult {
                 "wrong" => r.wrong = v,
                 "elapsed_ns" => r.elapsed_ns = v,
                 "p50_ns" => r.p50_ns = v,
+                "p90_ns" => r.p90_ns = v,
                 "p99_ns" => r.p99_ns = v,
                 "bytes" => r.bytes = v,
                 _ => {}
@@ -158,6 +162,23 @@ async fn run<C: BenchConn>(
     secs: Duration,
 ) -> Result<LoadResult, String> {
     let (conns, per_conn, echo) = workload.shape();
+    let mut connected = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        connected.push(C::connect(addr).await?);
+    }
+    drive(connected, per_conn, echo, warm, secs).await
+}
+
+/// Runs `per_conn` call loops on each of `conns` (`echo` of `echo` bytes, or `add` for
+/// `None`): warm-up, then the measured window, announced on stdout as `WARM` and `END`;
+/// returns what was measured. Every reply is checked.
+pub async fn drive<C: BenchConn>(
+    conns: Vec<C>,
+    per_conn: usize,
+    echo: Option<usize>,
+    warm: Duration,
+    secs: Duration,
+) -> Result<LoadResult, String> {
     let template: Arc<Vec<u8>> = Arc::new(
         (0..echo.unwrap_or(0))
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
@@ -165,8 +186,7 @@ async fn run<C: BenchConn>(
     );
     let phase = Arc::new(AtomicU8::new(WARM));
     let mut tasks = Vec::new();
-    for c in 0..conns {
-        let conn = C::connect(addr).await?;
+    for (c, conn) in conns.into_iter().enumerate() {
         for t in 0..per_conn {
             let conn = conn.clone();
             let phase = phase.clone();
@@ -211,6 +231,7 @@ async fn run<C: BenchConn>(
         }
     };
     r.p50_ns = pct(0.50);
+    r.p90_ns = pct(0.90);
     r.p99_ns = pct(0.99);
     Ok(r)
 }

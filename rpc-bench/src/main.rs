@@ -1,15 +1,20 @@
 //! `rpc-bench`: run with no subcommand to benchmark rpc, tarpc and floor (see README.md).
 //!
 //! ```text
-//! rpc-bench [--secs 3] [--warm 1] [--reps 3] [--workloads lat,pipe,conns,bulk,mem]
+//! rpc-bench [--secs 3] [--warm 1] [--reps 3] [--workloads lat,pipe,conns,bulk,balanced,mem]
 //!           [--systems rpc,tarpc,floor] [--allocs] [--no-save]
-//! rpc-bench server --system S                       (internal)
+//! rpc-bench server --system S [--slow-ms N]         (internal)
 //! rpc-bench client --system S --workload W --addr A [--warm 1] [--secs 3]   (internal)
+//! rpc-bench client --system rpc --workload balanced --policy one|p2c|rr --addrs A,B,C
+//!           [--warm 1] [--secs 3]                   (internal)
 //! rpc-bench memclient --system S --addr A --conns N --calls M               (internal)
 //! ```
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use rpc_bench::balanced::{self, Policy};
 use rpc_bench::load::Workload;
 use rpc_bench::orchestrate::{self, Options};
 use rpc_bench::{alloc, System};
@@ -44,7 +49,31 @@ fn main() {
         })
     };
     match args.first().map(String::as_str) {
-        Some("server") => rpc_bench::server_main(system()),
+        Some("server") => {
+            let slow = flag("--slow-ms").map(|ms| {
+                ms.parse()
+                    .map(Duration::from_millis)
+                    .unwrap_or_else(|_| usage("--slow-ms takes a whole number of milliseconds"))
+            });
+            rpc_bench::server_main(system(), slow);
+        }
+        Some("client") if flag("--workload").as_deref() == Some(balanced::NAME) => {
+            if system() != System::Rpc {
+                usage("the balanced workload is for the rpc system only");
+            }
+            let policy = flag("--policy")
+                .and_then(|p| Policy::parse(&p))
+                .unwrap_or_else(|| usage("--policy one|p2c|rr is required"));
+            let addrs: Vec<SocketAddr> = flag("--addrs")
+                .unwrap_or_else(|| usage("--addrs IP:PORT,... is required"))
+                .split(',')
+                .map(|a| {
+                    a.parse()
+                        .unwrap_or_else(|_| usage(&format!("--addrs: {a} is not IP:PORT")))
+                })
+                .collect();
+            balanced::client_main(policy, addrs, num("--warm", 1.0), num("--secs", 3.0));
+        }
         Some("client") => {
             let w = flag("--workload").unwrap_or_else(|| usage("--workload is required"));
             let w = Workload::parse(&w).unwrap_or_else(|| usage(&format!("unknown workload {w}")));
@@ -65,12 +94,14 @@ fn main() {
         Some("-h" | "--help") => usage(""),
         _ => {
             let mut workloads = Vec::new();
-            let mut mem = true;
+            let (mut mem, mut run_balanced) = (true, true);
             if let Some(list) = flag("--workloads") {
-                mem = false;
+                (mem, run_balanced) = (false, false);
                 for w in list.split(',') {
                     if w == "mem" {
                         mem = true;
+                    } else if w == balanced::NAME {
+                        run_balanced = true;
                     } else {
                         workloads.push(
                             Workload::parse(w)
@@ -97,6 +128,7 @@ fn main() {
                 workloads,
                 systems,
                 mem,
+                balanced: run_balanced,
                 allocs: has("--allocs"),
                 save: !has("--no-save"),
                 command: std::iter::once("cargo run -p rpc-bench --release --".to_string())
@@ -127,7 +159,8 @@ fn usage(problem: &str) -> ! {
         eprintln!("rpc-bench: {problem}");
     }
     eprintln!(
-        "usage: rpc-bench [--secs 3] [--warm 1] [--reps 3] [--workloads lat,pipe,conns,bulk,mem] \
+        "usage: rpc-bench [--secs 3] [--warm 1] [--reps 3] \
+         [--workloads lat,pipe,conns,bulk,balanced,mem] \
          [--systems rpc,tarpc,floor] [--allocs] [--no-save]"
     );
     std::process::exit(if problem.is_empty() { 0 } else { 2 });

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::balanced;
 use crate::load::{LoadResult, Workload};
 use crate::mem::{self, MemResult};
 use crate::proc_stat;
@@ -29,6 +30,8 @@ pub struct Options {
     pub systems: Vec<System>,
     /// Whether to run the memory-at-scale test.
     pub mem: bool,
+    /// Whether to run the `balanced` workload (one client over three servers; rpc only).
+    pub balanced: bool,
     /// Whether to count allocations (slower; separate from the throughput table).
     pub allocs: bool,
     /// Whether to save the table under `results/`.
@@ -149,6 +152,21 @@ pub fn start_server(system: System, allocs: bool) -> (Proc, u16) {
         &["server".into(), "--system".into(), system.name().into()],
         allocs,
     );
+    let port = announced_port(&mut server);
+    (server, port)
+}
+
+/// Starts a server of `system` with `extra` arguments (allocations not counted) and
+/// returns it with its port.
+pub fn start_server_with(system: System, extra: &[String]) -> (Proc, u16) {
+    let mut args = vec!["server".into(), "--system".into(), system.name().into()];
+    args.extend_from_slice(extra);
+    let mut server = Proc::start(&args, false);
+    let port = announced_port(&mut server);
+    (server, port)
+}
+
+fn announced_port(server: &mut Proc) -> u16 {
     let port = loop {
         let line = server
             .line()
@@ -157,7 +175,7 @@ pub fn start_server(system: System, allocs: bool) -> (Proc, u16) {
             break port.parse::<u16>().expect("port");
         }
     };
-    (server, port)
+    port
 }
 
 fn server_allocs(server: &mut Proc) -> Option<u64> {
@@ -266,6 +284,17 @@ pub fn run(opts: &Options) -> String {
             }
         }
     }
+    let balanced = if opts.balanced && opts.systems.contains(&System::Rpc) {
+        balanced::run(opts)
+    } else {
+        if opts.balanced {
+            eprintln!(
+                "[{}] skipped: it measures the rpc system only",
+                balanced::NAME
+            );
+        }
+        Vec::new()
+    };
     let mem_results: Vec<(System, MemResult)> = if opts.mem {
         opts.systems
             .iter()
@@ -282,7 +311,7 @@ pub fn run(opts: &Options) -> String {
     } else {
         Vec::new()
     };
-    report(opts, &samples, &mem_results)
+    report(opts, &samples, &balanced, &mem_results)
 }
 
 fn calls_per_s(s: &Sample) -> f64 {
@@ -297,7 +326,8 @@ fn cpu_us_per_call(s: &Sample) -> f64 {
     (s.client_cpu_ns + s.server_cpu_ns) as f64 / 1e3 / s.load.calls.max(1) as f64
 }
 
-fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+/// (median, min, max) of `v`; `None` if empty.
+pub(crate) fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
         return None;
     }
@@ -311,7 +341,8 @@ fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     Some((med, v[0], v[n - 1]))
 }
 
-fn fmt_num(x: f64) -> String {
+/// A figure with three or four significant digits: `1.21M`, `570.0k`, `452`, `83.7`.
+pub(crate) fn fmt_num(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2}M", x / 1e6)
     } else if x >= 1e4 {
@@ -370,6 +401,7 @@ fn median_of(
 fn report(
     opts: &Options,
     samples: &[(Workload, System, Sample)],
+    balanced: &[(usize, usize, balanced::Sample)],
     mem_results: &[(System, MemResult)],
 ) -> String {
     let mut out = String::new();
@@ -385,12 +417,26 @@ fn report(
         "Each cell: median of {} run(s) of {} s after {} s warm-up (min-max in brackets); server and client are separate processes on 127.0.0.1 sharing the cores. CPU = user+sys of both processes during the window / calls.\n",
         opts.reps, opts.secs, opts.warm
     );
+    if !opts.workloads.is_empty() {
+        load_table(opts, samples, &mut out);
+    }
+    if !balanced.is_empty() {
+        let _ = writeln!(out, "{}", balanced::table(opts, balanced));
+    }
+    if !mem_results.is_empty() {
+        let _ = writeln!(out, "{}", mem::table(mem_results));
+    }
+    out
+}
+
+/// The throughput table of the single-server workloads, their error counts and targets.
+fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut String) {
     let has = |s: System| opts.systems.contains(&s);
     let _ = writeln!(
-        out,
+        *out,
         "| workload | metric | rpc | tarpc | floor | rpc/tarpc | rpc/floor |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(*out, "|---|---|---|---|---|---|---|");
     for &w in &opts.workloads {
         for (name, f) in metrics(w, opts.allocs) {
             let cell = |sys: System| -> (String, Option<f64>) {
@@ -410,7 +456,7 @@ fn report(
                 _ => "-".into(),
             };
             let _ = writeln!(
-                out,
+                *out,
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 w.name(),
                 name,
@@ -422,7 +468,7 @@ fn report(
             );
         }
     }
-    let _ = writeln!(out);
+    let _ = writeln!(*out);
     // Errors and wrong replies, summed over all runs.
     let mut bad = Vec::new();
     for &w in &opts.workloads {
@@ -444,17 +490,13 @@ fn report(
         }
     }
     let _ = writeln!(
-        out,
+        *out,
         "Every reply checked (errors and wrong replies counted from the start of warm-up): {}.\n",
         bad.join("; ")
     );
     if opts.systems.len() == 3 {
-        let _ = writeln!(out, "{}", targets(samples));
+        let _ = writeln!(*out, "{}", targets(samples));
     }
-    if !mem_results.is_empty() {
-        let _ = writeln!(out, "{}", mem::table(mem_results));
-    }
-    out
 }
 
 fn targets(samples: &[(Workload, System, Sample)]) -> String {
