@@ -424,21 +424,13 @@ impl Sent {
     }
 }
 
-/// The header of a request sent at `now`.
-fn request_header(
-    id: u64,
-    method: Method,
-    deadline: Option<Instant>,
-    now: Instant,
-    metadata: Metadata,
-) -> Header {
+/// The header of a request whose deadline is `left` away.
+#[inline]
+fn request_header(id: u64, method: Method, left: Option<Duration>, metadata: Metadata) -> Header {
     Header::Request(RequestHeader {
         id,
         method: method.id().as_u64(),
-        timeout_micros: deadline.map(|d| {
-            let left = d.saturating_duration_since(now);
-            u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
-        }),
+        timeout_micros: left.map(|left| u64::try_from(left.as_micros()).unwrap_or(u64::MAX)),
         metadata,
     })
 }
@@ -497,9 +489,11 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
         // A far deadline (the default one) is enforced by the connection's sweep: no timer
         // per call. A near one gets a precise timer, armed only if the call has to wait.
         let deadline = self.deadline();
-        let (swept, near) = match deadline {
-            Some(at) if at.saturating_duration_since(now) > SWEEP_MIN => (Some(at), None),
-            other => (None, other),
+        // Read once: it decides the timer and goes into the header.
+        let left = deadline.map(|at| at.saturating_duration_since(now));
+        let (swept, near) = match left {
+            Some(left) if left > SWEEP_MIN => (deadline, None),
+            _ => (None, deadline),
         };
         let id = conn.register(swept)?;
         let request = &mut self.request;
@@ -508,7 +502,7 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
             .streaming_response
             .then(|| conn.streams().open_inbound(id, conn.window()));
         // Cloning empty metadata (the common case) does not allocate.
-        let header = request_header(id, request.method, deadline, now, request.metadata.clone());
+        let header = request_header(id, request.method, left, request.metadata.clone());
         let args = &request.args;
         let queued = match conn
             .queue
