@@ -17,6 +17,8 @@ trait Store {
     async fn get(&self) -> u32;
     /// Not idempotent: never sent twice.
     async fn put(&self) -> u32;
+    /// A request larger than the sockets can hold while the server does not read.
+    async fn upload(&self, data: serde_bytes::ByteBuf) -> u32;
 }
 
 /// A server whose first `drops` connections each read one request and then vanish without
@@ -124,4 +126,102 @@ async fn the_retry_budget_stops_retries_when_most_attempts_fail() {
     }
     assert_eq!(attempts, [3, 2, 1, 1]);
     assert_eq!(client.retries(), 3);
+}
+
+/// A server whose first connection reads a little of what the client sends, reports that,
+/// then stops reading and, once told to, vanishes; later connections answer every request
+/// with 4242. Reports each request a later connection answered, by method id.
+async fn stalling_server() -> (
+    SocketAddr,
+    tokio::sync::mpsc::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::mpsc::Receiver<u64>,
+) {
+    use rpc::protocol::message::{encode_frame, Header, Status};
+    use rpc::protocol::{Bincode, Codec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (reading, read_some) = tokio::sync::mpsc::channel(1);
+    let (vanish, told) = tokio::sync::oneshot::channel::<()>();
+    let (answered, answers) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let Ok((mut first, _)) = listener.accept().await else {
+            return;
+        };
+        let mut hello = [0u8; 8];
+        first.read_exact(&mut hello).await.expect("preamble");
+        first.write_all(&hello).await.expect("answer");
+        let mut some = vec![0u8; 64 * 1024];
+        first
+            .read_exact(&mut some)
+            .await
+            .expect("the start of the upload");
+        let _ = reading.send(()).await;
+        let _ = told.await;
+        drop(first);
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let answered = answered.clone();
+            connections.spawn(support::play_server(stream, move |header, _| {
+                let mut out = bytes::BytesMut::new();
+                if let Header::Request(request) = header {
+                    let _ = answered.try_send(request.method);
+                    let header = Header::Response {
+                        id: request.id,
+                        status: Status::Ok,
+                    };
+                    encode_frame(&mut out, &header, 1 << 20, |body| {
+                        Bincode.encode(&4242u32, body)
+                    })
+                    .expect("encode");
+                }
+                out
+            }));
+        }
+    });
+    (addr, read_some, vanish, answers)
+}
+
+#[tokio::test]
+async fn a_call_whose_request_was_never_written_is_sent_again_even_if_not_idempotent() {
+    let (addr, mut read_some, vanish, mut answers) = stalling_server().await;
+    let client = rpc::Client::builder()
+        .max_frame_len(128 << 20)
+        .connect(addr)
+        .await
+        .expect("connect");
+    let store = StoreClient::new(client.clone());
+    // 64 MiB: more than both sockets hold, so the writer is stuck inside this write.
+    let upload = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .upload(serde_bytes::ByteBuf::from(vec![7u8; 64 << 20]))
+                .await
+        }
+    });
+    within("the server reads the start of the upload", read_some.recv())
+        .await
+        .expect("reading");
+    // Queued behind the upload: it waits in the write buffer the writer has not taken.
+    let put = tokio::spawn({
+        let store = store.clone();
+        async move { store.put().await }
+    });
+    support::eventually("both calls in flight", || client.in_flight() == 2).await;
+    let _ = vanish.send(());
+
+    let put = within("put", put).await.expect("join");
+    assert_eq!(put.expect("sent again: it never reached the server"), 4242);
+    let answered = within("answer", answers.recv()).await;
+    assert_eq!(answered, Some(rpc::MethodId::of("Store", "put").as_u64()));
+    assert!(client.retries() >= 1);
+    // The upload was partly written: it may have run, and is not idempotent.
+    let upload = within("upload", upload).await.expect("join");
+    let err = upload.expect_err("lost with its connection");
+    assert!(matches!(err, rpc::Error::ConnectionClosed { .. }), "{err}");
+    assert!(err.may_have_run());
 }

@@ -25,6 +25,7 @@ use rpc_core::error::ErrorCode;
 use rpc_core::message::{Header, RequestHeader, Status};
 use rpc_core::stream::{self, Inbound, Receiver, Stream};
 use rpc_core::task::AbortOnDrop;
+use rpc_core::writer::Batch;
 use rpc_core::{Bincode, Codec, Context, Error, Metadata, Method};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -395,6 +396,9 @@ struct Sent {
     settled: bool,
     /// Set once a streamed reply has been handed to the caller, who now owns its buffer.
     stream_taken: bool,
+    /// The write the request went out with: if the connection failed before the writer
+    /// took it, the server never saw the call.
+    batch: Batch,
 }
 
 impl Drop for Sent {
@@ -506,20 +510,20 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
         let args = &request.args;
         let queued = match conn
             .queue
-            .try_push(&header, |buf| Bincode.encode(args, buf))
+            .try_push_in_batch(&header, |buf| Bincode.encode(args, buf))
         {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(_full)) => Ok(false),
+            Ok(Ok((_, batch))) => Ok(Some(batch)),
+            Ok(Err(_full)) => Ok(None),
             Err(err) => Err(err),
         };
-        if !matches!(queued, Ok(true)) {
+        let Ok(Some(batch)) = queued else {
             // The server knows nothing of this id.
             conn.unregister(id);
             if inbound.is_some() {
                 conn.streams().remove(id);
             }
             return queued.map(|_| None);
-        }
+        };
         let upload = request.upload.take().map(|start| start(conn.clone(), id));
         self.upload_started |= upload.is_some();
         self.attempts += 1;
@@ -531,6 +535,7 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
             upload,
             settled: false,
             stream_taken: false,
+            batch,
         }))
     }
 }
@@ -543,7 +548,7 @@ impl<Args, Out> Plan<Args, Out> {
         let idempotent = self.request.method.is_idempotent();
         let (status, body) = match reply {
             Ok(reply) => reply,
-            Err(err) => return self.after_failure(err, idempotent),
+            Err(err) => return self.after_failure(sent, err, idempotent),
         };
         match status {
             Status::Ok => {
@@ -580,10 +585,23 @@ impl<Args, Out> Plan<Args, Out> {
         }
     }
 
-    /// An attempt that got no reply. Only a lost connection can be retried, and only for an
-    /// idempotent method (the call may have run), with attempts and budget left.
-    fn after_failure(&mut self, err: Error, idempotent: bool) -> Settled<Out> {
+    /// An attempt that got no reply. Only a lost connection can be retried: always if the
+    /// request never left this process (the connection failed before the writer took it),
+    /// else only for an idempotent method (the call may have run), with attempts and budget
+    /// left.
+    fn after_failure(&mut self, sent: &Sent, err: Error, idempotent: bool) -> Settled<Out> {
         let lost = matches!(err, Error::ConnectionClosed { .. });
+        if lost && !self.upload_started && sent.conn.queue.never_written(sent.batch) {
+            if self.attempts < MAX_UNRUN_ATTEMPTS {
+                tracing::debug!(method = %self.request.method, error = %err, "the connection failed before the request was written; sending it again");
+                self.request.client.count_retry();
+                return Settled::Again;
+            }
+            // Out of attempts, it still never ran.
+            return Settled::Done(Err(Error::Unavailable {
+                reason: format!("{err}; the request was never written"),
+            }));
+        }
         if lost && idempotent && !self.upload_started {
             let client = &self.request.client;
             if self.attempts < client.config().max_attempts
@@ -605,8 +623,22 @@ where
 {
     /// Every attempt that is left, waiting where it must.
     async fn run(mut self) -> Result<Out, Error> {
+        let mut restarts = 0;
         loop {
-            let mut sent = self.start().await?;
+            let mut sent = match self.start().await {
+                Ok(sent) => sent,
+                // The connection died while the call waited for room or a slot on it: the
+                // request was never queued, so it never ran. Another connection, if the
+                // client can open one.
+                Err(Error::ConnectionClosed { .. })
+                    if restarts < MAX_UNRUN_ATTEMPTS && self.request.client.can_redial() =>
+                {
+                    restarts += 1;
+                    self.request.client.count_retry();
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let reply = std::future::poll_fn(|cx| sent.poll_reply(cx)).await;
             match self.settle(&mut sent, reply) {
                 Settled::Done(outcome) => return outcome,

@@ -356,6 +356,14 @@ impl Client {
         self.inner.retries.load(Ordering::Relaxed)
     }
 
+    /// Whether a broken connection can be replaced (not for a client built on a transport).
+    pub(crate) fn can_redial(&self) -> bool {
+        match &self.inner.route {
+            Route::One(channel) => channel.endpoint().is_some(),
+            Route::Balanced(_) => true,
+        }
+    }
+
     /// Counts one attempt beyond a call's first.
     pub(crate) fn count_retry(&self) {
         self.inner.retries.fetch_add(1, Ordering::Relaxed);

@@ -46,7 +46,15 @@ struct State {
     buf: BytesMut,
     closing: bool,
     failed: Option<Error>,
+    /// Counts the buffers the writer has taken: the frames in `buf` belong to this batch.
+    batch: u64,
+    /// The batch whose frames were thrown away, never written, when the queue failed.
+    dropped: Option<u64>,
 }
+
+/// Which write a queued frame goes out with; see [`WriteQueue::never_written`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch(u64);
 
 impl WriteQueue {
     /// A queue for frames up to `max_frame_len` bytes, whose producers wait while more than
@@ -57,6 +65,8 @@ impl WriteQueue {
                 buf: BytesMut::with_capacity(INITIAL_CAPACITY),
                 closing: false,
                 failed: None,
+                batch: 0,
+                dropped: None,
             }),
             writer_wake: Notify::new(),
             space: Notify::new(),
@@ -114,11 +124,32 @@ impl WriteQueue {
     where
         F: FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     {
+        Ok(self.try_push_in_batch(header, body)?.map(|(len, _)| len))
+    }
+
+    /// Like [`try_push`](Self::try_push), and says which batch the frame joined, so the
+    /// caller can later learn whether it was ever written ([`never_written`](Self::never_written)).
+    pub fn try_push_in_batch<F>(
+        &self,
+        header: &Header,
+        body: F,
+    ) -> Result<Result<(usize, Batch), F>, Error>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    {
         let state = self.open()?;
         if state.buf.len() >= self.high_water {
             return Ok(Err(body));
         }
-        self.append(state, header, body).map(Ok)
+        let batch = Batch(state.batch);
+        self.append(state, header, body).map(|len| Ok((len, batch)))
+    }
+
+    /// Whether the frames of `batch` were thrown away when the connection failed, before the
+    /// writer took them: none of their bytes left this process, so the peer never saw them.
+    /// (A batch the writer took may have been written in part, and does not count.)
+    pub fn never_written(&self, batch: Batch) -> bool {
+        self.lock().dropped == Some(batch.0)
     }
 
     /// The state, locked, if frames may still be queued.
@@ -220,6 +251,9 @@ impl WriteQueue {
             if state.failed.is_none() {
                 state.failed = Some(err);
             }
+            if !state.buf.is_empty() {
+                state.dropped = Some(state.batch);
+            }
             state.buf = BytesMut::new();
         }
         self.writer_wake.notify_one();
@@ -265,6 +299,7 @@ impl WriteQueue {
             {
                 let mut state = self.lock();
                 std::mem::swap(&mut state.buf, &mut out);
+                state.batch += 1;
             }
             self.space.notify_waiters();
             let written = async {
@@ -357,6 +392,31 @@ mod tests {
         let mut bytes = Vec::new();
         rx.read_to_end(&mut bytes).await.expect("read");
         assert!(bytes.len() > 2000);
+    }
+
+    #[tokio::test]
+    async fn frames_a_failure_threw_away_are_known_as_never_written() {
+        let queue = WriteQueue::new(1024, 1 << 20);
+        let pushed = queue.try_push_in_batch(&cancel(1), |_| Ok(()));
+        let Ok(Ok((_, batch))) = pushed else {
+            panic!("room for a frame");
+        };
+        queue.fail(Error::closed("peer went away"));
+        assert!(queue.never_written(batch));
+
+        // A batch the writer took is not "never written", even if the connection then fails.
+        let queue = WriteQueue::new(1024, 1 << 20);
+        let Ok(Ok((_, batch))) = queue.try_push_in_batch(&cancel(1), |_| Ok(())) else {
+            panic!("room for a frame");
+        };
+        queue.close();
+        let (mut rx, tx) = tokio::io::duplex(1 << 16);
+        queue.run(tx).await.expect("written");
+        let mut bytes = Vec::new();
+        rx.read_to_end(&mut bytes).await.expect("read");
+        assert!(!bytes.is_empty());
+        queue.fail(Error::closed("later"));
+        assert!(!queue.never_written(batch));
     }
 
     #[tokio::test]
