@@ -112,28 +112,31 @@ async fn calls_spread_over_every_endpoint() {
 async fn a_slow_endpoint_gets_fewer_calls() {
     let fast = NodeImpl::new("fast");
     let mut slow = NodeImpl::new("slow");
-    slow.pause = Duration::from_millis(20);
+    // Far slower than anything the machine's load adds to a call (these tests run side by
+    // side on shared cores).
+    slow.pause = Duration::from_millis(50);
     let (fast_server, slow_server) = (serve(&fast).await, serve(&slow).await);
     let client = rpc::Client::builder().balance([fast_server.addr, slow_server.addr]);
     let stub = NodeClient::new(client);
-    // 8 callers, 25 calls each, one at a time: the slow server keeps its calls in flight
-    // longer, so the other one wins the comparison more often.
-    let callers = (0..8).map(|_| {
+    // 4 callers, 20 calls each, one at a time: the slow server keeps its calls in flight
+    // longer, so the other one wins the comparison more often. Round-robin would give
+    // each 40.
+    let callers = (0..4).map(|_| {
         let stub = stub.clone();
         async move {
-            for _ in 0..25 {
+            for _ in 0..20 {
                 stub.slow_name().await?;
             }
             Ok::<_, rpc::Error>(())
         }
     });
-    within("200 calls", futures::future::try_join_all(callers))
+    within("80 calls", futures::future::try_join_all(callers))
         .await
         .expect("every call");
     let (to_fast, to_slow) = (fast.calls(), slow.calls());
-    assert_eq!(to_fast + to_slow, 200);
+    assert_eq!(to_fast + to_slow, 80);
     assert!(
-        to_slow * 4 < to_fast,
+        to_slow * 3 < to_fast,
         "slow got {to_slow}, fast got {to_fast}"
     );
 }
@@ -268,9 +271,12 @@ async fn dns_discovery_reaches_what_a_name_resolves_to() {
         .contains(&rpc::Endpoint::from(server.addr)));
 }
 
-/// A server that refuses every request the way a server going away does, and counts them.
-async fn refusing_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    use rpc::protocol::message::{encode_frame, Header, Status};
+/// A scripted server that counts the requests it reads and answers each with what
+/// `answer` writes (nothing, for a server that swallows them).
+async fn counting_server(
+    answer: fn(&rpc::protocol::message::RequestHeader, &mut bytes::BytesMut),
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    use rpc::protocol::message::Header;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -285,21 +291,30 @@ async fn refusing_server() -> (SocketAddr, Arc<AtomicUsize>) {
                 let mut out = bytes::BytesMut::new();
                 if let Header::Request(request) = header {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    let status = Status::Error {
-                        code: rpc::ErrorCode::ShuttingDown.to_u16(),
-                        message: "shutting down; the call was not run".into(),
-                    };
-                    let header = Header::Response {
-                        id: request.id,
-                        status,
-                    };
-                    encode_frame(&mut out, &header, 1 << 20, |_| Ok(())).expect("encode");
+                    answer(&request, &mut out);
                 }
                 out
             }));
         }
     });
     (addr, seen)
+}
+
+/// A server that refuses every request the way a server going away does, and counts them.
+async fn refusing_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    counting_server(|request, out| {
+        use rpc::protocol::message::{encode_frame, Header, Status};
+        let status = Status::Error {
+            code: rpc::ErrorCode::ShuttingDown.to_u16(),
+            message: "shutting down; the call was not run".into(),
+        };
+        let header = Header::Response {
+            id: request.id,
+            status,
+        };
+        encode_frame(out, &header, 1 << 20, |_| Ok(())).expect("encode");
+    })
+    .await
 }
 
 #[tokio::test]
@@ -373,26 +388,7 @@ async fn an_endpoint_whose_health_check_says_not_serving_gets_no_calls_until_it_
 /// A server that completes the handshake and then never sends another byte (a host behind
 /// a link that went dark); counts the requests it swallows.
 async fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    use rpc::protocol::message::Header;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            connections.spawn(support::play_server(stream, move |header, _| {
-                if matches!(header, Header::Request(_)) {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-                bytes::BytesMut::new()
-            }));
-        }
-    });
-    (addr, seen)
+    counting_server(|_, _| {}).await
 }
 
 #[tokio::test]
