@@ -78,6 +78,13 @@ async fn serve(node: &NodeImpl) -> Running {
     start(rpc::Server::builder().serve(node.clone().into_service())).await
 }
 
+/// A balanced client whose endpoints are the changes sent on the returned sender.
+fn discovered() -> (rpc::Client, tokio::sync::mpsc::Sender<Change>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let changes = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (rpc::Client::builder().discover(changes), tx)
+}
+
 /// An address nothing listens on right now.
 fn vacant_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -168,9 +175,7 @@ async fn a_draining_endpoint_gets_no_new_calls_and_finishes_its_own() {
     let (a, b) = (NodeImpl::new("a"), NodeImpl::new("b"));
     let (server_a, server_b) = (serve(&a).await, serve(&b).await);
     // Only `a` at first, so the gated call surely runs there.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let client =
-        rpc::Client::builder().discover(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let (client, tx) = discovered();
     tx.send(Change::Insert(server_a.addr.into()))
         .await
         .expect("send");
@@ -206,9 +211,7 @@ async fn a_draining_endpoint_gets_no_new_calls_and_finishes_its_own() {
 async fn discovery_inserts_and_removes_endpoints_and_removal_drains() {
     let (a, b) = (NodeImpl::new("a"), NodeImpl::new("b"));
     let (server_a, server_b) = (serve(&a).await, serve(&b).await);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let client =
-        rpc::Client::builder().discover(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let (client, tx) = discovered();
     let stub = NodeClient::new(client.clone());
 
     // A call made before any endpoint is known waits for the first one.

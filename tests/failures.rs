@@ -446,7 +446,6 @@ struct Seen {
 async fn scripted_server(
     first: FirstAnswer,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<Seen>) {
-    use rpc::protocol::{Bincode, Codec};
     use rpc::ErrorCode::{Overloaded, ShuttingDown};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -489,13 +488,8 @@ async fn scripted_server(
                             .and_then(|_| refuse(&mut out, Overloaded, "handler says: too busy"))
                     }
                     _ => {
-                        let header = Header::Response {
-                            id,
-                            status: Status::Ok,
-                        };
-                        encode_frame(&mut out, &header, 1 << 20, |body| {
-                            Bincode.encode(&4242u32, body)
-                        })
+                        support::ok_response(&mut out, id, &4242u32);
+                        Ok(())
                     }
                 };
                 encoded.expect("encode");

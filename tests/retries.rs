@@ -24,8 +24,7 @@ trait Store {
 /// A server whose first `drops` connections each read one request and then vanish without
 /// a reply; later connections answer every request with 4242. Counts the requests it read.
 async fn dropping_server(drops: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    use rpc::protocol::message::{encode_frame, Header, Status};
-    use rpc::protocol::{Bincode, Codec};
+    use rpc::protocol::message::Header;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -60,14 +59,7 @@ async fn dropping_server(drops: usize) -> (SocketAddr, Arc<AtomicUsize>) {
                     let mut out = bytes::BytesMut::new();
                     if let Header::Request(request) = header {
                         seen.fetch_add(1, Ordering::SeqCst);
-                        let header = Header::Response {
-                            id: request.id,
-                            status: Status::Ok,
-                        };
-                        encode_frame(&mut out, &header, 1 << 20, |body| {
-                            Bincode.encode(&4242u32, body)
-                        })
-                        .expect("encode");
+                        support::ok_response(&mut out, request.id, &4242u32);
                     }
                     out
                 }));
@@ -137,8 +129,7 @@ async fn stalling_server() -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::sync::mpsc::Receiver<u64>,
 ) {
-    use rpc::protocol::message::{encode_frame, Header, Status};
-    use rpc::protocol::{Bincode, Codec};
+    use rpc::protocol::message::Header;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -169,14 +160,7 @@ async fn stalling_server() -> (
                 let mut out = bytes::BytesMut::new();
                 if let Header::Request(request) = header {
                     let _ = answered.try_send(request.method);
-                    let header = Header::Response {
-                        id: request.id,
-                        status: Status::Ok,
-                    };
-                    encode_frame(&mut out, &header, 1 << 20, |body| {
-                        Bincode.encode(&4242u32, body)
-                    })
-                    .expect("encode");
+                    support::ok_response(&mut out, request.id, &4242u32);
                 }
                 out
             }));

@@ -305,18 +305,13 @@ impl Members {
             return picked;
         }
         // Both were out: choose among the rest.
-        let rest: Vec<Pick> = list.iter().filter_map(candidate).collect();
+        let mut rest: Vec<Pick> = list.iter().filter_map(candidate).collect();
         let (a, b) = two_indices(random >> 16, rest.len())?;
-        let mut rest = rest.into_iter();
-        match b {
-            None => rest.next(),
-            Some(b) => {
-                let (first, second) = (a.min(b), a.max(b));
-                let x = rest.nth(first)?;
-                let y = rest.nth(second - first - 1)?;
-                Some(if y.load() < x.load() { y } else { x })
-            }
-        }
+        let chosen = match b {
+            Some(b) if rest[b].load() < rest[a].load() => b,
+            _ => a,
+        };
+        Some(rest.swap_remove(chosen))
     }
 
     /// The error for a call when every endpoint is backing off or there is none.

@@ -385,17 +385,20 @@ impl Client {
     /// Whether a connection is up and accepting new calls (false for a lazy client before
     /// its first call; for a balanced client, whether any endpoint's is).
     pub fn is_connected(&self) -> bool {
-        self.connections().any(|conn| conn.is_usable())
+        self.connections().iter().any(|conn| conn.is_usable())
     }
 
     /// Calls still waiting for their reply, over every current connection (a diagnostic).
     pub fn in_flight(&self) -> usize {
-        self.connections().map(|conn| conn.waiting()).sum()
+        self.connections().iter().map(|conn| conn.waiting()).sum()
     }
 
     /// Streams open on every current connection, both directions together (a diagnostic).
     pub fn open_streams(&self) -> usize {
-        self.connections().map(|conn| conn.streams().len()).sum()
+        self.connections()
+            .iter()
+            .map(|conn| conn.streams().len())
+            .sum()
     }
 
     /// Dials again now, ignoring any backoff, and routes new calls over the new connection
@@ -409,16 +412,15 @@ impl Client {
     }
 
     /// The current connection of every endpoint.
-    fn connections(&self) -> impl Iterator<Item = Arc<Connection>> {
-        let channels: Vec<Arc<Connection>> = match &self.inner.route {
+    fn connections(&self) -> Vec<Arc<Connection>> {
+        match &self.inner.route {
             Route::One(channel) => channel.current().into_iter().collect(),
             Route::Balanced(balancer) => balancer
                 .channels()
                 .iter()
                 .filter_map(|channel| channel.current())
                 .collect(),
-        };
-        channels.into_iter()
+        }
     }
 
     /// A connection that takes a call now, if one does without waiting.

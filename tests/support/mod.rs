@@ -248,6 +248,21 @@ pub(crate) fn request(id: u64, service: &str, method: &str) -> rpc::protocol::me
     })
 }
 
+/// Appends a successful response to call `id` carrying `value`: what a scripted server
+/// writes to answer a request.
+pub(crate) fn ok_response<T: serde::Serialize>(out: &mut bytes::BytesMut, id: u64, value: &T) {
+    use rpc::protocol::message::{encode_frame, Header, Status};
+    use rpc::protocol::Codec;
+    let header = Header::Response {
+        id,
+        status: Status::Ok,
+    };
+    encode_frame(out, &header, 1 << 20, |body| {
+        rpc::protocol::Bincode.encode(value, body)
+    })
+    .expect("encode a response");
+}
+
 /// Encodes a value as a call body.
 pub(crate) fn body<T: serde::Serialize>(value: &T) -> Vec<u8> {
     use rpc::protocol::Codec;
