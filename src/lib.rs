@@ -45,7 +45,8 @@ pub use rpc_core::stream::Stream;
 pub use rpc_core::{Context, Error, Metadata, Method, MethodId, PeerAddr, ProtocolError};
 #[doc(inline)]
 pub use rpc_server::{
-    Dispatch, MemoryConnector, Request, Server, ServerBuilder, ServerConfig, ServerHandle, Service,
+    Accounting, Dispatch, MemoryConnector, Overload, Request, Server, ServerBuilder, ServerConfig,
+    ServerHandle, Service,
 };
 
 /// Lower-level pieces: frames, headers, transports, and the body encoding. Most users never

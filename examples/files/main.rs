@@ -44,7 +44,7 @@ use sandbox::{io_error, Sandbox};
 use scratch::{generate, TempDir};
 
 /// Bytes per chunk of a transfer.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Size of the demo's generated file.
 const DEMO_SIZE: u64 = 64 << 20;

@@ -23,6 +23,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`writer`] | the one writer per connection that coalesces frames into one flush; control frames |
+//! | [`budget`] | byte budgets many connections draw on together (a server's memory bounds) |
 //! | [`stream`] | streams inside calls: item buffers, byte credit per stream, routing stream frames |
 //! | [`keepalive`] | pinging a silent connection, and declaring a peer that does not answer dead |
 //! | [`deadline`] | deadline timers armed only when work has to wait ([`deadline::Deadline`]) |
@@ -32,6 +33,7 @@
 //! | [`transport`] | byte streams a connection runs over: TCP, Unix sockets, in-memory pipes |
 //! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
 
+pub mod budget;
 pub mod codec;
 pub mod context;
 pub mod deadline;

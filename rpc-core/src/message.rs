@@ -236,6 +236,10 @@ const TAG_CANCEL: u8 = 1;
 const TAG_RESPONSE: u8 = 2;
 const TAG_GO_AWAY: u8 = 3;
 const TAG_STREAM_ITEM: u8 = 4;
+
+/// The bytes a stream item's header takes: the tag and the call id. With the length prefix
+/// and the item, they make the frame a stream's sender counts against its window.
+pub const STREAM_ITEM_HEADER_LEN: usize = 1 + 8;
 const TAG_STREAM_END: u8 = 5;
 const TAG_CREDIT: u8 = 6;
 const TAG_PING: u8 = 7;

@@ -9,11 +9,19 @@
 //! # Flow control
 //!
 //! Each direction of each stream has a window of bytes (256 KiB by default). The sender may
-//! send while it has credit; every frame it sends uses up its length. The receiver hands
-//! credit back (`Credit` frames) as the application *consumes* items, not as they arrive.
-//! So a slow consumer holds at most one window of items in memory, and a fast producer is
-//! simply not polled for its next item until there is room: it is slowed, never dropped. A
-//! sender that ignores its window is a protocol violation and loses its connection.
+//! send an item only while the item's whole frame fits in its remaining credit; every frame
+//! it sends uses up its length. The receiver hands credit back (`Credit` frames) as the
+//! application *consumes* items, not as they arrive. So a slow consumer holds at most one
+//! window of items in memory, exactly, and a fast producer is simply not polled for its next
+//! item until there is room: it is slowed, never dropped. A sender that ignores its window
+//! is a protocol violation and loses its connection.
+//!
+//! An item's frame may take at most half the window ([`max_item_len`]). The receiver hands
+//! credit back once half a window has been consumed (fewer credit frames than one per
+//! item), so a sender waiting for room for an item of at most that size always gets it once
+//! the reader has caught up. A larger item ends its stream with [`Error::MessageTooLarge`]
+//! (naming the limit), and the connection and its other calls carry on; to stream larger
+//! items, raise the window on both sides.
 //!
 //! The [`StreamTable`] of a connection routes incoming stream frames to the right
 //! [`Inbound`] buffer and credit to the right [`Outbound`] sender; both ends of a connection
@@ -23,22 +31,34 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, ProtocolError};
-use crate::message::{Header, Status};
+use crate::frame::PREFIX_LEN;
+use crate::message::{Header, Status, STREAM_ITEM_HEADER_LEN};
 use crate::sync::lock;
 use crate::writer::WriteQueue;
 
 /// Bytes of stream frames a receiver buffers before the sender must wait: 256 KiB.
 pub const DEFAULT_WINDOW: usize = 256 * 1024;
+
+/// The largest frame (length prefix included) one stream item may take with a window of
+/// `window` bytes: half of it (see the [module docs](self)).
+///
+/// ```
+/// assert_eq!(rpc_core::stream::max_item_len(rpc_core::stream::DEFAULT_WINDOW), 128 * 1024);
+/// ```
+pub const fn max_item_len(window: usize) -> usize {
+    window / 2
+}
 
 type BoxedItems<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Error>> + Send>>;
 
@@ -112,6 +132,9 @@ impl<T> futures::Stream for Stream<T> {
 #[derive(Debug, Default)]
 pub struct StreamTable {
     state: Mutex<TableState>,
+    /// Inbound streams opened so far, ever: a reader compares it before and after starting
+    /// a call to learn whether the call receives a stream, without a lookup.
+    inbound_opened: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +147,7 @@ struct TableState {
 impl StreamTable {
     /// Starts receiving call `id`'s stream, with a window of `window` bytes.
     pub fn open_inbound(&self, id: u64, window: usize) -> Arc<Inbound> {
+        self.inbound_opened.fetch_add(1, Ordering::Relaxed);
         let inbound = Arc::new(Inbound::new(window));
         let mut state = lock(&self.state);
         match &state.closed {
@@ -146,6 +170,11 @@ impl StreamTable {
             }
         }
         outbound
+    }
+
+    /// How many inbound streams this table has opened, ever.
+    pub fn inbound_opened(&self) -> u64 {
+        self.inbound_opened.load(Ordering::Relaxed)
     }
 
     /// Whether call `id` has started sending a stream.
@@ -284,9 +313,8 @@ impl Inbound {
     fn push(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
         let waker = {
             let mut state = lock(&self.state);
-            // A sender may send while it has any credit left, so one frame may overshoot the
-            // window; a frame sent with none left is a violation.
-            if state.outstanding >= self.window {
+            // A sender may send a frame only if all of it fits in its credit.
+            if state.outstanding + frame_len > self.window {
                 return Err(ProtocolError::CreditExceeded {
                     id,
                     buffered: state.outstanding + frame_len,
@@ -451,13 +479,15 @@ impl<T: DeserializeOwned> futures::Stream for Receiver<T> {
 /// The sending side of one stream: how much the peer still has room for.
 #[derive(Debug)]
 pub struct Outbound {
+    /// The receiver's window: the most credit there can be.
+    window: usize,
     state: Mutex<OutboundState>,
 }
 
 #[derive(Debug)]
 struct OutboundState {
-    /// Signed: the frame sent with the last of the credit may overshoot, and the overshoot
-    /// must count against the next grant exactly as the receiver counts it.
+    /// Bytes the receiver has room for. Signed so that a peer granting more than it took
+    /// back cannot wrap it; such a peer only gets more data sent to it.
     credit: i64,
     failed: Option<Error>,
     waker: Option<Waker>,
@@ -466,6 +496,7 @@ struct OutboundState {
 impl Outbound {
     fn new(window: usize) -> Self {
         Outbound {
+            window,
             state: Mutex::new(OutboundState {
                 credit: i64::try_from(window).unwrap_or(i64::MAX),
                 failed: None,
@@ -505,14 +536,15 @@ impl Outbound {
             .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Waits until the peer has room for at least one more item.
-    async fn room(&self) -> Result<(), Error> {
+    /// Waits until the peer has room for `bytes` more bytes of frames (at least 1).
+    async fn room(&self, bytes: usize) -> Result<(), Error> {
+        let bytes = i64::try_from(bytes.max(1)).unwrap_or(i64::MAX);
         poll_fn(|cx| {
             let mut state = lock(&self.state);
             if let Some(err) = &state.failed {
                 return Poll::Ready(Err(err.clone()));
             }
-            if state.credit > 0 {
+            if state.credit >= bytes {
                 return Poll::Ready(Ok(()));
             }
             state.waker = Some(cx.waker().clone());
@@ -522,20 +554,44 @@ impl Outbound {
     }
 }
 
-/// Sends `items` as call `id`'s stream: each item once the peer has room for it, then the
-/// end. The producer is not polled for an item before there is room to send it.
+/// Sends `items` as call `id`'s stream: each item once the peer has room for all of its
+/// frame, then the end. The producer is not polled for an item before the peer has room
+/// for more, and an encoded item waits (alone) for room for the whole of it.
+///
+/// An item whose frame exceeds [`max_item_len`] ends the stream with
+/// [`Error::MessageTooLarge`], which is also returned.
 pub async fn send<T: Serialize + Send>(
     queue: &WriteQueue,
     id: u64,
     outbound: &Outbound,
     mut items: Stream<T>,
 ) -> Result<(), Error> {
+    let header = Header::StreamItem { id };
+    // The item is encoded before it is queued, to learn its size and wait for that much
+    // credit; reused from item to item.
+    let mut encoded = BytesMut::new();
     loop {
-        outbound.room().await?;
+        outbound.room(1).await?;
         match items.next().await {
             Some(Ok(item)) => {
-                let len = queue.send_value(&Header::StreamItem { id }, item).await?;
-                outbound.use_credit(len);
+                encoded.clear();
+                Bincode.encode(&item, &mut encoded)?;
+                let len = PREFIX_LEN + STREAM_ITEM_HEADER_LEN + encoded.len();
+                let max = max_item_len(outbound.window);
+                if len > max {
+                    let err = Error::MessageTooLarge { len, max };
+                    let status = Status::from_error(&err);
+                    queue.push_control(&Header::StreamEnd { id, status })?;
+                    return Err(err);
+                }
+                outbound.room(len).await?;
+                let sent = queue
+                    .send(&header, |buf| {
+                        buf.extend_from_slice(&encoded);
+                        Ok(())
+                    })
+                    .await?;
+                outbound.use_credit(sent);
             }
             Some(Err(err)) => {
                 let status = Status::from_error(&err);
@@ -604,15 +660,50 @@ mod tests {
         let _inbound = table.open_inbound(1, 100);
         let item = || Bytes::from_static(b"x");
         assert!(table.on_item(1, item(), 60).is_ok(), "within the window");
-        // Sent with 40 bytes of credit left: overshooting with the last frame is allowed.
+        assert!(table.on_item(1, item(), 40).is_ok(), "exactly the window");
         assert!(
-            table.on_item(1, item(), 60).is_ok(),
-            "the allowed overshoot"
-        );
-        assert!(
-            table.on_item(1, item(), 60).is_err(),
+            table.on_item(1, item(), 1).is_err(),
             "sent with no credit left"
         );
+        let _other = table.open_inbound(2, 100);
+        table.on_item(2, item(), 60).expect("within the window");
+        assert!(
+            table.on_item(2, item(), 41).is_err(),
+            "a frame that overshoots the credit left"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_item_larger_than_the_window_ends_its_stream_with_a_typed_error() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1 << 20));
+        let table = StreamTable::default();
+        let outbound = table.open_outbound(1, 64);
+        let err = send(&queue, 1, &outbound, Stream::iter([vec![7u8; 100]]))
+            .await
+            .expect_err("too large for the window");
+        assert!(
+            matches!(err, Error::MessageTooLarge { len, max: 32 } if len > 100),
+            "{err:?}"
+        );
+        // The peer learns it as the end of the stream, and nothing else was queued.
+        let mut frames = crate::frame::FrameDecoder::new(1 << 20);
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&queue.take_queued_for_test());
+        let frame = tokio_util::codec::Decoder::decode(&mut frames, &mut buf)
+            .expect("frame")
+            .expect("one frame");
+        let (header, _) = crate::message::decode_frame(frame).expect("header");
+        assert!(
+            matches!(
+                header,
+                Header::StreamEnd {
+                    id: 1,
+                    status: Status::Error { .. }
+                }
+            ),
+            "{header:?}"
+        );
+        assert!(buf.is_empty(), "only the end of stream was queued");
     }
 
     #[tokio::test]
@@ -647,9 +738,9 @@ mod tests {
         tokio::pin!(sending);
         assert!(futures::poll!(sending.as_mut()).is_pending());
         let before = produced.load(std::sync::atomic::Ordering::SeqCst);
-        // Each item frame is 1 + 8 + 4 + the item: about 14 bytes; 64 bytes of window.
-        // Five of them fit (the fifth overshoots the window, as the protocol allows); the
-        // producer is not polled for a sixth before there is room for it.
+        // Each item frame is 4 + 1 + 8 + the item: about 14 bytes; 64 bytes of window.
+        // Four of them fit; the fifth is taken from the producer (there was credit left)
+        // and waits for room for all of its frame, and no sixth is asked for.
         assert_eq!(before, 5, "produced {before} items for a 64-byte window");
         table.on_credit(1, 1 << 20);
         sending.await.expect("sent");

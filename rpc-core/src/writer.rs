@@ -12,7 +12,7 @@
 //! producers down instead of growing memory. Control messages (cancel, go-away) skip that
 //! wait; they are small and must not be stuck behind data.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use serde::Serialize;
 
+use crate::budget::Budget;
 use crate::codec::{Bincode, Codec, CodecError};
 use crate::error::Error;
 use crate::message::{encode_frame, Header};
@@ -39,11 +40,16 @@ pub struct WriteQueue {
     space: Notify,
     max_frame_len: usize,
     high_water: usize,
+    /// Bytes queued by every connection of a server together, when it keeps a total: a
+    /// producer waits while it is full, as it does above this queue's own high water.
+    budget: Option<Arc<Budget>>,
 }
 
 #[derive(Debug)]
 struct State {
     buf: BytesMut,
+    /// Bytes taken from the budget and not given back: queued, or being written.
+    charged: usize,
     closing: bool,
     failed: Option<Error>,
     /// Counts the buffers the writer has taken: the frames in `buf` belong to this batch.
@@ -63,6 +69,7 @@ impl WriteQueue {
         WriteQueue {
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                charged: 0,
                 closing: false,
                 failed: None,
                 batch: 0,
@@ -72,6 +79,29 @@ impl WriteQueue {
             space: Notify::new(),
             max_frame_len,
             high_water,
+            budget: None,
+        }
+    }
+
+    /// Also counts this queue's bytes in `budget`, a total over many queues, and makes
+    /// producers wait while that total is full.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whether a producer must wait: this queue is above its high water, or the total it
+    /// counts in is full.
+    fn must_wait(&self, state: &State) -> bool {
+        state.buf.len() >= self.high_water || self.budget.as_ref().is_some_and(|b| b.is_full())
+    }
+
+    /// Gives `bytes` back to the budget, once they are written or thrown away.
+    fn uncharge(&self, state: &mut State, bytes: usize) {
+        if let Some(budget) = &self.budget {
+            let bytes = bytes.min(state.charged);
+            state.charged -= bytes;
+            budget.give(bytes);
         }
     }
 
@@ -138,7 +168,7 @@ impl WriteQueue {
         F: FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     {
         let state = self.open()?;
-        if state.buf.len() >= self.high_water {
+        if self.must_wait(&state) {
             return Ok(Err(body));
         }
         let batch = Batch(state.batch);
@@ -175,6 +205,10 @@ impl WriteQueue {
         let before = state.buf.len();
         encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
         let len = state.buf.len() - before;
+        if let Some(budget) = &self.budget {
+            budget.take(len);
+            state.charged += len;
+        }
         drop(state);
         if was_empty {
             self.writer_wake.notify_one();
@@ -182,21 +216,36 @@ impl WriteQueue {
         Ok(len)
     }
 
-    /// Waits until the buffer is below the high-water mark (or the connection is gone).
+    /// Waits until the buffer is below the high-water mark and the total it counts in has
+    /// room (or the connection is gone).
     pub async fn ready(&self) -> Result<(), Error> {
         loop {
             // Created before the check: notify_waiters() reaches it from this point on.
             let notified = self.space.notified();
-            {
+            // `Some` when only the total is in the way: then room comes back from any queue.
+            let full_total = {
                 let state = self.lock();
                 if let Some(err) = &state.failed {
                     return Err(err.clone());
                 }
-                if state.buf.len() < self.high_water {
-                    return Ok(());
+                if state.buf.len() >= self.high_water {
+                    None
+                } else {
+                    match &self.budget {
+                        Some(budget) if budget.is_full() => Some(budget),
+                        _ => return Ok(()),
+                    }
                 }
+            };
+            match full_total {
+                Some(budget) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = budget.room() => {}
+                    }
+                }
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
@@ -254,6 +303,8 @@ impl WriteQueue {
             if !state.buf.is_empty() {
                 state.dropped = Some(state.batch);
             }
+            let thrown_away = state.buf.len();
+            self.uncharge(&mut state, thrown_away);
             state.buf = BytesMut::new();
         }
         self.writer_wake.notify_one();
@@ -264,6 +315,12 @@ impl WriteQueue {
     #[cfg(test)]
     pub(crate) fn failure(&self) -> Option<Error> {
         self.lock().failed.clone()
+    }
+
+    /// Takes every queued byte, as the writer would.
+    #[cfg(test)]
+    pub(crate) fn take_queued_for_test(&self) -> BytesMut {
+        std::mem::take(&mut self.lock().buf)
     }
 
     /// Bytes currently waiting to be written.
@@ -307,6 +364,7 @@ impl WriteQueue {
                 io.flush().await
             }
             .await;
+            self.uncharge(&mut self.lock(), out.len());
             if let Err(err) = written {
                 let err = Error::closed(format_args!("write failed: {err}"));
                 self.fail(err.clone());
@@ -317,6 +375,15 @@ impl WriteQueue {
             } else {
                 out.clear();
             }
+        }
+    }
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        // Bytes still queued, or taken by a writer that was aborted mid-write.
+        if let Some(budget) = &self.budget {
+            budget.give(crate::sync::lock(&self.state).charged);
         }
     }
 }

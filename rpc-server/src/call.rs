@@ -21,6 +21,7 @@ use rpc_core::task::AbortOnDrop;
 use rpc_core::Error;
 use tokio::time::Instant;
 
+use crate::admission::Charge;
 use crate::service::Dispatch;
 use crate::stats::CallGuard;
 
@@ -31,8 +32,9 @@ pub(crate) struct CallTask {
     handler: CatchUnwind<AssertUnwindSafe<Dispatch>>,
     /// Armed only if the handler does not finish in its first poll.
     timer: Timer,
-    /// Counts the call as in flight; set only if it does not finish in its first poll.
-    in_flight: Option<CallGuard>,
+    /// Counts the call as in flight, and holds its bytes against the budgets; set only if
+    /// it does not finish in its first poll.
+    held: Option<(CallGuard, Charge)>,
 }
 
 impl CallTask {
@@ -41,13 +43,14 @@ impl CallTask {
             id,
             handler: AssertUnwindSafe(dispatch).catch_unwind(),
             timer: Timer::new(deadline),
-            in_flight: None,
+            held: None,
         }
     }
 
-    /// Counts the call in the server's in-flight figure until it ends.
-    pub(crate) fn track(&mut self, in_flight: CallGuard) {
-        self.in_flight = Some(in_flight);
+    /// Counts the call in the server's in-flight figure, and its bytes in the budgets,
+    /// until it ends.
+    pub(crate) fn track(&mut self, in_flight: CallGuard, charge: Charge) {
+        self.held = Some((in_flight, charge));
     }
 }
 

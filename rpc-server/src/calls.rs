@@ -3,8 +3,8 @@
 //!
 //! Most calls finish in their first poll and never enter the table, so it is usually empty,
 //! and the checks on the hot path ([`contains`](CallTable::contains)) test that first. The
-//! table only grows as far as `ServerConfig::max_in_flight_per_connection`: at that size the
-//! connection stops reading.
+//! table only grows as far as `ServerConfig::max_in_flight_per_connection`: requests beyond
+//! it are parked or refused (see [`admission`](crate::admission)).
 
 use std::collections::HashMap;
 use std::task::{Context as TaskContext, Poll};

@@ -24,10 +24,30 @@ pub struct ServerConfig {
     /// Largest frame accepted or sent, in bytes. A larger length prefix closes the connection.
     /// Default: 16 MiB.
     pub max_frame_len: usize,
-    /// Calls one connection may have running at once. At the limit the server stops reading
-    /// that connection until a call finishes, so TCP pushes back on the client.
-    /// Default: 1024.
+    /// Calls one connection may have running at once. Requests beyond it wait or are
+    /// refused, as [`overload`](Self::overload) says; either way the connection reads on, so
+    /// a cancel or the client leaving is noticed at once. Default: 1024.
     pub max_in_flight_per_connection: usize,
+    /// Calls one connection may have running at once that receive a stream from the client
+    /// (client-streaming and bidirectional methods), on top of unary calls. Beyond it they
+    /// wait or are refused like calls beyond the in-flight limit. Default: 128.
+    pub max_streams_per_connection: usize,
+    /// Bytes one connection may hold: the requests of its calls running or parked (each
+    /// counted at its frame's size until the call ends), plus a stream window for each call
+    /// that receives a client stream. A request that does not fit is refused with
+    /// `Overloaded`. At least `max_frame_len + stream_window`, so one request of any size
+    /// always fits an idle connection. Default: 64 MiB.
+    pub max_inbound_bytes_per_connection: usize,
+    /// The same bytes, over all connections together. Default: 1 GiB.
+    pub max_inbound_bytes: usize,
+    /// Bytes of replies queued to be written, over all connections together (each
+    /// connection also stops at its own `write_high_water`). Handlers wait while it is full.
+    /// Default: 256 MiB.
+    pub max_outbound_bytes: usize,
+    /// What happens to a request that arrives while its connection is at
+    /// `max_in_flight_per_connection` or `max_streams_per_connection`. Default:
+    /// [`Overload::Wait`](crate::Overload::Wait).
+    pub overload: crate::Overload,
     /// Connections served at once. Beyond it, new connections are closed right after accept
     /// (with a log line); existing ones are unaffected. Default: 10,000.
     pub max_connections: usize,
@@ -57,8 +77,7 @@ pub struct ServerConfig {
     pub keepalive_interval: Option<Duration>,
     /// A client that sends nothing, its pong included, for this long after a ping is
     /// declared dead: its connection closes at once, with a log line naming the peer, and
-    /// its calls are aborted. A connection held at `max_in_flight_per_connection` (the
-    /// server itself stopped reading it) is never declared dead. Default: 20 s.
+    /// its calls are aborted. Default: 20 s.
     pub keepalive_timeout: Duration,
 }
 
@@ -67,6 +86,11 @@ impl Default for ServerConfig {
         ServerConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_in_flight_per_connection: 1024,
+            max_streams_per_connection: 128,
+            max_inbound_bytes_per_connection: 64 << 20,
+            max_inbound_bytes: 1 << 30,
+            max_outbound_bytes: 256 << 20,
+            overload: crate::Overload::Wait,
             max_connections: 10_000,
             preamble_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),

@@ -9,9 +9,11 @@
 //! ([`Keepalive`]), the idle timer ([`IdleTimer`]). Only a refusal that must wait for room
 //! leaves the loop. Each call is polled once where its request was read (see [`CallTask`]);
 //! the ones still pending join the call table, which the reader polls in the same turn.
-//! Calls run concurrently and reply in any order. When `max_in_flight_per_connection` calls
-//! are pending the reader stops reading, so the client is slowed by TCP rather than
-//! buffered here. Dropping the connection drops every call it owns, and its writer.
+//! Calls run concurrently and reply in any order. The reader never stops reading because of
+//! what is in flight: a request beyond the in-flight limit or the stream cap is parked or
+//! refused, and one beyond the memory budgets is refused (see [`admission`](crate::admission)),
+//! so a cancel, a stream's credit or the client leaving is always seen. Dropping the
+//! connection drops every call it owns, its parked requests, and its writer.
 //!
 //! Handlers of one connection share its task: a handler that blocks its thread (heavy CPU
 //! work, blocking I/O) delays the other calls of that connection, as in any async code. Host
@@ -39,6 +41,7 @@ use tokio::io::AsyncRead;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use crate::admission::{Account, Charge, Overload, Parked, ParkedQueue};
 use crate::call::{CallTask, Running, SpawnedCall};
 use crate::calls::CallTable;
 use crate::idle::IdleTimer;
@@ -135,6 +138,10 @@ struct Connection<R> {
     peer: PeerAddr,
     /// Calls still pending after their first poll; dropping the connection drops them.
     calls: CallTable,
+    /// Requests waiting for a call to end.
+    parked: ParkedQueue,
+    /// This connection's bytes and streams, in its own budget and the server's.
+    account: Arc<Account>,
     drain: Drain,
     /// `None` when the server sends no pings.
     keepalive: Option<Keepalive>,
@@ -147,10 +154,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     fn new(reader: R, shared: Arc<Shared>, peer: PeerAddr) -> Self {
         let config = &shared.config;
         let wire = Arc::new(Wire {
-            queue: Arc::new(WriteQueue::new(
-                config.max_frame_len,
-                config.write_high_water,
-            )),
+            queue: Arc::new(
+                WriteQueue::new(config.max_frame_len, config.write_high_water)
+                    .with_budget(shared.counters.outbound.clone()),
+            ),
             streams: StreamTable::default(),
             window: config.stream_window,
         });
@@ -159,6 +166,11 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             wire,
             peer,
             calls: CallTable::default(),
+            parked: ParkedQueue::new(shared.counters.clone()),
+            account: Account::new(
+                config.max_inbound_bytes_per_connection,
+                shared.counters.clone(),
+            ),
             drain: shared.shutdown.drain(),
             keepalive: Keepalive::new(config.keepalive_interval, config.keepalive_timeout),
             heard: false,
@@ -185,8 +197,22 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     /// the idle timer. Pending once nothing is left to do; ready only when the caller must
     /// act (write a refusal, which may wait for room; close).
     fn poll_turn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Turn, Error>> {
-        // 1. Shutdown: cheap unless the signal moved (see `Drain`).
+        // 1. Shutdown: cheap unless the signal moved (see `Drain`). Parked requests never
+        // ran: they are refused as such.
         let draining = self.drain.poll_draining(cx, &self.wire.queue)?;
+        if draining {
+            while let Some(parked) = self.parked.take_next(|_| true) {
+                let status = Status::refusal(
+                    ErrorCode::ShuttingDown,
+                    "server is shutting down; the call was not run",
+                );
+                self.wire.streams.remove(parked.id);
+                let _ = self.wire.queue.push_control(&Header::Response {
+                    id: parked.id,
+                    status,
+                });
+            }
+        }
 
         // 2 and 3. Finished calls, then every frame already read, until neither moves: calls
         // started (and perhaps cancelled) by this turn's frames must be polled by the table
@@ -196,9 +222,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             let mut read_any = false;
             let mut batch_start = None;
             // Under load frames arrive by the dozen: all of them are taken in this turn. The
-            // runtime's budget ends the loop if the socket never runs dry; at the in-flight
-            // limit reading stops, so the client is slowed down by TCP.
-            while self.calls.len() < self.shared.config.max_in_flight_per_connection {
+            // runtime's budget ends the loop if the socket never runs dry. Reading goes on at
+            // the in-flight limit: requests beyond it are parked or refused.
+            loop {
                 let frame = match self.frames.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
                     Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(err)),
@@ -222,11 +248,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         // 4. Keepalive: calls in flight or not, a silent client is pinged, then given up.
         if let Some(keepalive) = &mut self.keepalive {
             let heard = &mut self.heard;
-            let calls = &self.calls;
-            let limit = self.shared.config.max_in_flight_per_connection;
-            // Held at the in-flight limit, this side stopped reading: the pong may be
-            // waiting unread, so the client is not to blame.
-            let mut heard = || std::mem::take(heard) || calls.len() >= limit;
+            let mut heard = || std::mem::take(heard);
             while let Poll::Ready(tick) = keepalive.poll_tick(cx, &mut heard) {
                 match tick {
                     Tick::Ping(payload) => {
@@ -255,12 +277,18 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         Poll::Pending
     }
 
-    /// Takes every finished call out of the table and sends the error of any that failed.
+    /// Takes every finished call out of the table and sends the error of any that failed;
+    /// starts the parked requests that now may.
     fn reap_calls(&mut self, cx: &mut TaskContext<'_>) {
         let had_calls = !self.calls.is_empty();
-        while let Some((id, failure)) = self.calls.poll_finished(cx) {
-            if let Some(err) = failure {
-                self.wire.fail(id, &err);
+        loop {
+            while let Some((id, failure)) = self.calls.poll_finished(cx) {
+                if let Some(err) = failure {
+                    self.wire.fail(id, &err);
+                }
+            }
+            if !self.start_parked(cx) {
+                break;
             }
         }
         // The idle time counts from when the last call ended.
@@ -283,11 +311,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         match header {
             Header::Request(request) => {
                 self.idle.touch(now);
-                self.on_request(request, body, draining, now, cx)
+                self.on_request(request, body, frame_len, draining, now, cx)
             }
             Header::Cancel { id } => {
                 self.idle.touch(now);
                 self.calls.cancel(id);
+                self.parked.remove(id);
                 self.wire.streams.remove(id);
                 Ok(None)
             }
@@ -315,12 +344,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         }
     }
 
-    /// Starts a call and polls it once; returns the response refusing the request if it
-    /// cannot run. A request id already running breaks the protocol: that is an error.
+    /// Starts a call and polls it once, parks it, or returns the response refusing it (see
+    /// [`admission`](crate::admission)). A request id already in flight breaks the
+    /// protocol: that is an error.
     fn on_request(
         &mut self,
         request: RequestHeader,
         body: Bytes,
+        frame_len: usize,
         draining: bool,
         now: Instant,
         cx: &mut TaskContext<'_>,
@@ -330,7 +361,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             let status = Status::refusal(code, message);
             Ok(Some(Header::Response { id, status }))
         };
-        if self.calls.contains(id) {
+        if self.calls.contains(id) || self.parked.contains(id) {
             return Err(ProtocolError::DuplicateRequestId { id }.into());
         }
         // A health check is answered while draining (with `NotServing`): it is how a
@@ -361,33 +392,144 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             // A deadline too far to represent is no deadline (the peer chose the number).
             .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
+        let run = route.run;
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
         let reply = Reply::new(self.wire.clone(), id);
+        let opened = self.wire.streams.inbound_opened();
         let dispatch = route
             .service
             .call(Request::new(method, body, reply, context));
+        // The client may fill a stream's window at once: it is held from the start.
+        let stream = self.wire.streams.inbound_opened() != opened;
+        let bytes = frame_len + CALL_OVERHEAD + if stream { self.wire.window } else { 0 };
+
+        let refusal = if !self.account.has_room(bytes) {
+            format!(
+                "the server holds as much for its clients as its inbound budget allows \
+                 ({bytes} more bytes do not fit); the call was not run, try again later"
+            )
+        } else if self.may_start(stream) {
+            let charge = ToCharge::Due { bytes, stream };
+            self.start(id, dispatch, deadline, run, charge, cx);
+            return Ok(None);
+        } else if config.overload == Overload::Shed {
+            self.at_limit()
+        } else {
+            let charge = self.account.charge(bytes, stream);
+            self.parked.push(Parked {
+                id,
+                dispatch,
+                deadline,
+                run,
+                stream,
+                charge,
+            });
+            return Ok(None);
+        };
+        // Refused: the handler's future is dropped unpolled, and its stream forgotten.
+        drop(dispatch);
+        if stream {
+            self.wire.streams.remove(id);
+        }
+        refuse(ErrorCode::Overloaded, refusal)
+    }
+
+    /// Whether a call (receiving a client stream, if `stream`) may start now: the
+    /// connection is below its in-flight limit and, for a stream, below its cap on streams.
+    fn may_start(&self, stream: bool) -> bool {
+        let config = &self.shared.config;
+        self.calls.len() < config.max_in_flight_per_connection
+            && (!stream || self.running_streams() < config.max_streams_per_connection)
+    }
+
+    /// Calls running that receive a client stream.
+    fn running_streams(&self) -> usize {
+        self.account.streams() - self.parked.streams()
+    }
+
+    /// Why a request cannot start now, for its refusal.
+    fn at_limit(&self) -> String {
+        let config = &self.shared.config;
+        format!(
+            "connection at its limit of {} calls in flight ({} of them receiving streams, \
+             at most {}); the call was not run",
+            config.max_in_flight_per_connection,
+            self.running_streams(),
+            config.max_streams_per_connection
+        )
+    }
+
+    /// Starts the oldest parked requests that now may; whether it started any.
+    fn start_parked(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let mut started = false;
+        while !self.parked.is_empty() {
+            let config = &self.shared.config;
+            let room = self.calls.len() < config.max_in_flight_per_connection;
+            let stream_room = self.running_streams() < config.max_streams_per_connection;
+            let Some(parked) = self
+                .parked
+                .take_next(|parked| room && (stream_room || !parked.stream))
+            else {
+                break;
+            };
+            let charge = ToCharge::Taken(parked.charge);
+            self.start(
+                parked.id,
+                parked.dispatch,
+                parked.deadline,
+                parked.run,
+                charge,
+                cx,
+            );
+            started = true;
+        }
+        started
+    }
+
+    /// Runs a call: polls it once in place (most finish right there), or spawns it; a call
+    /// still pending joins the call table, holding its charge until it ends.
+    fn start(
+        &mut self,
+        id: u64,
+        dispatch: crate::service::Dispatch,
+        deadline: Option<Instant>,
+        run: RunOn,
+        charge: ToCharge,
+        cx: &mut TaskContext<'_>,
+    ) {
         let mut call = CallTask::new(id, dispatch, deadline);
-        let running = match route.run {
-            RunOn::Connection => {
-                // Most calls finish right here, costing no timer, no set entry, no wake-up
-                // and no count in the in-flight figure.
-                if let Poll::Ready((_, failure)) = Pin::new(&mut call).poll(cx) {
-                    if let Some(err) = failure {
-                        self.wire.fail(id, &err);
-                    }
-                    return Ok(None);
+        if run == RunOn::Connection {
+            // Most calls finish right here, costing no timer, no set entry, no wake-up, no
+            // charge and no count in the in-flight figure.
+            if let Poll::Ready((_, failure)) = Pin::new(&mut call).poll(cx) {
+                if let Some(err) = failure {
+                    self.wire.fail(id, &err);
                 }
-                call.track(CallGuard::new(&self.shared.counters));
-                Running::InPlace(call)
+                return;
             }
-            RunOn::OwnTask => {
-                call.track(CallGuard::new(&self.shared.counters));
-                Running::Spawned(SpawnedCall::spawn(call))
-            }
+        }
+        let charge = match charge {
+            ToCharge::Taken(charge) => charge,
+            ToCharge::Due { bytes, stream } => self.account.charge(bytes, stream),
+        };
+        call.track(CallGuard::new(&self.shared.counters), charge);
+        let running = match run {
+            RunOn::Connection => Running::InPlace(call),
+            RunOn::OwnTask => Running::Spawned(SpawnedCall::spawn(call)),
         };
         self.calls.insert(id, running);
-        Ok(None)
     }
+}
+
+/// What a call costs beyond its request's bytes (its bookkeeping, its handler's future), as
+/// counted against the budgets: so that many tiny requests parked or running add up too.
+const CALL_OVERHEAD: usize = 512;
+
+/// A call's charge against the budgets: already taken (it was parked), or to take if the
+/// call does not finish in its first poll.
+enum ToCharge {
+    Taken(Charge),
+    Due { bytes: usize, stream: bool },
 }
 
 /// What a turn of the connection hands to its async loop.

@@ -14,8 +14,10 @@
 //! | `calls` | one connection's calls in flight, by request id |
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
-//! | `stats` | live counters: connections, calls in flight |
+//! | `admission` | which requests run now, wait, or are refused: in-flight limit, stream cap, memory budgets |
+//! | `stats` | live counters and the memory accounting: connections, calls in flight, bytes held |
 
+mod admission;
 mod call;
 mod calls;
 pub mod config;
@@ -29,7 +31,9 @@ pub mod service;
 mod shutdown;
 mod stats;
 
+pub use admission::Overload;
 pub use config::ServerConfig;
 pub use listener::MemoryConnector;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Dispatch, Request, Service};
+pub use stats::Accounting;

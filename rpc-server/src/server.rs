@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::admission::Overload;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::health::{Health, HealthService};
@@ -19,7 +20,7 @@ use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
 use crate::router::{Router, RunOn};
 use crate::service::Service;
 use crate::shutdown::Signal;
-use crate::stats::Counters;
+use crate::stats::{Accounting, Counters};
 
 /// Configures a [`Server`]: which services it hosts and its limits.
 ///
@@ -94,6 +95,36 @@ impl ServerBuilder {
     /// See [`ServerConfig::max_in_flight_per_connection`].
     pub fn max_in_flight_per_connection(mut self, calls: usize) -> Self {
         self.config.max_in_flight_per_connection = calls.max(1);
+        self
+    }
+
+    /// See [`ServerConfig::max_streams_per_connection`]; at least 1.
+    pub fn max_streams_per_connection(mut self, streams: usize) -> Self {
+        self.config.max_streams_per_connection = streams.max(1);
+        self
+    }
+
+    /// See [`ServerConfig::max_inbound_bytes_per_connection`].
+    pub fn max_inbound_bytes_per_connection(mut self, bytes: usize) -> Self {
+        self.config.max_inbound_bytes_per_connection = bytes;
+        self
+    }
+
+    /// See [`ServerConfig::max_inbound_bytes`].
+    pub fn max_inbound_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_inbound_bytes = bytes;
+        self
+    }
+
+    /// See [`ServerConfig::max_outbound_bytes`].
+    pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_outbound_bytes = bytes;
+        self
+    }
+
+    /// See [`ServerConfig::overload`].
+    pub fn overload(mut self, overload: Overload) -> Self {
+        self.config.overload = overload;
         self
     }
 
@@ -235,14 +266,20 @@ impl ServerBuilder {
         let shutdown = Signal::new();
         let health = Arc::new(Health::new(router.service_names(), shutdown.subscribe()));
         router.add(Arc::new(HealthService(health.clone())), RunOn::Connection);
+        let mut config = self.config;
+        // One request of any size always fits an idle connection, and the server.
+        let one_request = config.max_frame_len.saturating_add(config.stream_window);
+        config.max_inbound_bytes_per_connection =
+            config.max_inbound_bytes_per_connection.max(one_request);
+        config.max_inbound_bytes = config.max_inbound_bytes.max(one_request);
         // A cap beyond what a semaphore can count is no cap.
-        let slots = Semaphore::new(self.config.max_connections.min(Semaphore::MAX_PERMITS));
+        let slots = Semaphore::new(config.max_connections.min(Semaphore::MAX_PERMITS));
         Server {
             listener,
             shared: Arc::new(Shared {
                 router,
-                config: self.config,
-                counters: Arc::default(),
+                counters: Arc::new(Counters::new(&config)),
+                config,
                 shutdown,
                 health,
             }),
@@ -354,6 +391,12 @@ impl ServerHandle {
     /// poll (most do) is over before anyone could look, and is not counted.
     pub fn in_flight(&self) -> usize {
         self.shared.counters.in_flight()
+    }
+
+    /// What the server holds for its clients right now: bytes of requests and client
+    /// streams, bytes of replies queued, streams, parked requests (see [`Accounting`]).
+    pub fn accounting(&self) -> Accounting {
+        self.shared.counters.accounting()
     }
 
     /// Sets what the built-in health service (`rpc.Health`, see `rpc::health`) answers for
@@ -542,7 +585,12 @@ mod tests {
             .stream_window(8)
             .shutdown_grace(Duration::from_secs(9))
             .keepalive_interval(Some(Duration::from_secs(10)))
-            .keepalive_timeout(Duration::from_secs(11));
+            .keepalive_timeout(Duration::from_secs(11))
+            .max_streams_per_connection(12)
+            .max_inbound_bytes_per_connection(13)
+            .max_inbound_bytes(14)
+            .max_outbound_bytes(15)
+            .overload(Overload::Shed);
         // Destructured without `..`: a new field fails to compile here until it has a setter
         // and a line in this test.
         let ServerConfig {
@@ -557,6 +605,11 @@ mod tests {
             shutdown_grace,
             keepalive_interval,
             keepalive_timeout,
+            max_streams_per_connection,
+            max_inbound_bytes_per_connection,
+            max_inbound_bytes,
+            max_outbound_bytes,
+            overload,
         } = builder.config;
         assert_eq!(
             (max_frame_len, max_in_flight_per_connection, max_connections),
@@ -573,5 +626,15 @@ mod tests {
             (keepalive_interval, keepalive_timeout),
             (Some(Duration::from_secs(10)), Duration::from_secs(11))
         );
+        assert_eq!(
+            (
+                max_streams_per_connection,
+                max_inbound_bytes_per_connection,
+                max_inbound_bytes,
+                max_outbound_bytes
+            ),
+            (12, 13, 14, 15)
+        );
+        assert_eq!(overload, Overload::Shed);
     }
 }
