@@ -155,7 +155,7 @@ const LONG_RUN_SECS: u64 = 10;
 
 /// How much resident memory may grow after the warm-up, beyond half of it: allocator
 /// caches, thread stacks and buffers sized by the busiest moment, not a leak.
-const RSS_MARGIN_KIB: u64 = 32 * 1024;
+const RSS_MARGIN_KIB: u64 = 16 * 1024;
 
 /// Resident memory of this process (client and server both run in it), in KiB; 0 where
 /// `/proc` is missing.
@@ -197,7 +197,7 @@ enum Outcome {
     /// A framework error.
     Error(&'static str),
     /// The guard fired: no outcome at all.
-    NoOutcome,
+    Lost,
 }
 
 /// Every call of one sort (unary or streaming), counted by outcome.
@@ -218,7 +218,7 @@ impl Counts {
             Outcome::Ok => &self.ok,
             Outcome::Wrong => &self.wrong,
             Outcome::Dropped => &self.dropped,
-            Outcome::NoOutcome => &self.no_outcome,
+            Outcome::Lost => &self.no_outcome,
             Outcome::Error(kind) => {
                 if let Ok(mut errors) = self.errors.lock() {
                     *errors.entry(kind).or_default() += 1;
@@ -476,11 +476,11 @@ async fn every_call_ends_with_exactly_one_outcome() {
 /// happen.
 const GUARD: Duration = Duration::from_secs(10);
 
-/// `call`'s outcome, or [`Outcome::NoOutcome`] if it outlives the guard.
+/// `call`'s outcome, or [`Outcome::Lost`] if it outlives the guard.
 async fn guarded(call: impl std::future::Future<Output = Outcome>) -> Outcome {
     tokio::time::timeout(GUARD, call)
         .await
-        .unwrap_or(Outcome::NoOutcome)
+        .unwrap_or(Outcome::Lost)
 }
 
 /// One call with a random fate: plain, a short deadline, dropped by the caller, a server
