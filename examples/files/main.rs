@@ -217,11 +217,12 @@ impl Files for Dir {
 
     async fn upload(&self, path: String, mut data: rpc::Stream<Chunk>) -> Result<Receipt, FsError> {
         // The sandbox writes beside the target and renames at the end: readers never see half
-        // a file, and a broken upload leaves the old file in place.
+        // a file, and a broken upload (dropped here, or with the call) leaves the old file in
+        // place.
         let mut upload = self.sandbox.upload(&path).await?;
         let mut sum = Fnv::new();
         let mut bytes = 0u64;
-        let outcome = async {
+        async {
             while let Some(chunk) = data.next().await {
                 let Chunk(chunk) = chunk.map_err(|err| FsError::Interrupted {
                     path: path.clone(),
@@ -241,14 +242,8 @@ impl Files for Dir {
                 .await
                 .map_err(|err| io_error(&path, err))
         }
-        .await;
-        match outcome {
-            Ok(()) => upload.commit().await?,
-            Err(err) => {
-                upload.discard().await;
-                return Err(err);
-            }
-        }
+        .await?;
+        upload.commit().await?;
         Ok(Receipt {
             bytes,
             checksum: sum.value(),

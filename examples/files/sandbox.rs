@@ -211,9 +211,11 @@ impl Sandbox {
             .await?;
         Ok(Upload {
             path: path.to_owned(),
-            parent: Arc::new(parent),
-            name,
-            partial,
+            place: Some(Place {
+                parent,
+                name,
+                partial,
+            }),
             file: tokio::fs::File::from_std(file),
         })
     }
@@ -247,59 +249,69 @@ impl Sandbox {
 }
 
 /// An upload under way: the new file, written beside its final name in the directory that
-/// was opened when it began.
+/// was opened when it began. Dropped before [`commit`](Upload::commit) (its stream broke, or
+/// its call was cancelled), it removes the new file, and the old one stays as it was.
 pub(crate) struct Upload {
     path: String,
-    /// The directory the file goes to, as opened when the upload began: renaming or
-    /// replacing it since changes nothing.
-    parent: Arc<OwnedFd>,
-    name: OsString,
-    partial: OsString,
+    /// Where the new file is; taken by the commit.
+    place: Option<Place>,
     /// Where the data goes.
     pub(crate) file: tokio::fs::File,
+}
+
+/// A new file's place: its directory, its final name and its own.
+struct Place {
+    /// The directory as opened when the upload began: renaming or replacing it since
+    /// changes nothing.
+    parent: OwnedFd,
+    name: OsString,
+    partial: OsString,
+}
+
+impl Place {
+    fn remove_partial(&self) {
+        let _ = rustix::fs::unlinkat(&self.parent, &self.partial, AtFlags::empty());
+    }
 }
 
 impl Upload {
     /// Renames the new file to its final name, replacing what is there (a symlink swapped
     /// in meanwhile included: `renameat` replaces the link, never its target). On failure the
     /// new file is removed.
-    pub(crate) async fn commit(self) -> Result<(), FsError> {
-        let Upload {
-            path,
-            parent,
-            name,
-            partial,
-            file,
-        } = self;
-        drop(file);
-        let what = path.clone();
+    pub(crate) async fn commit(mut self) -> Result<(), FsError> {
+        let Some(place) = self.place.take() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            rustix::fs::renameat(&*parent, &partial, &*parent, &name).map_err(|err| {
-                let _ = rustix::fs::unlinkat(&*parent, &partial, AtFlags::empty());
-                match err {
-                    Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => FsError::WrongKind { path },
-                    err => io_error(&path, err.into()),
-                }
-            })
+            rustix::fs::renameat(&place.parent, &place.partial, &place.parent, &place.name).map_err(
+                |err| {
+                    place.remove_partial();
+                    match err {
+                        Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => {
+                            FsError::WrongKind { path }
+                        }
+                        err => io_error(&path, err.into()),
+                    }
+                },
+            )
         })
         .await
         .unwrap_or_else(|_| {
             Err(FsError::Io {
-                path: what,
+                path: self.path.clone(),
                 message: "the rename panicked".into(),
             })
         })
     }
+}
 
-    /// Removes the new file: the old one, if any, stays as it was.
-    pub(crate) async fn discard(self) {
-        let Upload {
-            parent, partial, ..
-        } = self;
-        let _ = tokio::task::spawn_blocking(move || {
-            rustix::fs::unlinkat(&*parent, &partial, AtFlags::empty())
-        })
-        .await;
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // One `unlinkat`, made in place: a task spawned for it would have no owner.
+        if let Some(place) = self.place.take() {
+            place.remove_partial();
+        }
     }
 }
 
@@ -487,6 +499,15 @@ mod tests {
         );
         assert_eq!(sandbox.stat("").await.expect("stat root").kind, Kind::Dir);
         sandbox.delete("sub/new.txt").await.expect("delete");
+        // An upload given up before its commit leaves nothing behind.
+        let mut given_up = sandbox.upload("sub/gone.txt").await.expect("upload");
+        given_up.file.write_all(b"half").await.expect("write");
+        drop(given_up);
+        let left: Vec<_> = std::fs::read_dir(scene.served.join("sub"))
+            .expect("sub")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["file.txt"]);
         assert_eq!(
             sandbox.stat("sub/new.txt").await.map(|_| ()),
             Err(FsError::NotFound {
