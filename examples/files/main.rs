@@ -17,10 +17,13 @@
 //!
 //! After each transfer both sides' checksums (FNV-1a, 64 bits: an integrity check against
 //! truncation or corruption, not a defense against tampering) are compared, and the client
-//! prints `OK` or `MISMATCH`. The server refuses any path that leaves its directory: absolute
-//! paths, `..`, and symlinks that point outside, with [`FsError::OutsideRoot`].
+//! prints `OK` or `MISMATCH`. The server never leaves its directory: absolute paths and `..`
+//! are refused with [`FsError::OutsideRoot`], and symlinks are never followed (a path through
+//! one is refused with [`FsError::Symlink`]). It opens every path from a handle on the served
+//! directory, one name at a time with `O_NOFOLLOW`, so a symlink swapped in while it works
+//! cannot lead it out either. Unix only.
 //!
-//! This file is the streaming; beside it, `sandbox.rs` holds the path checks, `checksum.rs`
+//! This file is the streaming; beside it, `sandbox.rs` holds the path handling, `checksum.rs`
 //! the checksum and `scratch.rs` the demo's temporary directory and test data.
 
 mod checksum;
@@ -29,8 +32,7 @@ mod scratch;
 
 use std::error::Error;
 use std::fmt;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -52,9 +54,14 @@ const DEMO_SIZE: u64 = 64 << 20;
 /// The service's own errors; they travel to the client as they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FsError {
-    /// The path is absolute, climbs out with `..`, or resolves (through a symlink) to a place
-    /// outside the served directory.
+    /// The path is absolute or climbs out with `..`.
     OutsideRoot {
+        /// The path as the client gave it.
+        path: String,
+    },
+    /// The path is, or passes through, a symlink: the server follows none, wherever they
+    /// point.
+    Symlink {
         /// The path as the client gave it.
         path: String,
     },
@@ -90,8 +97,11 @@ impl fmt::Display for FsError {
         match self {
             FsError::OutsideRoot { path } => write!(
                 f,
-                "{path:?} is outside the served directory (absolute paths, `..` and symlinks \
-                 pointing out are refused)"
+                "{path:?} is outside the served directory (absolute paths and `..` are refused)"
+            ),
+            FsError::Symlink { path } => write!(
+                f,
+                "{path:?} is or passes through a symlink, and the server follows no symlinks"
             ),
             FsError::NotFound { path } => write!(f, "{path:?} does not exist"),
             FsError::WrongKind { path } => write!(f, "{path:?} is not the right kind of file"),
@@ -159,7 +169,7 @@ pub trait Files {
     async fn list(&self, dir: String) -> Result<Vec<Entry>, FsError>;
     /// Stores `data` as file `path` (replacing it), once the stream has ended normally.
     async fn upload(&self, path: String, data: rpc::Stream<Chunk>) -> Result<Receipt, FsError>;
-    /// What is at `path` (a symlink is followed, and must stay inside), like FTP's `SIZE`.
+    /// What is at `path` (a symlink is reported as one, not followed), like FTP's `SIZE`.
     async fn stat(&self, path: String) -> Result<Entry, FsError>;
     /// Sends file `path`: its data, then a [`Piece::End`]; or one error.
     async fn download(&self, path: String) -> rpc::Stream<Result<Piece, FsError>>;
@@ -202,49 +212,17 @@ impl Dir {
 
 impl Files for Dir {
     async fn list(&self, dir: String) -> Result<Vec<Entry>, FsError> {
-        let full = self.sandbox.resolve(&dir, true).await?;
-        let mut read = tokio::fs::read_dir(&full)
-            .await
-            .map_err(|err| match err.kind() {
-                ErrorKind::NotADirectory => FsError::WrongKind { path: dir.clone() },
-                _ => io_error(&dir, err),
-            })?;
-        let mut entries = Vec::new();
-        while let Some(entry) = read.next_entry().await.map_err(|err| io_error(&dir, err))? {
-            // `DirEntry::metadata` does not follow symlinks.
-            let meta = entry.metadata().await.map_err(|err| io_error(&dir, err))?;
-            let kind = match meta.file_type() {
-                t if t.is_symlink() => Kind::Symlink,
-                t if t.is_dir() => Kind::Dir,
-                t if t.is_file() => Kind::File,
-                _ => Kind::Other,
-            };
-            entries.push(Entry {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                size: meta.len(),
-                kind,
-            });
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        self.sandbox.list(&dir).await
     }
 
     async fn upload(&self, path: String, mut data: rpc::Stream<Chunk>) -> Result<Receipt, FsError> {
-        let full = self.sandbox.resolve(&path, false).await?;
-        if full == self.sandbox.root() {
-            return Err(FsError::WrongKind { path });
-        }
-        // Write beside the target and rename at the end: readers never see half a file, and
-        // a broken upload leaves the old file in place.
-        let mut partial = full.clone().into_os_string();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let mut file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(|err| io_error(&path, err))?;
+        // The sandbox writes beside the target and renames at the end: readers never see half
+        // a file, and a broken upload (dropped here, or with the call) leaves the old file in
+        // place.
+        let mut upload = self.sandbox.upload(&path).await?;
         let mut sum = Fnv::new();
         let mut bytes = 0u64;
-        let outcome = async {
+        async {
             while let Some(chunk) = data.next().await {
                 let Chunk(chunk) = chunk.map_err(|err| FsError::Interrupted {
                     path: path.clone(),
@@ -252,20 +230,20 @@ impl Files for Dir {
                 })?;
                 sum.update(&chunk);
                 bytes += chunk.len() as u64;
-                file.write_all(&chunk)
+                upload
+                    .file
+                    .write_all(&chunk)
                     .await
                     .map_err(|err| io_error(&path, err))?;
             }
-            file.flush().await.map_err(|err| io_error(&path, err))?;
-            tokio::fs::rename(&partial, &full)
+            upload
+                .file
+                .flush()
                 .await
                 .map_err(|err| io_error(&path, err))
         }
-        .await;
-        if let Err(err) = outcome {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(err);
-        }
+        .await?;
+        upload.commit().await?;
         Ok(Receipt {
             bytes,
             checksum: sum.value(),
@@ -312,36 +290,11 @@ impl Files for Dir {
     }
 
     async fn stat(&self, path: String) -> Result<Entry, FsError> {
-        let full = self.sandbox.resolve(&path, true).await?;
-        let meta = tokio::fs::metadata(&full)
-            .await
-            .map_err(|err| io_error(&path, err))?;
-        Ok(Entry {
-            name: full
-                .file_name()
-                .map_or_else(|| ".".into(), |name| name.to_string_lossy().into_owned()),
-            size: meta.len(),
-            kind: if meta.is_dir() {
-                Kind::Dir
-            } else if meta.is_file() {
-                Kind::File
-            } else {
-                Kind::Other
-            },
-        })
+        self.sandbox.stat(&path).await
     }
 
     async fn delete(&self, path: String) -> Result<(), FsError> {
-        let full = self.sandbox.resolve(&path, true).await?;
-        let meta = tokio::fs::symlink_metadata(&full)
-            .await
-            .map_err(|err| io_error(&path, err))?;
-        if meta.is_dir() {
-            return Err(FsError::WrongKind { path });
-        }
-        tokio::fs::remove_file(&full)
-            .await
-            .map_err(|err| io_error(&path, err))
+        self.sandbox.delete(&path).await
     }
 }
 
@@ -619,7 +572,7 @@ async fn demo() -> Result<(), Box<dyn Error>> {
     println!("listing:");
     print_listing(&files.list(String::new()).await??);
 
-    println!("paths outside the served directory are refused:");
+    println!("paths outside the served directory, and symlinks, are refused:");
     let outcomes = [
         (
             "download ../outside/secret.txt",
@@ -676,5 +629,113 @@ fn describe(outcome: Result<(), FsError>) -> String {
     match outcome {
         Ok(()) => "done".into(),
         Err(err) => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The service over TCP: a transfer each way, a listing, a delete, and a symlink refused
+    /// for every method, with the refusal arriving as the call's own typed error.
+    #[tokio::test]
+    async fn the_service_transfers_files_and_follows_no_symlink() {
+        let base =
+            TempDir(std::env::temp_dir().join(format!("rpc-files-service-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&base.0);
+        let (served, outside) = (base.0.join("served"), base.0.join("outside"));
+        for dir in [&served, &outside] {
+            std::fs::create_dir_all(dir).expect("dir");
+        }
+        std::fs::write(outside.join("secret.txt"), "secret").expect("secret");
+        symlink(outside.join("secret.txt"), served.join("escape")).expect("link");
+
+        let server = rpc::Server::builder()
+            .serve(Dir::new(&served).await.expect("served").into_service())
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = server.local_addr().expect("tcp address");
+        let handle = server.handle();
+        let running = tokio::spawn(server.run());
+        let files = FilesClient::connect(addr).await.expect("connect");
+
+        // Three chunks and a bit, through the streaming upload and download.
+        let data: Vec<u8> = (0..3 * CHUNK + 100).map(|i| (i % 251) as u8).collect();
+        let receipt = files
+            .upload(
+                "data.bin".into(),
+                rpc::Stream::iter(
+                    data.chunks(CHUNK)
+                        .map(|c| Chunk(c.to_vec()))
+                        .collect::<Vec<_>>(),
+                ),
+            )
+            .await
+            .expect("call")
+            .expect("upload");
+        assert_eq!(receipt.bytes, data.len() as u64);
+        let mut pieces = files.download("data.bin".into()).await.expect("call");
+        let mut received = Vec::new();
+        while let Some(piece) = pieces.next().await {
+            match piece.expect("item").expect("piece") {
+                Piece::Data(Chunk(chunk)) => received.extend_from_slice(&chunk),
+                Piece::End(end) => assert_eq!(end, receipt, "both sides saw the same bytes"),
+            }
+        }
+        assert!(received == data, "the download is what was uploaded");
+        let names: Vec<_> = files
+            .list(String::new())
+            .await
+            .expect("call")
+            .expect("list")
+            .into_iter()
+            .map(|entry| (entry.name, entry.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("data.bin".to_owned(), Kind::File),
+                ("escape".to_owned(), Kind::Symlink)
+            ]
+        );
+
+        let refused = || FsError::Symlink {
+            path: "escape".into(),
+        };
+        let first = files
+            .download("escape".into())
+            .await
+            .expect("call")
+            .next()
+            .await;
+        assert_eq!(
+            first.map(|item| item.expect("item").err()),
+            Some(Some(refused()))
+        );
+        let upload = files
+            .upload("escape".into(), rpc::Stream::iter([Chunk(b"x".to_vec())]))
+            .await
+            .expect("call");
+        assert_eq!(upload, Err(refused()));
+        assert_eq!(
+            files.delete("escape".into()).await.expect("call"),
+            Err(refused())
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret.txt")).expect("secret"),
+            "secret"
+        );
+        files
+            .delete("data.bin".into())
+            .await
+            .expect("call")
+            .expect("delete");
+        assert!(!served.join("data.bin").exists());
+
+        handle.shutdown();
+        running.await.expect("server task");
     }
 }
