@@ -93,8 +93,8 @@ pub enum Frame {
     /// A whole frame (header and body), without the length prefix.
     Whole(Bytes),
     /// A frame over the limit: its front, kept to read the header; the rest is dropped as it
-    /// arrives, never buffered.
-    Oversized(Oversized),
+    /// arrives, never buffered. (Boxed: rare, and so a `Frame` is no larger than `Bytes`.)
+    Oversized(Box<Oversized>),
 }
 
 /// The front of a frame over the receiver's limit. Its bytes after [`head`](Self::head) are
@@ -218,11 +218,11 @@ impl SkippingDecoder {
         let head = Bytes::copy_from_slice(&src[..present]);
         src.advance(present);
         self.skip = len - present;
-        Some(Frame::Oversized(Oversized {
+        Some(Frame::Oversized(Box::new(Oversized {
             head,
             len,
             max: self.max_frame_len,
-        }))
+        })))
     }
 }
 
@@ -366,6 +366,13 @@ mod tests {
                 max: 1_048_576
             }
         ));
+    }
+
+    #[test]
+    fn a_frame_is_no_larger_than_its_bytes() {
+        // What the read loops move for every frame stays what it was before oversized
+        // frames had a variant.
+        assert_eq!(std::mem::size_of::<Frame>(), std::mem::size_of::<Bytes>());
     }
 
     #[test]
