@@ -241,7 +241,7 @@ impl Shared {
     /// call it belongs to fails with `MessageTooLarge` and is stopped on the server; the
     /// connection and its other calls go on. A message of another kind is never that
     /// large: a protocol error.
-    fn on_oversized(&self, over: Box<Oversized>) -> Result<(), Error> {
+    fn on_oversized(&self, over: &Oversized) -> Result<(), Error> {
         let err = over.error();
         let id = match over.header()? {
             Header::Response { id, .. } => {
@@ -350,7 +350,7 @@ async fn drive<R, W>(
                 Ok(Frame::Whole(frame)) => frame,
                 Ok(Frame::Oversized(over)) => {
                     heard.store(true, Ordering::Relaxed);
-                    match shared.on_oversized(over) {
+                    match shared.on_oversized(&over) {
                         Ok(()) => continue,
                         Err(err) => break Err(err),
                     }

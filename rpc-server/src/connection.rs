@@ -220,7 +220,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 let now = *batch_start.get_or_insert_with(Instant::now);
                 let refusal = match frame {
                     Frame::Whole(frame) => self.on_frame(frame, draining, now, cx)?,
-                    Frame::Oversized(over) => self.on_oversized(over, now)?,
+                    Frame::Oversized(over) => self.on_oversized(&over, now)?,
                 };
                 if let Some(refusal) = refusal {
                     self.heard = true;
@@ -333,11 +333,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     /// request is refused with `MessageTooLarge` (returned, to be sent once there is room),
     /// an item of a stream a handler reads fails that call alone. The connection and its
     /// other calls go on. Any other message is never that large: a protocol error.
-    fn on_oversized(
-        &mut self,
-        over: Box<Oversized>,
-        now: Instant,
-    ) -> Result<Option<Header>, Error> {
+    fn on_oversized(&mut self, over: &Oversized, now: Instant) -> Result<Option<Header>, Error> {
         let err = over.error();
         match over.header()? {
             Header::Request(request) => {
