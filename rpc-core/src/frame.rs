@@ -459,4 +459,61 @@ mod tests {
         assert_eq!(over.header(), Ok(Header::StreamItem { id: 5 }));
         assert_eq!(decoder.skipping(), 1024 - 9);
     }
+
+    proptest::proptest! {
+        /// Frames over and under the limit, cut into reads of any sizes: every frame within
+        /// the limit arrives whole, every other one as its header, in order, and the frame
+        /// after a skipped one is intact.
+        #[test]
+        fn oversized_frames_in_any_chunking_fail_only_themselves(
+            frames in proptest::collection::vec((0u64..1000, 0usize..300), 0..12),
+            max in 9usize..200,
+            sizes in proptest::collection::vec(1usize..64, 1..16),
+        ) {
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            for (id, body_len) in &frames {
+                let mut payload = BytesMut::new();
+                Header::StreamItem { id: *id }.encode(&mut payload).expect("encode");
+                payload.extend((0..*body_len).map(|i| i as u8));
+                stream.extend_from_slice(&framed(&payload));
+                expected.push((payload.len() <= max, *id, payload.len()));
+            }
+            let mut decoder = SkippingDecoder::new(max, 16);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at((*size).min(rest.len()));
+                rest = tail;
+                buf.extend_from_slice(piece);
+                while let Some(frame) = decoder.decode(&mut buf).expect("no error") {
+                    got.push(match frame {
+                        Frame::Whole(bytes) => {
+                            let (header, _) = crate::message::decode_frame(bytes.clone())
+                                .expect("a header");
+                            let Header::StreamItem { id } = header else {
+                                panic!("{header:?}");
+                            };
+                            (true, id, bytes.len())
+                        }
+                        Frame::Oversized(over) => {
+                            proptest::prop_assert_eq!(over.max, max);
+                            let Header::StreamItem { id } = over.header().expect("a header")
+                            else {
+                                panic!("{over:?}");
+                            };
+                            (false, id, over.len)
+                        }
+                    });
+                }
+            }
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert!(buf.is_empty());
+            proptest::prop_assert_eq!(decoder.skipping(), 0);
+        }
+    }
 }
