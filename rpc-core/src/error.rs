@@ -207,7 +207,11 @@ pub enum ProtocolError {
         /// The limit, in milliseconds.
         millis: u64,
     },
-    /// A frame's length prefix exceeds the configured maximum.
+    /// A frame's length prefix exceeds the configured maximum, and no single call can be
+    /// failed for it: a connection reads the header of an oversized frame and fails just
+    /// that call ([`Error::MessageTooLarge`]), so this closes one only when that header
+    /// cannot be read within its bound or belongs to no call. (The strict
+    /// [`FrameDecoder`](crate::frame::FrameDecoder) reports every oversized frame this way.)
     #[error("frame of {len} bytes exceeds the maximum frame length of {max} bytes (raise max_frame_len on both sides if this is intended)")]
     FrameTooLarge {
         /// The length the frame claimed.
