@@ -40,6 +40,8 @@ pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, Endpoint};
 #[doc(inline)]
 pub use rpc_core::error::ErrorCode;
 #[doc(inline)]
+pub use rpc_core::error::SharedIoError;
+#[doc(inline)]
 pub use rpc_core::stream::Stream;
 #[doc(inline)]
 pub use rpc_core::{Context, Error, Metadata, Method, MethodId, PeerAddr, ProtocolError};

@@ -293,9 +293,10 @@ async fn hostile_bytes_close_only_their_own_connection() {
         .expect("write");
     read_until_closed("server closes the HTTP connection", &mut http).await;
 
-    // A length prefix beyond the limit.
+    // A length prefix beyond the limit, in front of bytes that are no header (with a
+    // readable header, an oversized frame would fail only its own call).
     let mut huge = Raw::connect(server.addr).await;
-    huge.send(&u32::MAX.to_be_bytes()).await;
+    huge.send(&[0xff; 5]).await;
     huge.closed().await;
 
     // A well-formed frame whose header is garbage.

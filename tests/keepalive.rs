@@ -75,7 +75,7 @@ async fn a_server_that_stops_answering_fails_the_waiting_call_at_once() {
         .await
         .expect_err("the server never answers");
     match &err {
-        rpc::Error::ConnectionClosed { reason } => assert!(
+        rpc::Error::ConnectionClosed { reason, .. } => assert!(
             reason.contains("did not answer a keepalive ping within 300 ms"),
             "{err}"
         ),

@@ -297,8 +297,17 @@ fn start_upload<In: Serialize + Send + 'static>(input: Stream<In>) -> StartUploa
             // Forgets the sending side however the task ends, aborted included.
             let _forget = ForgetOutbound(conn.clone(), id);
             let outbound = conn.streams().open_outbound(id, conn.window());
-            if let Err(err) = stream::send(&conn.queue, id, &outbound, input).await {
-                tracing::debug!(request_id = id, error = %err, "request stream stopped");
+            match stream::send(&conn.queue, id, &outbound, input).await {
+                // An item was not sent (over the frame limit, or it did not encode): the
+                // call fails with that error, and the server stops it.
+                Err(err @ (Error::MessageTooLarge { .. } | Error::Codec(_))) => {
+                    tracing::debug!(request_id = id, error = %err, "request stream item not sent; failing the call");
+                    conn.fail_call(id, err);
+                }
+                Err(err) => {
+                    tracing::debug!(request_id = id, error = %err, "request stream stopped");
+                }
+                Ok(()) => {}
             }
         })
     })

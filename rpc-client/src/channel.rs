@@ -230,7 +230,7 @@ fn timed_out(after: Duration) -> io::Error {
 pub(crate) fn connect_error(endpoint: impl std::fmt::Display, source: io::Error) -> Error {
     Error::Connect {
         endpoint: endpoint.to_string(),
-        source: Arc::new(source),
+        source: source.into(),
     }
 }
 

@@ -28,7 +28,10 @@ pub struct ClientConfig {
     /// Calls in flight on the connection at once; further calls wait for one to finish
     /// (their deadline keeps running). Default: 1024.
     pub max_in_flight: usize,
-    /// Largest frame sent or accepted, in bytes. Default: 16 MiB (the server's default).
+    /// Largest frame sent or accepted, in bytes. A message over it fails only its own call
+    /// with `Error::MessageTooLarge`: a request is not sent; a larger incoming frame is
+    /// skipped unread but for its header (at most 4 KiB), and the connection goes on.
+    /// Default: 16 MiB (the server's default).
     pub max_frame_len: usize,
     /// Bytes of requests buffered before callers wait for the writer. Default: 1 MiB.
     pub write_high_water: usize,

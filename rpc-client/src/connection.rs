@@ -14,7 +14,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::frame::{self, FrameDecoder};
+use rpc_core::frame::{self, Frame, Oversized, SkippingDecoder};
 use rpc_core::keepalive::{Keepalive, Tick};
 use rpc_core::message::{decode_frame, Header};
 use rpc_core::preamble::client_handshake;
@@ -97,7 +97,11 @@ impl Connection {
             silent: AtomicBool::new(false),
             queue: queue.clone(),
         });
-        let frames = FramedRead::new(reader, FrameDecoder::new(config.max_frame_len));
+        // Of a frame over the limit, at most a header's worth is read; the rest is skipped.
+        let frames = FramedRead::new(
+            reader,
+            SkippingDecoder::new(config.max_frame_len, frame::HEADER_ALLOWANCE),
+        );
         let keepalive = Keepalive::new(config.keepalive_interval, config.keepalive_timeout);
         let task = AbortOnDrop::spawn(drive(shared.clone(), frames, writer, keepalive));
         Ok(Connection {
@@ -197,6 +201,16 @@ impl Connection {
         self.shared.silent.load(Ordering::Relaxed)
     }
 
+    /// Fails call `id` with `err` here and stops it on the server: a message of it that could
+    /// not be sent (a request-stream item over the frame limit). A caller still waiting for
+    /// the reply gets `err`; one reading the reply stream reads `err` as its last item.
+    pub(crate) fn fail_call(&self, id: u64, err: Error) {
+        self.shared.deliver(id, Err(err.clone()));
+        self.shared.streams.fail(id, err);
+        // Best effort: if the connection is gone, so is the call.
+        let _ = self.queue.push_control(&Header::Cancel { id });
+    }
+
     /// Stops routing new calls here (the server refused one because it is shutting down).
     pub(crate) fn mark_going_away(&self) {
         self.shared.usable.store(false, Ordering::Release);
@@ -221,6 +235,34 @@ impl Shared {
         wakers.into_iter().for_each(Waker::wake);
         self.streams.close(err.clone());
         self.queue.fail(err);
+    }
+
+    /// Handles the front of a frame over `max_frame_len`, whose rest the decoder skips: the
+    /// call it belongs to fails with `MessageTooLarge` and is stopped on the server; the
+    /// connection and its other calls go on. A message of another kind is never that
+    /// large: a protocol error.
+    fn on_oversized(&self, over: &Oversized) -> Result<(), Error> {
+        let err = over.error();
+        let id = match over.header()? {
+            Header::Response { id, .. } => {
+                self.deliver(id, Err(err.clone()));
+                id
+            }
+            // An item of a reply stream: the caller reads the error as the stream's end.
+            Header::StreamItem { id } => {
+                if !self.streams.fail(id, err.clone()) {
+                    // Nobody reads this stream any more.
+                    return Ok(());
+                }
+                id
+            }
+            _ => return Err(over.protocol_error().into()),
+        };
+        tracing::debug!(request_id = id, error = %err, "failing a call whose reply is oversized");
+        // The server may still be producing a reply stream (a unary call is over there,
+        // and the cancel is ignored).
+        let _ = self.queue.push_control(&Header::Cancel { id });
+        Ok(())
     }
 
     fn deliver(&self, id: u64, reply: Reply) {
@@ -290,7 +332,7 @@ async fn keepalive(ticker: Option<Keepalive>, heard: &AtomicBool, queue: &WriteQ
 /// server stops answering keepalive pings.
 async fn drive<R, W>(
     shared: Arc<Shared>,
-    mut frames: FramedRead<R, FrameDecoder>,
+    mut frames: FramedRead<R, SkippingDecoder>,
     writer: W,
     ticker: Option<Keepalive>,
 ) where
@@ -305,7 +347,14 @@ async fn drive<R, W>(
                 break Err(Error::closed("the server closed the connection"));
             };
             let frame = match frame {
-                Ok(frame) => frame,
+                Ok(Frame::Whole(frame)) => frame,
+                Ok(Frame::Oversized(over)) => {
+                    heard.store(true, Ordering::Relaxed);
+                    match shared.on_oversized(&over) {
+                        Ok(()) => continue,
+                        Err(err) => break Err(err),
+                    }
+                }
                 Err(err) => break Err(err),
             };
             heard.store(true, Ordering::Relaxed);
@@ -356,7 +405,8 @@ async fn drive<R, W>(
             Err(err @ Error::ConnectionClosed { .. }) => err,
             Err(err) => {
                 tracing::warn!(error = %err, "closing connection");
-                Error::closed(err)
+                // An I/O failure (a reset) stays reachable as the error's source.
+                Error::connection_lost(err)
             }
         },
         written = &mut write => match written {

@@ -34,15 +34,20 @@ pub enum Error {
     Connect {
         /// What the client tried to reach.
         endpoint: String,
-        /// The underlying failure.
+        /// The underlying failure; [`source`](std::error::Error::source) is the
+        /// [`io::Error`] itself.
         #[source]
-        source: Arc<io::Error>,
+        source: SharedIoError,
     },
     /// The connection is gone; the call's outcome on the server is unknown.
     #[error("connection closed: {reason}; reconnect to make new calls")]
     ConnectionClosed {
         /// What ended the connection.
         reason: String,
+        /// The I/O failure that ended it, when one did (a reset, a broken pipe); also the
+        /// error's [`source`](std::error::Error::source), as an [`io::Error`].
+        #[source]
+        cause: Option<SharedIoError>,
     },
     /// The call's deadline passed before a reply arrived; the server stops the handler too.
     #[error("deadline exceeded: no reply before the call's deadline")]
@@ -95,25 +100,81 @@ pub enum Error {
     /// The peer broke the wire protocol; the connection is closed.
     #[error("protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
-    /// A message is larger than the maximum frame length, so it was not sent.
+    /// A message of this call (its request, its reply, or an item of one of its streams) is
+    /// larger than a maximum frame length: the sender's, which then did not send it, or the
+    /// receiver's, which skipped it unread. Only this call failed; the connection and every
+    /// other call on it go on. Wire code 9 ([`ErrorCode::MessageTooLarge`]), so the caller
+    /// gets this variant whichever side's limit it was.
     #[error("message of {len} bytes exceeds the maximum frame length of {max} bytes; send less or raise max_frame_len on both sides")]
     MessageTooLarge {
-        /// The encoded size of the message.
+        /// The encoded size of the message (header and body).
         len: usize,
-        /// The configured maximum.
+        /// The maximum frame length it exceeds.
         max: usize,
     },
     /// A value could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
-    /// A local I/O failure.
+    /// A local I/O failure; [`source`](std::error::Error::source) is the [`io::Error`].
     #[error("i/o error: {0}")]
-    Io(#[source] Arc<io::Error>),
+    Io(#[source] SharedIoError),
 }
 
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Self {
-        Error::Io(Arc::new(err))
+        Error::Io(err.into())
+    }
+}
+
+/// An [`io::Error`] shared by every clone of an [`Error`] (one broken connection fails many
+/// calls with the same error). It dereferences to the `io::Error`, and the `Error` holding it
+/// hands out the `io::Error` itself as its [`source`](std::error::Error::source), so
+/// `err.source()?.downcast_ref::<std::io::Error>()` works:
+///
+/// ```
+/// use std::error::Error as _;
+/// let err = rpc::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+/// let io = err.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+/// assert_eq!(io.map(|io| io.kind()), Some(std::io::ErrorKind::ConnectionReset));
+/// ```
+//
+// Deliberately not an `Error` itself: thiserror's `source()` calls `as_dyn_error()` by
+// method syntax, which then dereferences to the `io::Error` (an `Arc<io::Error>` would be
+// an `Error` and show up as the source instead, and downcast only to `Arc<io::Error>`). The
+// tests below check the downcast for every variant that holds one.
+#[derive(Debug, Clone)]
+pub struct SharedIoError(Arc<io::Error>);
+
+impl SharedIoError {
+    /// The shared `io::Error`.
+    pub fn get(&self) -> &io::Error {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SharedIoError {
+    type Target = io::Error;
+
+    fn deref(&self) -> &io::Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SharedIoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<io::Error> for SharedIoError {
+    fn from(err: io::Error) -> Self {
+        SharedIoError(Arc::new(err))
+    }
+}
+
+impl From<Arc<io::Error>> for SharedIoError {
+    fn from(err: Arc<io::Error>) -> Self {
+        SharedIoError(err)
     }
 }
 
@@ -146,7 +207,11 @@ pub enum ProtocolError {
         /// The limit, in milliseconds.
         millis: u64,
     },
-    /// A frame's length prefix exceeds the configured maximum.
+    /// A frame's length prefix exceeds the configured maximum, and no single call can be
+    /// failed for it: a connection reads the header of an oversized frame and fails just
+    /// that call ([`Error::MessageTooLarge`]), so this closes one only when that header
+    /// cannot be read within its bound or belongs to no call. (The strict
+    /// [`FrameDecoder`](crate::frame::FrameDecoder) reports every oversized frame this way.)
     #[error("frame of {len} bytes exceeds the maximum frame length of {max} bytes (raise max_frame_len on both sides if this is intended)")]
     FrameTooLarge {
         /// The length the frame claimed.
@@ -216,6 +281,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The peer cancelled the call or stream.
     Cancelled,
+    /// See [`Error::MessageTooLarge`]: a request, reply or stream item over a frame limit.
+    /// The message names both sizes.
+    MessageTooLarge,
 }
 
 impl ErrorCode {
@@ -230,6 +298,7 @@ impl ErrorCode {
             ErrorCode::ResponseUnencodable => 6,
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Cancelled => 8,
+            ErrorCode::MessageTooLarge => 9,
         }
     }
 
@@ -244,6 +313,7 @@ impl ErrorCode {
             6 => ErrorCode::ResponseUnencodable,
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Cancelled,
+            9 => ErrorCode::MessageTooLarge,
             _ => return None,
         })
     }
@@ -262,6 +332,11 @@ impl Error {
             Some(ErrorCode::Cancelled) => Error::Cancelled,
             Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
             Some(ErrorCode::ShuttingDown) => Error::Unavailable { reason: message },
+            Some(ErrorCode::MessageTooLarge) => match sizes(&message) {
+                Some((len, max)) => Error::MessageTooLarge { len, max },
+                // A peer that sent the code without the sizes: still reported, untyped.
+                None => Error::Server { code, message },
+            },
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
         }
     }
@@ -279,14 +354,18 @@ impl Error {
             // so its caller must not take the call for unrun.
             Error::Unavailable { reason } => (ErrorCode::Overloaded, reason.clone()),
             Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
+            // The text starts with both sizes, in order, which `from_remote` reads back.
+            Error::MessageTooLarge { .. } => (ErrorCode::MessageTooLarge, self.to_string()),
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }
 
     /// Whether the server may have run (some of) the call: `false` only when it surely did
     /// not (the connection could not be opened, the server refused the call unrun, it has no
-    /// such method, the arguments did not decode, the request was too large to send). A
-    /// call that may have run is safe to send again only if the method is idempotent.
+    /// such method, the arguments did not decode). A call that may have run is safe to send
+    /// again only if the method is idempotent. ([`Error::MessageTooLarge`] counts as "may
+    /// have run": a reply or a stream item over the limit comes from a handler that ran;
+    /// sending the same message again would fail the same way anyway.)
     ///
     /// ```
     /// let lost = rpc::Error::closed("peer reset");
@@ -301,7 +380,6 @@ impl Error {
                 | Error::Unavailable { .. }
                 | Error::UnknownMethod { .. }
                 | Error::BadRequest { .. }
-                | Error::MessageTooLarge { .. }
         )
     }
 
@@ -309,7 +387,53 @@ impl Error {
     pub fn closed(reason: impl std::fmt::Display) -> Error {
         Error::ConnectionClosed {
             reason: reason.to_string(),
+            cause: None,
         }
+    }
+
+    /// The connection ended because of `err`: its text becomes the reason pending calls
+    /// receive, and an I/O failure behind it stays reachable as the
+    /// [`source`](std::error::Error::source). A `ConnectionClosed` is returned as it is.
+    pub fn connection_lost(err: Error) -> Error {
+        match err {
+            Error::ConnectionClosed { .. } => err,
+            other => Error::ConnectionClosed {
+                reason: other.to_string(),
+                cause: other.io_cause().cloned(),
+            },
+        }
+    }
+
+    /// The connection ended with the I/O failure `err`, `context` saying what was being done
+    /// (`"write failed"`).
+    pub fn closed_by_io(context: impl std::fmt::Display, err: io::Error) -> Error {
+        Error::ConnectionClosed {
+            reason: format!("{context}: {err}"),
+            cause: Some(err.into()),
+        }
+    }
+
+    /// The I/O failure behind this error, if there is one.
+    pub fn io_cause(&self) -> Option<&SharedIoError> {
+        match self {
+            Error::Connect { source, .. } => Some(source),
+            Error::Io(source) => Some(source),
+            Error::ConnectionClosed { cause, .. } => cause.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The two sizes at the front of a [`Error::MessageTooLarge`] message, as `to_wire` writes
+/// it: the first two numbers in the text.
+fn sizes(message: &str) -> Option<(usize, usize)> {
+    let mut numbers = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(str::parse::<usize>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(len)), Some(Ok(max))) => Some((len, max)),
+        _ => None,
     }
 }
 
@@ -328,6 +452,7 @@ mod tests {
             ErrorCode::ResponseUnencodable,
             ErrorCode::ShuttingDown,
             ErrorCode::Cancelled,
+            ErrorCode::MessageTooLarge,
         ];
         // Every code has its own number, and the number comes back as the same code.
         let numbers: std::collections::HashSet<u16> = all.iter().map(|c| c.to_u16()).collect();
@@ -359,6 +484,104 @@ mod tests {
         assert!(!unrun.may_have_run());
         // Passed on by a handler, it is no longer "unrun": that handler ran.
         assert_eq!(unrun.to_wire().0, ErrorCode::Overloaded);
+    }
+
+    #[test]
+    fn message_too_large_crosses_the_wire_typed_with_both_sizes() {
+        let m = crate::Method::new("S", "m");
+        let err = Error::MessageTooLarge {
+            len: 20_000_000,
+            max: 16_777_216,
+        };
+        let (code, message) = err.to_wire();
+        assert_eq!(code, ErrorCode::MessageTooLarge);
+        assert_eq!(code.to_u16(), 9);
+        assert!(
+            message.contains("20000000") && message.contains("16777216"),
+            "{message}"
+        );
+        let back = Error::from_remote(code.to_u16(), message, &m);
+        assert!(
+            matches!(
+                back,
+                Error::MessageTooLarge {
+                    len: 20_000_000,
+                    max: 16_777_216
+                }
+            ),
+            "{back:?}"
+        );
+        // Through a status, as a server sends it.
+        let crate::message::Status::Error { code, message } =
+            crate::message::Status::from_error(&err)
+        else {
+            panic!("an error status");
+        };
+        assert!(matches!(
+            Error::from_remote(code, message, &m),
+            Error::MessageTooLarge { .. }
+        ));
+        // The code without sizes is still reported, untyped.
+        assert!(matches!(
+            Error::from_remote(9, "too big".into(), &m),
+            Error::Server { code: 9, .. }
+        ));
+    }
+
+    fn io_source(err: &Error) -> Option<&io::Error> {
+        std::error::Error::source(err)?.downcast_ref::<io::Error>()
+    }
+
+    #[test]
+    fn connect_errors_expose_the_io_error_as_source() {
+        let err = Error::Connect {
+            endpoint: "127.0.0.1:1".into(),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused).into(),
+        };
+        let io = io_source(&err).expect("io::Error source");
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        // Clones share it.
+        let clone = err.clone();
+        assert_eq!(
+            io_source(&clone).map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+    }
+
+    #[test]
+    fn io_errors_expose_the_io_error_as_source() {
+        let err = Error::from(io::Error::new(io::ErrorKind::BrokenPipe, "pipe"));
+        assert!(matches!(err, Error::Io(_)));
+        let io = io_source(&err).expect("io::Error source");
+        assert_eq!(io.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(io.to_string(), "pipe");
+    }
+
+    #[test]
+    fn a_connection_closed_by_io_exposes_the_io_error_as_source() {
+        let err = Error::closed_by_io(
+            "write failed",
+            io::Error::from(io::ErrorKind::ConnectionReset),
+        );
+        assert_eq!(
+            io_source(&err).map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionReset)
+        );
+        // Lost while reading: the reader's `Io` error becomes the cause.
+        let lost = Error::connection_lost(Error::from(io::Error::from(
+            io::ErrorKind::ConnectionAborted,
+        )));
+        assert!(matches!(lost, Error::ConnectionClosed { .. }), "{lost:?}");
+        assert!(lost.to_string().contains("i/o error"), "{lost}");
+        assert_eq!(
+            io_source(&lost).map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionAborted)
+        );
+        // A close with no I/O behind it has no source.
+        assert!(std::error::Error::source(&Error::closed("bye")).is_none());
+        let protocol =
+            Error::connection_lost(ProtocolError::UnexpectedMessage { kind: "x" }.into());
+        assert!(std::error::Error::source(&protocol).is_none());
     }
 
     #[test]

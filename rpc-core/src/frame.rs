@@ -5,11 +5,19 @@
 //! arrive, so a peer that announces a 16 MiB frame and then sends nothing costs a few
 //! kilobytes, not 16 MiB. (tokio-util's `LengthDelimitedCodec` reserves the whole announced
 //! length as soon as it has read the prefix.)
+//!
+//! A connection reads with a [`SkippingDecoder`]: a frame over the limit (from a peer
+//! configured with a larger one) costs only its call, not the connection. The decoder keeps
+//! the front of such a frame, where its header is, up to a bound, and drops the rest as it
+//! arrives; the connection then fails that one call with
+//! [`Error::MessageTooLarge`]. [`FrameDecoder`] is the strict form, for which any frame over
+//! the limit is an error.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::error::{Error, ProtocolError};
+use crate::message::Header;
 
 /// The default maximum frame length: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
@@ -74,6 +82,175 @@ impl Decoder for FrameDecoder {
     }
 }
 
+/// Room for a header beyond its metadata: the fixed part of any header, the per-pair
+/// overhead of a few hundred metadata pairs, or an error message. How much of an oversized
+/// frame a [`SkippingDecoder`] reads, on top of the metadata limit, to find its header.
+pub const HEADER_ALLOWANCE: usize = 4 * 1024;
+
+/// What a connection reads: a frame within the limit, or the front of one over it.
+#[derive(Debug)]
+pub enum Frame {
+    /// A whole frame (header and body), without the length prefix.
+    Whole(Bytes),
+    /// A frame over the limit: its front, kept to read the header; the rest is dropped as it
+    /// arrives, never buffered. (Boxed: rare, and so a `Frame` is no larger than `Bytes`.)
+    Oversized(Box<Oversized>),
+}
+
+/// The front of a frame over the receiver's limit. Its bytes after [`head`](Self::head) are
+/// skipped by the decoder.
+#[derive(Debug)]
+pub struct Oversized {
+    /// The first bytes of the frame, up to the decoder's head bound: where its header is.
+    pub head: Bytes,
+    /// The length the frame claimed.
+    pub len: usize,
+    /// The limit it exceeds.
+    pub max: usize,
+}
+
+impl Oversized {
+    /// The frame's header. A header that does not fit in the bytes kept (or does not
+    /// decode) cannot be answered: that is a protocol error, which closes the connection.
+    pub fn header(&self) -> Result<Header, ProtocolError> {
+        let mut cursor = &self.head[..];
+        match Header::decode(&mut cursor) {
+            Ok(header) => Ok(header),
+            // Cut short by the bound, not by the peer: the frame is simply too large.
+            Err(_) if self.head.len() < self.len => Err(self.protocol_error()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The error that fails the frame's call, on both sides.
+    pub fn error(&self) -> Error {
+        Error::MessageTooLarge {
+            len: self.len,
+            max: self.max,
+        }
+    }
+
+    /// The error that closes the connection when the frame cannot be tied to a call (it is
+    /// not a request, a response or a stream item, or its header is unreadable).
+    pub fn protocol_error(&self) -> ProtocolError {
+        ProtocolError::FrameTooLarge {
+            len: self.len as u64,
+            max: self.max,
+        }
+    }
+}
+
+/// Decodes frames like [`FrameDecoder`], but a frame over `max_frame_len` is not an error:
+/// the decoder reads its first bytes, up to `max_head_len` and no further than its header
+/// (or than the bytes that show it has none), hands them out as [`Frame::Oversized`], and
+/// then drops the rest of the frame as it arrives, so the read buffer never holds more than
+/// what one read brings.
+///
+/// Frames within the limit cost what they cost with [`FrameDecoder`]: one test of a field
+/// that is zero, on top.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rpc_core::frame::{Frame, SkippingDecoder};
+/// use tokio_util::codec::Decoder;
+///
+/// let mut decoder = SkippingDecoder::new(2, 3);
+/// // A 6-byte frame over the 2-byte limit, then a 1-byte frame.
+/// let mut buf = BytesMut::from(&[0, 0, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0, 1, 9][..]);
+/// let Some(Frame::Oversized(over)) = decoder.decode(&mut buf).unwrap() else { panic!() };
+/// assert_eq!((&over.head[..], over.len, over.max), (&[1, 2, 3][..], 6, 2));
+/// let Some(Frame::Whole(frame)) = decoder.decode(&mut buf).unwrap() else { panic!() };
+/// assert_eq!(&frame[..], [9]);
+/// ```
+#[derive(Debug)]
+pub struct SkippingDecoder {
+    max_frame_len: usize,
+    max_head_len: usize,
+    /// Bytes of an oversized frame still to drop.
+    skip: usize,
+}
+
+impl SkippingDecoder {
+    /// A decoder that accepts frames of up to `max_frame_len` bytes and, of a larger one,
+    /// keeps at most `max_head_len` bytes.
+    pub fn new(max_frame_len: usize, max_head_len: usize) -> Self {
+        SkippingDecoder {
+            max_frame_len,
+            max_head_len,
+            skip: 0,
+        }
+    }
+
+    /// Bytes of the current oversized frame not yet dropped.
+    pub fn skipping(&self) -> usize {
+        self.skip
+    }
+
+    /// Drops what has arrived of the oversized frame being skipped; true once all of it is
+    /// gone.
+    #[cold]
+    fn skip_some(&mut self, src: &mut BytesMut) -> bool {
+        let n = self.skip.min(src.len());
+        src.advance(n);
+        self.skip -= n;
+        self.skip == 0
+    }
+
+    /// A prefix over the limit: the front of the frame as soon as its header has arrived, or
+    /// the bytes present are no header, or `max_head_len` of it (or all of it) is here; the
+    /// rest is skipped from here on.
+    #[cold]
+    fn oversized(&mut self, src: &mut BytesMut, len: usize) -> Option<Frame> {
+        let head_len = len.min(self.max_head_len);
+        let present = (src.len() - PREFIX_LEN).min(head_len);
+        if present < head_len
+            && matches!(
+                Header::decode_partial(&src[PREFIX_LEN..PREFIX_LEN + present]),
+                Ok(None)
+            )
+        {
+            // Wait for the rest of the header, which is bounded; nothing is reserved for the
+            // rest of the frame.
+            return None;
+        }
+        src.advance(PREFIX_LEN);
+        // A copy, so the read buffer is not kept alive by the head and can be reused.
+        let head = Bytes::copy_from_slice(&src[..present]);
+        src.advance(present);
+        self.skip = len - present;
+        Some(Frame::Oversized(Box::new(Oversized {
+            head,
+            len,
+            max: self.max_frame_len,
+        })))
+    }
+}
+
+impl Decoder for SkippingDecoder {
+    type Item = Frame;
+    type Error = Error;
+
+    #[inline]
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if self.skip != 0 && !self.skip_some(src) {
+            return Ok(None);
+        }
+        if src.len() < PREFIX_LEN {
+            return Ok(None);
+        }
+        let len = (&src[..PREFIX_LEN]).get_u32() as usize;
+        if len > self.max_frame_len {
+            return Ok(self.oversized(src, len));
+        }
+        if src.len() < PREFIX_LEN + len {
+            // Wait for more bytes without reserving the claimed length.
+            return Ok(None);
+        }
+        src.advance(PREFIX_LEN);
+        Ok(Some(Frame::Whole(src.split_to(len).freeze())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +298,222 @@ mod tests {
                 max: 1024
             })
         ));
+    }
+
+    /// Feeds `stream` to `decoder` in reads of `chunk` bytes, as `FramedRead` does (reserve,
+    /// read, decode until nothing more), and returns the frames and the largest capacity the
+    /// read buffer reached.
+    fn feed(decoder: &mut SkippingDecoder, stream: &[u8], chunk: usize) -> (Vec<Frame>, usize) {
+        let mut buf = BytesMut::with_capacity(chunk);
+        let mut frames = Vec::new();
+        let mut most = 0;
+        for piece in stream.chunks(chunk) {
+            buf.reserve(piece.len());
+            buf.extend_from_slice(piece);
+            most = most.max(buf.capacity());
+            while let Some(frame) = decoder.decode(&mut buf).expect("no error") {
+                frames.push(frame);
+            }
+        }
+        (frames, most)
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn an_oversized_frame_is_skipped_without_buffering_its_body() {
+        let header = {
+            let mut buf = BytesMut::new();
+            Header::StreamItem { id: 42 }
+                .encode(&mut buf)
+                .expect("encode");
+            buf
+        };
+        let mut big = header.to_vec();
+        big.resize(4 << 20, 0xab);
+        let mut stream = framed(b"before");
+        stream.extend_from_slice(&framed(&big));
+        stream.extend_from_slice(&framed(b"after"));
+
+        let mut decoder = SkippingDecoder::new(1 << 20, 64);
+        let (frames, most) = feed(&mut decoder, &stream, 8 * 1024);
+        assert!(
+            most <= 64 * 1024,
+            "the read buffer grew to {most} bytes while skipping a 4 MiB frame"
+        );
+        assert_eq!(decoder.skipping(), 0);
+        let [Frame::Whole(before), Frame::Oversized(over), Frame::Whole(after)] = &frames[..]
+        else {
+            panic!("{frames:?}");
+        };
+        assert_eq!((&before[..], &after[..]), (&b"before"[..], &b"after"[..]));
+        assert_eq!(
+            (over.len, over.max, over.head.len()),
+            (4 << 20, 1 << 20, 64)
+        );
+        assert_eq!(
+            over.header().expect("header"),
+            Header::StreamItem { id: 42 }
+        );
+        assert!(matches!(
+            over.error(),
+            Error::MessageTooLarge {
+                len: 4_194_304,
+                max: 1_048_576
+            }
+        ));
+    }
+
+    #[test]
+    fn a_frame_is_no_larger_than_its_bytes() {
+        // What the read loops move for every frame stays what it was before oversized
+        // frames had a variant.
+        assert_eq!(std::mem::size_of::<Frame>(), std::mem::size_of::<Bytes>());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_frames() {
+        let mut stream = Vec::new();
+        for len in [0usize, 3, 10, 11, 4, 40, 2] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            stream.extend_from_slice(&framed(&payload));
+        }
+        let describe = |frames: Vec<Frame>| -> Vec<(bool, Vec<u8>, usize)> {
+            frames
+                .into_iter()
+                .map(|frame| match frame {
+                    Frame::Whole(bytes) => (true, bytes.to_vec(), bytes.len()),
+                    Frame::Oversized(over) => (false, over.head.to_vec(), over.len),
+                })
+                .collect()
+        };
+        let whole = describe(feed(&mut SkippingDecoder::new(10, 5), &stream, stream.len()).0);
+        assert_eq!(
+            whole.iter().map(|f| (f.0, f.2)).collect::<Vec<_>>(),
+            [
+                (true, 0),
+                (true, 3),
+                (true, 10),
+                (false, 11),
+                (true, 4),
+                (false, 40),
+                (true, 2)
+            ]
+        );
+        assert_eq!(whole[3].1, [0, 1, 2, 3, 4]);
+        for chunk in 1..stream.len() {
+            let got = describe(feed(&mut SkippingDecoder::new(10, 5), &stream, chunk).0);
+            assert_eq!(got, whole, "reads of {chunk} bytes");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_header_in_an_oversized_frame_is_a_protocol_error() {
+        // A request whose metadata runs past the bytes the decoder keeps.
+        let mut buf = BytesMut::new();
+        let mut metadata = crate::Metadata::new();
+        metadata.insert("k", vec![0u8; 200]);
+        Header::Request(crate::message::RequestHeader {
+            id: 1,
+            method: 2,
+            timeout_micros: None,
+            metadata,
+        })
+        .encode(&mut buf)
+        .expect("encode");
+        buf.resize(1000, 0);
+        let stream = framed(&buf);
+        let (frames, _) = feed(&mut SkippingDecoder::new(100, 64), &stream, 16);
+        let [Frame::Oversized(over)] = &frames[..] else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(
+            over.header(),
+            Err(ProtocolError::FrameTooLarge {
+                len: 1000,
+                max: 100
+            })
+        );
+
+        // Bytes that are no header are known for that at once: nothing more is waited for.
+        let mut decoder = SkippingDecoder::new(100, 64);
+        let mut buf = BytesMut::from(&[0, 0, 4, 0, 99][..]);
+        let Some(Frame::Oversized(over)) = decoder.decode(&mut buf).expect("no error") else {
+            panic!("the front of a frame that has no header");
+        };
+        assert_eq!(&over.head[..], [99]);
+        assert!(over.header().is_err());
+        // A header that has arrived is not waited past either.
+        let mut decoder = SkippingDecoder::new(100, 64);
+        let mut buf = BytesMut::from(&[0, 0, 4, 0][..]);
+        Header::StreamItem { id: 5 }
+            .encode(&mut buf)
+            .expect("encode");
+        let Some(Frame::Oversized(over)) = decoder.decode(&mut buf).expect("no error") else {
+            panic!("the header of an oversized frame");
+        };
+        assert_eq!(over.header(), Ok(Header::StreamItem { id: 5 }));
+        assert_eq!(decoder.skipping(), 1024 - 9);
+    }
+
+    proptest::proptest! {
+        /// Frames over and under the limit, cut into reads of any sizes: every frame within
+        /// the limit arrives whole, every other one as its header, in order, and the frame
+        /// after a skipped one is intact.
+        #[test]
+        fn oversized_frames_in_any_chunking_fail_only_themselves(
+            frames in proptest::collection::vec((0u64..1000, 0usize..300), 0..12),
+            max in 9usize..200,
+            sizes in proptest::collection::vec(1usize..64, 1..16),
+        ) {
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            for (id, body_len) in &frames {
+                let mut payload = BytesMut::new();
+                Header::StreamItem { id: *id }.encode(&mut payload).expect("encode");
+                payload.extend((0..*body_len).map(|i| i as u8));
+                stream.extend_from_slice(&framed(&payload));
+                expected.push((payload.len() <= max, *id, payload.len()));
+            }
+            let mut decoder = SkippingDecoder::new(max, 16);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at((*size).min(rest.len()));
+                rest = tail;
+                buf.extend_from_slice(piece);
+                while let Some(frame) = decoder.decode(&mut buf).expect("no error") {
+                    got.push(match frame {
+                        Frame::Whole(bytes) => {
+                            let (header, _) = crate::message::decode_frame(bytes.clone())
+                                .expect("a header");
+                            let Header::StreamItem { id } = header else {
+                                panic!("{header:?}");
+                            };
+                            (true, id, bytes.len())
+                        }
+                        Frame::Oversized(over) => {
+                            proptest::prop_assert_eq!(over.max, max);
+                            let Header::StreamItem { id } = over.header().expect("a header")
+                            else {
+                                panic!("{over:?}");
+                            };
+                            (false, id, over.len)
+                        }
+                    });
+                }
+            }
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert!(buf.is_empty());
+            proptest::prop_assert_eq!(decoder.skipping(), 0);
+        }
     }
 }

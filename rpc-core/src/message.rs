@@ -332,7 +332,27 @@ impl Header {
 
     /// Reads a header from the front of `src`, advancing it past the header.
     pub fn decode(src: &mut &[u8]) -> Result<Header, ProtocolError> {
-        let mut r = Reader(src);
+        Header::decode_from(&mut Reader { src, short: false })
+    }
+
+    /// Reads a header from the front of `src`, which may be only the first bytes of a frame:
+    /// `Ok(None)` when `src` ends inside the header (more bytes may complete it), an error
+    /// only when the bytes present are no header's.
+    pub fn decode_partial(src: &[u8]) -> Result<Option<Header>, ProtocolError> {
+        let mut cursor = src;
+        let mut r = Reader {
+            src: &mut cursor,
+            short: false,
+        };
+        match Header::decode_from(&mut r) {
+            Ok(header) => Ok(Some(header)),
+            Err(_) if r.short => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    #[inline]
+    fn decode_from(r: &mut Reader<'_, '_>) -> Result<Header, ProtocolError> {
         Ok(match r.u8("message tag")? {
             TAG_REQUEST => {
                 let id = r.u64("request id")?;
@@ -349,10 +369,12 @@ impl Header {
                 let count = usize::from(r.u16("metadata count")?);
                 // Each pair takes at least 6 bytes: refuse a count the frame cannot hold
                 // before reserving room for it.
-                if count > r.0.len() / 6 {
+                if count > r.src.len() / 6 {
+                    // The bytes end before the pairs could.
+                    r.short = true;
                     return Err(malformed(format!(
                         "{count} metadata pairs cannot fit in {} bytes",
-                        r.0.len()
+                        r.src.len()
                     )));
                 }
                 let mut metadata = Metadata::with_capacity(count);
@@ -438,13 +460,18 @@ fn cut_short(what: &str, left: usize, needed: usize) -> ProtocolError {
 }
 
 /// Bounds-checked reads; every failure names the field that was cut short.
-struct Reader<'a, 'b>(&'a mut &'b [u8]);
+struct Reader<'a, 'b> {
+    src: &'a mut &'b [u8],
+    /// Set when a read failed because the bytes ended (rather than held something invalid).
+    short: bool,
+}
 
 impl Reader<'_, '_> {
     #[inline]
-    fn need(&self, n: usize, what: &str) -> Result<(), ProtocolError> {
-        if self.0.len() < n {
-            return Err(cut_short(what, self.0.len(), n));
+    fn need(&mut self, n: usize, what: &str) -> Result<(), ProtocolError> {
+        if self.src.len() < n {
+            self.short = true;
+            return Err(cut_short(what, self.src.len(), n));
         }
         Ok(())
     }
@@ -452,31 +479,31 @@ impl Reader<'_, '_> {
     #[inline]
     fn u8(&mut self, what: &str) -> Result<u8, ProtocolError> {
         self.need(1, what)?;
-        Ok(self.0.get_u8())
+        Ok(self.src.get_u8())
     }
 
     #[inline]
     fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
         self.need(2, what)?;
-        Ok(self.0.get_u16_le())
+        Ok(self.src.get_u16_le())
     }
 
     #[inline]
     fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
         self.need(4, what)?;
-        Ok(self.0.get_u32_le())
+        Ok(self.src.get_u32_le())
     }
 
     #[inline]
     fn u64(&mut self, what: &str) -> Result<u64, ProtocolError> {
         self.need(8, what)?;
-        Ok(self.0.get_u64_le())
+        Ok(self.src.get_u64_le())
     }
 
     fn bytes(&mut self, len: usize, what: &str) -> Result<Vec<u8>, ProtocolError> {
         self.need(len, what)?;
-        let (head, tail) = self.0.split_at(len);
-        *self.0 = tail;
+        let (head, tail) = self.src.split_at(len);
+        *self.src = tail;
         Ok(head.to_vec())
     }
 

@@ -203,6 +203,29 @@ impl StreamTable {
         lock(&self.state).outbound.remove(&id);
     }
 
+    /// Whether call `id` has a stream this side is receiving.
+    pub fn is_receiving(&self, id: u64) -> bool {
+        lock(&self.state).inbound.contains_key(&id)
+    }
+
+    /// Like [`remove`](Self::remove), with `err` as what the receiver reads and the sender
+    /// gets instead of `Cancelled` (one call failed, say with `MessageTooLarge`). Returns
+    /// whether call `id` had a stream.
+    pub fn fail(&self, id: u64, err: Error) -> bool {
+        let (inbound, outbound) = {
+            let mut state = lock(&self.state);
+            (state.inbound.remove(&id), state.outbound.remove(&id))
+        };
+        let found = inbound.is_some() || outbound.is_some();
+        if let Some(inbound) = inbound {
+            inbound.finish(Err(err.clone()));
+        }
+        if let Some(outbound) = outbound {
+            outbound.fail(err);
+        }
+        found
+    }
+
     /// How many streams are open, both directions together.
     pub fn len(&self) -> usize {
         let state = lock(&self.state);

@@ -366,7 +366,7 @@ impl WriteQueue {
             .await;
             self.uncharge(&mut self.lock(), out.len());
             if let Err(err) = written {
-                let err = Error::closed(format_args!("write failed: {err}"));
+                let err = Error::closed_by_io("write failed", err);
                 self.fail(err.clone());
                 return Err(err);
             }

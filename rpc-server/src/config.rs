@@ -21,8 +21,10 @@ use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Largest frame accepted or sent, in bytes. A larger length prefix closes the connection.
-    /// Default: 16 MiB.
+    /// Largest frame accepted or sent, in bytes. A message over it fails only its own call,
+    /// with `Error::MessageTooLarge` for the caller: a reply the handler returns is not sent;
+    /// a larger incoming frame is skipped unread but for its header (at most
+    /// `max_metadata_len` plus 4 KiB), and the connection goes on. Default: 16 MiB.
     pub max_frame_len: usize,
     /// Calls one connection may have running at once. Requests beyond it wait or are
     /// refused, as [`overload`](Self::overload) says; either way the connection reads on, so

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use rpc_core::error::ErrorCode;
-use rpc_core::frame::{self, FrameDecoder};
+use rpc_core::frame::{self, Frame, Oversized, SkippingDecoder};
 use rpc_core::keepalive::{Keepalive, Tick};
 use rpc_core::message::{decode_frame, Header, RequestHeader, Status};
 use rpc_core::preamble::server_handshake;
@@ -131,7 +131,7 @@ async fn handshake<T: Transport>(stream: &mut T, limit: Duration) -> Result<(), 
 
 /// The reader half of a connection and everything it drives.
 struct Connection<R> {
-    frames: FramedRead<R, FrameDecoder>,
+    frames: FramedRead<R, SkippingDecoder>,
     /// What the calls share: the write queue, the streams.
     wire: Arc<Wire>,
     shared: Arc<Shared>,
@@ -162,7 +162,17 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             window: config.stream_window,
         });
         Connection {
-            frames: FramedRead::new(reader, FrameDecoder::new(config.max_frame_len)),
+            // Of a frame over the limit, at most the header of a request with the largest
+            // metadata allowed is read; the rest is skipped.
+            frames: FramedRead::new(
+                reader,
+                SkippingDecoder::new(
+                    config.max_frame_len,
+                    config
+                        .max_metadata_len
+                        .saturating_add(frame::HEADER_ALLOWANCE),
+                ),
+            ),
             wire,
             peer,
             calls: CallTable::default(),
@@ -234,7 +244,11 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 read_any = true;
                 // One clock read per batch: deadlines count from when the batch was read.
                 let now = *batch_start.get_or_insert_with(Instant::now);
-                if let Some(refusal) = self.on_frame(frame, draining, now, cx)? {
+                let refusal = match frame {
+                    Frame::Whole(frame) => self.on_frame(frame, draining, now, cx)?,
+                    Frame::Oversized(over) => self.on_oversized(&over, now)?,
+                };
+                if let Some(refusal) = refusal {
                     self.heard = true;
                     return Poll::Ready(Ok(Turn::Refuse(refusal)));
                 }
@@ -341,6 +355,40 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     }
                 }
             }
+        }
+    }
+
+    /// Handles the front of a frame over `max_frame_len`, whose rest the decoder skips: a
+    /// request is refused with `MessageTooLarge` (returned, to be sent once there is room),
+    /// an item of a stream a handler reads fails that call alone. The connection and its
+    /// other calls go on. Any other message is never that large: a protocol error.
+    fn on_oversized(&mut self, over: &Oversized, now: Instant) -> Result<Option<Header>, Error> {
+        let err = over.error();
+        match over.header()? {
+            Header::Request(request) => {
+                self.idle.touch(now);
+                let id = request.id;
+                if self.calls.contains(id) || self.parked.contains(id) {
+                    return Err(ProtocolError::DuplicateRequestId { id }.into());
+                }
+                tracing::debug!(peer = %self.peer, request_id = id, error = %err, "refusing an oversized request");
+                let status = Status::from_error(&err);
+                Ok(Some(Header::Response { id, status }))
+            }
+            Header::StreamItem { id } => {
+                self.idle.touch(now);
+                // Items of a stream nobody reads any more are dropped, as any item is.
+                if self.wire.streams.is_receiving(id) {
+                    tracing::debug!(peer = %self.peer, request_id = id, error = %err, "failing a call whose stream sent an oversized item");
+                    // The failure first, while a reply stream is still registered (then it
+                    // ends that stream); then the handler is stopped.
+                    self.wire.fail(id, &err);
+                    self.calls.cancel(id);
+                    self.parked.remove(id);
+                }
+                Ok(None)
+            }
+            _ => Err(over.protocol_error().into()),
         }
     }
 

@@ -304,7 +304,18 @@ impl Reply {
         // Registered before the response goes out, so the client's first credit finds it.
         let outbound = self.wire.streams.open_outbound(self.id, self.wire.window);
         self.ok(()).await?;
-        stream::send(&self.wire.queue, self.id, &outbound, items).await
+        match stream::send(&self.wire.queue, self.id, &outbound, items).await {
+            // An item was not sent (over the frame limit, or it did not encode): the stream
+            // ends with that error now, while it is still registered as sending; returned,
+            // the error would go out after the guard forgot the stream, as a second
+            // response the client no longer waits for.
+            Err(err @ (Error::MessageTooLarge { .. } | Error::Codec(_))) => {
+                tracing::debug!(request_id = self.id, error = %err, "reply stream item not sent; ending the stream with the error");
+                self.wire.fail(self.id, &err);
+                Ok(())
+            }
+            sent => sent,
+        }
     }
 
     fn stream_guard(&self) -> StreamGuard {
