@@ -1,0 +1,47 @@
+//! What a command can fail with; each message is printed as it is, after `error: `.
+
+use crate::json::ConvertError;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The call (or the connection) failed in the framework.
+    #[error(transparent)]
+    Rpc(#[from] rpc::Error),
+    /// The arguments are not JSON.
+    #[error("the arguments are not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The arguments do not fit the method's shape, or the reply does not fit the result's.
+    #[error("{0}")]
+    Convert(#[from] ConvertError),
+    /// A method name that is not `Service.method`.
+    #[error("`{0}` is not a method name; write it as Service.method (see `rpc list`)")]
+    MethodName(String),
+    /// The server does not describe the method.
+    #[error("the server has no method `{0}` (see `rpc list`)")]
+    NoSuchMethod(String),
+    /// A `--metadata` value without `=`.
+    #[error("metadata `{0}` is not key=value")]
+    Metadata(String),
+    /// The server answers the check with something other than serving.
+    #[error("{service} is {status}")]
+    NotServing {
+        /// The service asked about (`""`: the server).
+        service: String,
+        /// What the server said.
+        status: String,
+    },
+    /// A local I/O failure (connecting for a ping, writing to stdout).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server broke the protocol during a ping.
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] rpc::ProtocolError),
+    /// No answer in time.
+    #[error("no answer within {millis} ms")]
+    Timeout {
+        /// The limit.
+        millis: u128,
+    },
+}
