@@ -34,6 +34,9 @@ pub use rpc_macros::service;
 pub mod health;
 
 #[doc(inline)]
+pub use rpc_core::shape;
+
+#[doc(inline)]
 pub use rpc_client::discover;
 #[doc(inline)]
 pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, Endpoint};

@@ -78,6 +78,18 @@ pub enum Error {
         /// What the server could not decode.
         reason: String,
     },
+    /// Client and server disagree on the method's signature: the fingerprint of its argument
+    /// or result shapes the client sent differs from the server's (see
+    /// [`shape::fingerprint`](crate::shape::fingerprint)). The server refused the call
+    /// without decoding or running it.
+    #[error("signature mismatch on {method}: {detail}; rebuild the client from the server's service definition")]
+    SignatureMismatch {
+        /// `Service.method`.
+        method: String,
+        /// Which part differs (the arguments, the result, or both), and that the call was
+        /// never decoded or run.
+        detail: String,
+    },
     /// The handler panicked; the server kept serving other calls.
     #[error("the handler panicked: {message}")]
     HandlerPanicked {
@@ -216,6 +228,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The peer cancelled the call or stream.
     Cancelled,
+    /// See [`Error::SignatureMismatch`]: the request's signature fingerprint differs from
+    /// the server's; the call was not decoded or run.
+    SignatureMismatch,
 }
 
 impl ErrorCode {
@@ -230,6 +245,8 @@ impl ErrorCode {
             ErrorCode::ResponseUnencodable => 6,
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Cancelled => 8,
+            // 9 is MessageTooLarge (issue 11).
+            ErrorCode::SignatureMismatch => 10,
         }
     }
 
@@ -244,6 +261,7 @@ impl ErrorCode {
             6 => ErrorCode::ResponseUnencodable,
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Cancelled,
+            10 => ErrorCode::SignatureMismatch,
             _ => return None,
         })
     }
@@ -262,6 +280,10 @@ impl Error {
             Some(ErrorCode::Cancelled) => Error::Cancelled,
             Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
             Some(ErrorCode::ShuttingDown) => Error::Unavailable { reason: message },
+            Some(ErrorCode::SignatureMismatch) => Error::SignatureMismatch {
+                method: method.to_string(),
+                detail: message,
+            },
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
         }
     }
@@ -279,13 +301,18 @@ impl Error {
             // so its caller must not take the call for unrun.
             Error::Unavailable { reason } => (ErrorCode::Overloaded, reason.clone()),
             Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
+            // A handler passing on a downstream mismatch: the caller's own signature matched.
+            other @ Error::SignatureMismatch { .. } => {
+                (ErrorCode::ResponseUnencodable, other.to_string())
+            }
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }
 
     /// Whether the server may have run (some of) the call: `false` only when it surely did
     /// not (the connection could not be opened, the server refused the call unrun, it has no
-    /// such method, the arguments did not decode, the request was too large to send). A
+    /// such method, the signatures differ, the arguments did not decode, the request was too
+    /// large to send). A
     /// call that may have run is safe to send again only if the method is idempotent.
     ///
     /// ```
@@ -300,6 +327,7 @@ impl Error {
             Error::Connect { .. }
                 | Error::Unavailable { .. }
                 | Error::UnknownMethod { .. }
+                | Error::SignatureMismatch { .. }
                 | Error::BadRequest { .. }
                 | Error::MessageTooLarge { .. }
         )
@@ -328,6 +356,7 @@ mod tests {
             ErrorCode::ResponseUnencodable,
             ErrorCode::ShuttingDown,
             ErrorCode::Cancelled,
+            ErrorCode::SignatureMismatch,
         ];
         // Every code has its own number, and the number comes back as the same code.
         let numbers: std::collections::HashSet<u16> = all.iter().map(|c| c.to_u16()).collect();
@@ -335,6 +364,7 @@ mod tests {
         for code in all {
             assert_eq!(ErrorCode::from_u16(code.to_u16()), Some(code));
         }
+        assert_eq!(ErrorCode::SignatureMismatch.to_u16(), 10);
         assert_eq!(ErrorCode::from_u16(0), None);
         assert_eq!(ErrorCode::from_u16(999), None);
     }
@@ -359,6 +389,23 @@ mod tests {
         assert!(!unrun.may_have_run());
         // Passed on by a handler, it is no longer "unrun": that handler ran.
         assert_eq!(unrun.to_wire().0, ErrorCode::Overloaded);
+    }
+
+    #[test]
+    fn signature_mismatch_names_the_method_and_never_ran() {
+        let m = crate::Method::new("Calculator", "add");
+        let detail = "the arguments differ; the call was not decoded or run".to_string();
+        let err = Error::from_remote(10, detail.clone(), &m);
+        assert!(matches!(
+            &err,
+            Error::SignatureMismatch { method, detail: d } if method == "Calculator.add" && *d == detail
+        ));
+        assert!(!err.may_have_run());
+        let text = err.to_string();
+        assert!(
+            text.contains("Calculator.add") && text.contains("arguments"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | [`message`] | the header at the front of every frame: request, response, cancel, stream frames, ping and pong, and the status a call ends with |
 //! | [`metadata`] | call metadata: key-value pairs carried in a request header |
 //! | [`method`] | stable method ids derived from `Service.method` names |
+//! | [`shape`] | the shapes of arguments and results, and the signature fingerprint every request carries |
 //! | [`health`] | the built-in health service every server hosts: its name, method and answer |
 //! | [`error`] | [`Error`], the framework's failures, and the wire error codes |
 //! | [`codec`] | how bodies are encoded: bincode 2, behind the [`Codec`] seam |
@@ -44,6 +45,7 @@ pub mod message;
 pub mod metadata;
 pub mod method;
 pub mod preamble;
+pub mod shape;
 pub mod stream;
 pub mod sync;
 pub mod task;

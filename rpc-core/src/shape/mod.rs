@@ -1,0 +1,234 @@
+//! The shapes of the values a method sends and returns, in a language-neutral form.
+//!
+//! A [`Shape`] describes a type as the serde data model sees it, which is what decides its
+//! bytes on the wire: `type Id = i64;`, `std::primitive::i64` and `i64` are one shape, `i64`
+//! and `u64` are two. Structs and enums (*containers*) are described once, in a
+//! [`Registry`] under their serde name, and referred to elsewhere by that name
+//! ([`Shape::Named`]); that is also how a recursive type refers to itself.
+//!
+//! A method's [`Signature`] gathers the shapes of its arguments and result. Two uses:
+//!
+//! - [`fingerprint`]: a 64-bit hash of a signature that travels in every request header, so
+//!   a server refuses a call whose client was built from a different signature
+//!   ([`Error::SignatureMismatch`](crate::Error::SignatureMismatch)) instead of misreading
+//!   its arguments;
+//! - reflection: a server describes its methods to any client that asks (the built-in
+//!   `rpc.Reflection` service). Every type here derives serde's traits, so a description
+//!   can be printed as JSON.
+
+pub mod fingerprint;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The shape of a value in the serde data model, the form every type takes on its way to
+/// the wire.
+///
+/// The container variants ([`UnitStruct`](Shape::UnitStruct) to [`Enum`](Shape::Enum)) are
+/// found in a [`Registry`], under the container's name; anywhere else a container is
+/// referred to by [`Named`](Shape::Named).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Shape {
+    /// `bool`.
+    Bool,
+    /// `i8`.
+    I8,
+    /// `i16`.
+    I16,
+    /// `i32`.
+    I32,
+    /// `i64`.
+    I64,
+    /// `i128`.
+    I128,
+    /// `u8`.
+    U8,
+    /// `u16`.
+    U16,
+    /// `u32`.
+    U32,
+    /// `u64`.
+    U64,
+    /// `u128`.
+    U128,
+    /// `f32`.
+    F32,
+    /// `f64`.
+    F64,
+    /// `char`: one Unicode scalar value.
+    Char,
+    /// A UTF-8 string (`String`).
+    Str,
+    /// A byte string (`serde_bytes::ByteBuf`; a `Vec<u8>` is a [`Seq`](Shape::Seq) of
+    /// [`U8`](Shape::U8)).
+    Bytes,
+    /// `()`.
+    Unit,
+    /// An optional value (`Option<T>`).
+    Option(Box<Shape>),
+    /// A sequence of any length (`Vec<T>`, sets, ...).
+    Seq(Box<Shape>),
+    /// A map (`HashMap<K, V>`, `BTreeMap<K, V>`).
+    Map {
+        /// The keys' shape.
+        key: Box<Shape>,
+        /// The values' shape.
+        value: Box<Shape>,
+    },
+    /// A tuple, or an array of fixed length, in order.
+    Tuple(Vec<Shape>),
+    /// A struct without fields (`struct Marker;`).
+    UnitStruct,
+    /// A struct with one unnamed field (`struct Meters(f64);`).
+    NewtypeStruct(Box<Shape>),
+    /// A struct with unnamed fields (`struct Point(i32, i32);`).
+    TupleStruct(Vec<Shape>),
+    /// A struct with named fields, in order.
+    Struct(Vec<Field>),
+    /// An enum: its variants, in order (a variant is sent as its index in this list).
+    Enum(Vec<Variant>),
+    /// The container of this name in the [`Registry`].
+    Named(String),
+}
+
+/// A named field of a struct or struct variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Field {
+    /// The field's serde name (after `#[serde(rename)]`).
+    pub name: String,
+    /// The field's shape.
+    pub shape: Shape,
+}
+
+/// A variant of an enum.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Variant {
+    /// The variant's serde name.
+    pub name: String,
+    /// What the variant carries.
+    pub shape: VariantShape,
+}
+
+/// What an enum variant carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum VariantShape {
+    /// Nothing (`None`).
+    Unit,
+    /// One unnamed value (`Some(T)`).
+    Newtype(Box<Shape>),
+    /// Unnamed values, in order.
+    Tuple(Vec<Shape>),
+    /// Named fields, in order.
+    Struct(Vec<Field>),
+}
+
+/// The containers (structs and enums) a set of shapes refers to, by name.
+///
+/// A name is the container's serde name (`#[serde(rename)]` applies), without its module
+/// path. Two different containers that share a name (say `Result<i64, E>` and
+/// `Result<String, E>`) are told apart by a suffix: `Result`, `Result#2`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Registry {
+    containers: BTreeMap<String, Shape>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// The container called `name`: one of the container variants of [`Shape`].
+    pub fn get(&self, name: &str) -> Option<&Shape> {
+        self.containers.get(name)
+    }
+
+    /// Every container, by name, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Shape)> {
+        self.containers
+            .iter()
+            .map(|(name, shape)| (name.as_str(), shape))
+    }
+
+    /// How many containers there are.
+    pub fn len(&self) -> usize {
+        self.containers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+
+    /// Adds or replaces the container called `name`.
+    pub fn insert(&mut self, name: impl Into<String>, container: Shape) {
+        self.containers.insert(name.into(), container);
+    }
+}
+
+/// How a method's values flow: which side, if any, sends a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MethodKind {
+    /// Arguments in, one value out.
+    Unary,
+    /// Arguments in, a stream of items out.
+    ServerStream,
+    /// Arguments and a stream of items in, one value out.
+    ClientStream,
+    /// Arguments and a stream in, a stream out.
+    Bidi,
+}
+
+impl MethodKind {
+    /// Whether the client sends a stream after the arguments.
+    pub const fn has_input_stream(self) -> bool {
+        matches!(self, MethodKind::ClientStream | MethodKind::Bidi)
+    }
+
+    /// Whether the server answers with a stream.
+    pub const fn has_output_stream(self) -> bool {
+        matches!(self, MethodKind::ServerStream | MethodKind::Bidi)
+    }
+}
+
+/// A named argument of a method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Argument {
+    /// The parameter's name in the trait (names are for people: they are not part of the
+    /// fingerprint).
+    pub name: String,
+    /// The argument's shape; for the stream a client sends, the shape of one item.
+    pub shape: Shape,
+}
+
+/// The shapes of a method's arguments and result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// Which side sends a stream.
+    pub kind: MethodKind,
+    /// The arguments sent in the request body, in order (their tuple is the body).
+    pub args: Vec<Argument>,
+    /// For [`ClientStream`](MethodKind::ClientStream) and [`Bidi`](MethodKind::Bidi)
+    /// methods, the stream the client sends (the trait method's last parameter): its name
+    /// and the shape of one item.
+    pub input_stream: Option<Argument>,
+    /// The result's shape; for a method that answers with a stream, the shape of one item.
+    pub result: Shape,
+    /// The containers the shapes above refer to.
+    pub registry: Registry,
+}
+
+impl Signature {
+    /// The signature's 64-bit fingerprint, never 0; see [`fingerprint`].
+    pub fn fingerprint(&self) -> u64 {
+        fingerprint::of(self)
+    }
+}
