@@ -26,6 +26,8 @@ use rpc::protocol::frame::{FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 use rpc::protocol::message::{decode_frame, encode_frame, Header, RequestHeader, Status};
 use rpc::protocol::preamble::{client_handshake, server_handshake};
 use rpc::protocol::{Bincode, Codec};
+use rpc::shape::fingerprint;
+use rpc::shape::{Argument, MethodKind, Registry, Shape, Signature, Variant, VariantShape};
 use rpc::{Metadata, MethodId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -127,6 +129,7 @@ fn request(id: u64, method: &str, timeout: Option<u64>, metadata: Metadata) -> H
     Header::Request(RequestHeader {
         id,
         method: MethodId::of(service, name).as_u64(),
+        fingerprint: signature(method).fingerprint(),
         timeout_micros: timeout,
         metadata,
     })
@@ -370,6 +373,148 @@ fn method_id_vectors_match_fnv1a_and_method_id() {
     );
 }
 
+// --- fingerprints --------------------------------------------------------------------------
+
+fn unit_variants(names: &[&str]) -> Shape {
+    Shape::Enum(
+        names
+            .iter()
+            .map(|name| Variant {
+                name: (*name).into(),
+                shape: VariantShape::Unit,
+            })
+            .collect(),
+    )
+}
+
+/// The signatures of section 13's methods, built from the spec's description of the types.
+fn signature(method: &str) -> Signature {
+    let mut registry = Registry::new();
+    registry.insert("MathError", unit_variants(&["DivisionByZero", "Overflow"]));
+    registry.insert(
+        "Result",
+        Shape::Enum(vec![
+            Variant {
+                name: "Ok".into(),
+                shape: VariantShape::Newtype(Box::new(Shape::I64)),
+            },
+            Variant {
+                name: "Err".into(),
+                shape: VariantShape::Newtype(Box::new(Shape::Named("MathError".into()))),
+            },
+        ]),
+    );
+    registry.insert(
+        "HealthStatus",
+        unit_variants(&["Serving", "NotServing", "Unknown"]),
+    );
+    let args = |shapes: &[Shape]| {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| Argument {
+                name: format!("a{i}"),
+                shape: shape.clone(),
+            })
+            .collect()
+    };
+    let (kind, args, input_stream, result) = match method {
+        "Calculator.add" | "Calculator.div" => (
+            MethodKind::Unary,
+            args(&[Shape::I64, Shape::I64]),
+            None,
+            Shape::Named("Result".into()),
+        ),
+        "Calculator.slow_add" => (
+            MethodKind::Unary,
+            args(&[Shape::I64, Shape::I64, Shape::U64]),
+            None,
+            Shape::I64,
+        ),
+        "Counter.count" => (
+            MethodKind::ServerStream,
+            args(&[Shape::U64]),
+            None,
+            Shape::U64,
+        ),
+        "Counter.sum" => (
+            MethodKind::ClientStream,
+            args(&[]),
+            Some(Argument {
+                name: "numbers".into(),
+                shape: Shape::U64,
+            }),
+            Shape::U64,
+        ),
+        "rpc.Health.check" => (
+            MethodKind::Unary,
+            args(&[Shape::Str]),
+            None,
+            Shape::Named("HealthStatus".into()),
+        ),
+        other => panic!("no signature for {other}"),
+    };
+    Signature {
+        kind,
+        args,
+        input_stream,
+        result,
+        registry,
+    }
+}
+
+/// The fingerprint as the spec writes it out, independent of the implementation.
+fn fingerprint_of(args: &[u8], result: &[u8]) -> u64 {
+    let fold = |bytes: &[u8]| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (hash >> 32) ^ (hash & 0xffff_ffff)
+    };
+    match (fold(args) << 32) | fold(result) {
+        0 => 1,
+        fingerprint => fingerprint,
+    }
+}
+
+#[test]
+fn fingerprint_vectors_match_the_algorithm_and_the_implementation() {
+    let blocks = named("text", "fingerprints");
+    assert_eq!(blocks.len(), 1, "one `text fingerprints` block");
+    let mut checked = 0;
+    for line in blocks[0].text.lines().filter(|l| !l.trim().is_empty()) {
+        let columns: Vec<&str> = line.split(" | ").collect();
+        let [method, args, result, fingerprint] = columns[..] else {
+            panic!("`{line}` is not `method | args | result | fingerprint`");
+        };
+        let (args, result) = (parse_hex(args), parse_hex(result));
+        let fingerprint =
+            u64::from_str_radix(fingerprint.trim_start_matches("0x"), 16).expect("hex");
+        assert_eq!(
+            fingerprint_of(&args, &result),
+            fingerprint,
+            "{method}: the spec's algorithm gives {:#018x}",
+            fingerprint_of(&args, &result)
+        );
+        let signature = signature(method);
+        same_bytes(
+            &format!("{method}: arguments half"),
+            &fingerprint::args_bytes(&signature),
+            &args,
+        );
+        same_bytes(
+            &format!("{method}: result half"),
+            &fingerprint::result_bytes(&signature),
+            &result,
+        );
+        assert_eq!(signature.fingerprint(), fingerprint, "{method}");
+        checked += 1;
+    }
+    assert!(checked >= 5);
+}
+
 // --- the body encoding ---------------------------------------------------------------------
 
 /// A JSON value, as much as the encoding examples need.
@@ -610,25 +755,26 @@ impl Example for Point {
     }
 }
 
-/// The spec's example enum.
+/// The spec's example enum `Shape` (named so in the spec).
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-enum Shape {
+#[serde(rename = "Shape")]
+enum Figure {
     Empty,
     Circle(u32),
     Rect(u32, u32),
     Labeled { id: u8, name: String },
 }
 
-impl Example for Shape {
+impl Example for Figure {
     fn from_json(json: &Json) -> Self {
         match variant(json) {
-            ("Empty", _) => Shape::Empty,
-            ("Circle", r) => Shape::Circle(u32::from_json(r)),
+            ("Empty", _) => Figure::Empty,
+            ("Circle", r) => Figure::Circle(u32::from_json(r)),
             ("Rect", wh) => {
                 let (w, h) = <(u32, u32)>::from_json(wh);
-                Shape::Rect(w, h)
+                Figure::Rect(w, h)
             }
-            ("Labeled", fields) => Shape::Labeled {
+            ("Labeled", fields) => Figure::Labeled {
                 id: field(fields, "id"),
                 name: field(fields, "name"),
             },
@@ -695,7 +841,7 @@ fn body_encoding_examples_are_bincode() {
             "[u8; 3]" => check::<[u8; 3]>(line, json, &bytes),
             "BTreeMap<String, u8>" => check::<BTreeMap<String, u8>>(line, json, &bytes),
             "Point" => check::<Point>(line, json, &bytes),
-            "Shape" => check::<Shape>(line, json, &bytes),
+            "Shape" => check::<Figure>(line, json, &bytes),
             "Result<i64, MathError>" => check::<Result<i64, MathError>>(line, json, &bytes),
             "Result<(), String>" => check::<Result<(), String>>(line, json, &bytes),
             other => {
