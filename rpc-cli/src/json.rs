@@ -1,4 +1,5 @@
-//! JSON to the wire encoding and back, walking a [`Shape`].
+//! JSON to the wire encoding and back, walking a [`Shape`] and the [`Registry`] of the
+//! structs and enums it names.
 //!
 //! [`encode`] writes exactly the bytes `rpc_core::Bincode` (bincode 2, `config::standard()`)
 //! writes for the Rust value the JSON stands for; [`decode`] reads them back. The JSON form is
@@ -15,7 +16,7 @@
 //! | option | `null` for none, else the value |
 //! | sequence, tuple | an array (a tuple's of exactly its length) |
 //! | map | an object when the keys are strings or chars, else an array of `[key, value]` pairs (an object is accepted for any key: its keys are read as JSON, `{"1": "a"}`) |
-//! | struct | an object with every field (an array in field order is accepted too) |
+//! | struct | an object with every field (an array in field order is accepted too); a tuple struct: an array; a newtype struct: its field; a unit struct: `null` |
 //! | enum, `Result` | `"Variant"` for a unit variant, else `{"Variant": payload}`: `{"Ok": 5}` |
 //!
 //! Errors name the path of the value that does not fit: `$[1]: expected i64, got string`.
@@ -24,7 +25,7 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
-use crate::shape::{Shape, Variant};
+use rpc_core::shape::{Field, Registry, Shape, Variant, VariantShape};
 
 /// A JSON value that does not fit its shape, or bytes that are not an encoding of theirs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,23 +37,28 @@ pub struct ConvertError {
     pub message: String,
 }
 
-/// The encoding of `value`, read as `shape`.
-pub fn encode(shape: &Shape, value: &Value) -> Result<Vec<u8>, ConvertError> {
+/// The encoding of `value`, read as `shape` (whose named structs and enums are in
+/// `registry`).
+pub fn encode(shape: &Shape, registry: &Registry, value: &Value) -> Result<Vec<u8>, ConvertError> {
     let mut out = Vec::new();
     Encoder {
         out: &mut out,
         path: Path::root(),
+        types: Types { registry },
     }
     .value(shape, value)?;
     Ok(out)
 }
 
-/// The JSON form of `bytes`, which must hold exactly one encoding of `shape`.
-pub fn decode(shape: &Shape, bytes: &[u8]) -> Result<Value, ConvertError> {
+/// The JSON form of `bytes`, which must hold exactly one encoding of `shape` (whose named
+/// structs and enums are in `registry`).
+pub fn decode(shape: &Shape, registry: &Registry, bytes: &[u8]) -> Result<Value, ConvertError> {
     let mut decoder = Decoder {
         input: bytes,
         at: 0,
         path: Path::root(),
+        types: Types { registry },
+        depth: 0,
     };
     let value = decoder.value(shape)?;
     if decoder.at != bytes.len() {
@@ -97,6 +103,77 @@ impl Path {
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Looks up the structs and enums a shape names.
+#[derive(Clone, Copy)]
+struct Types<'a> {
+    registry: &'a Registry,
+}
+
+/// How many names may lead to other names before a container: more is a loop.
+const MAX_ALIASES: usize = 64;
+
+impl<'a> Types<'a> {
+    /// The shape behind `shape`'s names, and the last name on the way (for messages).
+    fn resolve<'s>(
+        &self,
+        mut shape: &'s Shape,
+        path: &Path,
+    ) -> Result<(Option<&'s str>, &'s Shape), ConvertError>
+    where
+        'a: 's,
+    {
+        let mut name = None;
+        for _ in 0..MAX_ALIASES {
+            let Shape::Named(n) = shape else {
+                return Ok((name, shape));
+            };
+            shape = self
+                .registry
+                .get(n)
+                .ok_or_else(|| path.error(format!("the server's description has no type `{n}`")))?;
+            name = Some(n.as_str());
+        }
+        Err(path.error("the server's description names types in a loop"))
+    }
+
+    /// A short name for error messages: `i64`, `string`, `enum MathError`.
+    fn describe(&self, shape: &Shape) -> String {
+        let (name, shape) = match self.resolve(shape, &Path::root()) {
+            Ok(resolved) => resolved,
+            Err(_) => return "an unknown type".into(),
+        };
+        let name = name.map_or_else(String::new, |n| format!(" {n}"));
+        match shape {
+            Shape::Bool => "bool".into(),
+            Shape::I8 => "i8".into(),
+            Shape::I16 => "i16".into(),
+            Shape::I32 => "i32".into(),
+            Shape::I64 => "i64".into(),
+            Shape::I128 => "i128".into(),
+            Shape::U8 => "u8".into(),
+            Shape::U16 => "u16".into(),
+            Shape::U32 => "u32".into(),
+            Shape::U64 => "u64".into(),
+            Shape::U128 => "u128".into(),
+            Shape::F32 => "f32".into(),
+            Shape::F64 => "f64".into(),
+            Shape::Char => "char".into(),
+            Shape::Str => "string".into(),
+            Shape::Bytes => "bytes".into(),
+            Shape::Unit | Shape::UnitStruct => format!("null (unit{name})"),
+            Shape::Option(inner) => format!("{} or null", self.describe(inner)),
+            Shape::Seq(_) => "array".into(),
+            Shape::Map { .. } => "map".into(),
+            Shape::Tuple(items) => format!("array of {}", items.len()),
+            Shape::NewtypeStruct(inner) => self.describe(inner),
+            Shape::TupleStruct(items) => format!("array of {} (struct{name})", items.len()),
+            Shape::Struct(_) => format!("object (struct{name})"),
+            Shape::Enum(_) => format!("enum{name}"),
+            _ => "a shape this tool does not know".into(),
+        }
     }
 }
 
@@ -209,36 +286,39 @@ impl Int {
 struct Encoder<'a> {
     out: &'a mut Vec<u8>,
     path: Path,
+    types: Types<'a>,
 }
 
-impl Encoder<'_> {
+impl<'a> Encoder<'a> {
     fn at(&mut self, path: Path) -> Encoder<'_> {
         Encoder {
             out: self.out,
             path,
+            types: self.types,
         }
     }
 
     fn mismatch(&self, shape: &Shape, value: &Value) -> ConvertError {
         self.path.error(format!(
             "expected {}, got {}",
-            shape.describe(),
+            self.types.describe(shape),
             kind(value)
         ))
     }
 
     fn value(&mut self, shape: &Shape, value: &Value) -> Result<(), ConvertError> {
-        if let Some(int) = Int::of(shape) {
-            return self.int(int, shape, value);
+        let (name, resolved) = self.types.resolve(shape, &self.path)?;
+        if let Some(int) = Int::of(resolved) {
+            return self.int(int, resolved, value);
         }
-        match (shape, value) {
+        match (resolved, value) {
             (Shape::Bool, Value::Bool(b)) => self.out.push(u8::from(*b)),
             (Shape::F32, _) => {
-                let v = self.float(shape, value)?;
+                let v = self.float(resolved, value)?;
                 self.out.extend_from_slice(&(v as f32).to_le_bytes());
             }
             (Shape::F64, _) => {
-                let v = self.float(shape, value)?;
+                let v = self.float(resolved, value)?;
                 self.out.extend_from_slice(&v.to_le_bytes());
             }
             (Shape::Char, Value::String(s)) => {
@@ -253,7 +333,7 @@ impl Encoder<'_> {
                 self.out
                     .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             }
-            (Shape::String, Value::String(s)) => {
+            (Shape::Str, Value::String(s)) => {
                 put_varint(self.out, s.len() as u128);
                 self.out.extend_from_slice(s.as_bytes());
             }
@@ -264,7 +344,7 @@ impl Encoder<'_> {
                         .int(Int::Unsigned(8), &Shape::U8, item)?;
                 }
             }
-            (Shape::Unit, Value::Null) => {}
+            (Shape::Unit | Shape::UnitStruct, Value::Null) => {}
             (Shape::Option(_), Value::Null) => self.out.push(0),
             (Shape::Option(inner), _) => {
                 self.out.push(1);
@@ -276,16 +356,19 @@ impl Encoder<'_> {
                     self.at(self.path.index(i)).value(item, value)?;
                 }
             }
-            (Shape::Map(key, val), _) => self.map(key, val, value)?,
-            (Shape::Tuple(shapes), Value::Array(items)) => self.tuple(shapes, items)?,
+            (Shape::Map { key, value: val }, _) => self.map(key, val, value)?,
+            (Shape::Tuple(shapes) | Shape::TupleStruct(shapes), Value::Array(items)) => {
+                self.tuple(shapes, items)?
+            }
             // No arguments at all: `[]`, or `null` as serde_json writes `()`.
             (Shape::Tuple(shapes), Value::Null) if shapes.is_empty() => {}
-            (Shape::Struct { fields, .. }, Value::Object(object)) => self.fields(fields, object)?,
-            (Shape::Struct { fields, .. }, Value::Array(items)) => {
-                let shapes: Vec<Shape> = fields.iter().map(|(_, s)| s.clone()).collect();
+            (Shape::NewtypeStruct(inner), _) => self.value(inner, value)?,
+            (Shape::Struct(fields), Value::Object(object)) => self.fields(fields, object)?,
+            (Shape::Struct(fields), Value::Array(items)) => {
+                let shapes: Vec<Shape> = fields.iter().map(|f| f.shape.clone()).collect();
                 self.tuple(&shapes, items)?;
             }
-            (Shape::Enum { name, variants }, _) => self.variant(name, variants, value)?,
+            (Shape::Enum(variants), _) => self.variant(name.unwrap_or("enum"), variants, value)?,
             _ => return Err(self.mismatch(shape, value)),
         }
         Ok(())
@@ -309,9 +392,10 @@ impl Encoder<'_> {
         let v = small.unwrap_or(0);
         if !int.fits(v, big) {
             let shown = big.map_or_else(|| v.to_string(), |b| b.to_string());
-            return Err(self
-                .path
-                .error(format!("{shown} does not fit in {}", shape.describe())));
+            return Err(self.path.error(format!(
+                "{shown} does not fit in {}",
+                self.types.describe(shape)
+            )));
         }
         match (int, big) {
             (_, Some(big)) => put_varint(self.out, big),
@@ -352,36 +436,45 @@ impl Encoder<'_> {
 
     fn fields(
         &mut self,
-        fields: &[(String, Shape)],
+        fields: &[Field],
         object: &Map<String, Value>,
     ) -> Result<(), ConvertError> {
         if let Some(unknown) = object
             .keys()
-            .find(|key| !fields.iter().any(|(name, _)| name == *key))
+            .find(|key| !fields.iter().any(|f| f.name == **key))
         {
             return Err(self.path.error(format!("unknown field `{unknown}`")));
         }
-        for (name, shape) in fields {
+        for field in fields {
             let value = object
-                .get(name)
-                .ok_or_else(|| self.path.error(format!("missing field `{name}`")))?;
-            self.at(self.path.field(name)).value(shape, value)?;
+                .get(&field.name)
+                .ok_or_else(|| self.path.error(format!("missing field `{}`", field.name)))?;
+            self.at(self.path.field(&field.name))
+                .value(&field.shape, value)?;
         }
         Ok(())
     }
 
     fn map(&mut self, key: &Shape, val: &Shape, value: &Value) -> Result<(), ConvertError> {
+        let string_keys = matches!(
+            self.types.resolve(key, &self.path)?.1,
+            Shape::Str | Shape::Char
+        );
         match value {
             Value::Object(object) => {
                 put_varint(self.out, object.len() as u128);
                 for (k, v) in object {
                     let path = self.path.field(k);
-                    let key_value = match key {
-                        Shape::String | Shape::Char => Value::String(k.clone()),
+                    let key_value = if string_keys {
+                        Value::String(k.clone())
+                    } else {
                         // Other keys are written as JSON inside the object key: {"1": ..}.
-                        _ => serde_json::from_str(k).map_err(|_| {
-                            path.error(format!("the key is not a JSON {}", key.describe()))
-                        })?,
+                        serde_json::from_str(k).map_err(|_| {
+                            path.error(format!(
+                                "the key is not a JSON {}",
+                                self.types.describe(key)
+                            ))
+                        })?
                     };
                     self.at(path.clone()).value(key, &key_value)?;
                     self.at(path).value(val, v)?;
@@ -418,19 +511,15 @@ impl Encoder<'_> {
     fn variant(
         &mut self,
         name: &str,
-        variants: &[(String, Variant)],
+        variants: &[Variant],
         value: &Value,
     ) -> Result<(), ConvertError> {
         let (tag, payload) = match value {
             Value::String(tag) => (tag.as_str(), None),
-            Value::Object(object) if object.len() == 1 => {
-                let (tag, payload) = object
-                    .iter()
-                    .next()
-                    .map(|(k, v)| (k.as_str(), v))
-                    .ok_or_else(|| self.path.error("empty object"))?;
-                (tag, Some(payload))
-            }
+            Value::Object(object) if object.len() == 1 => match object.iter().next() {
+                Some((tag, payload)) => (tag.as_str(), Some(payload)),
+                None => return Err(self.path.error("expected one variant")),
+            },
             other => {
                 return Err(self.path.error(format!(
                     "expected enum {name} (\"Variant\" or {{\"Variant\": value}}), got {}",
@@ -438,36 +527,41 @@ impl Encoder<'_> {
                 )))
             }
         };
-        let Some(index) = variants.iter().position(|(v, _)| v == tag) else {
-            let known: Vec<&str> = variants.iter().map(|(v, _)| v.as_str()).collect();
+        let Some(index) = variants.iter().position(|v| v.name == tag) else {
+            let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
             return Err(self.path.error(format!(
                 "enum {name} has no variant `{tag}` (it has {})",
                 known.join(", ")
             )));
         };
-        let variant = &variants[index].1;
+        let variant = &variants[index].shape;
         // The variant index is a u32, varint-encoded.
         put_varint(self.out, index as u128);
         let path = self.path.field(tag);
         match (variant, payload) {
-            (Variant::Unit, None | Some(Value::Null)) => Ok(()),
-            (Variant::Newtype(shape), Some(payload)) => self.at(path).value(shape, payload),
-            (Variant::Tuple(shapes), Some(Value::Array(items))) => {
+            (VariantShape::Unit, None | Some(Value::Null)) => Ok(()),
+            (VariantShape::Newtype(shape), Some(payload)) => self.at(path).value(shape, payload),
+            (VariantShape::Tuple(shapes), Some(Value::Array(items))) => {
                 self.at(path).tuple(shapes, items)
             }
-            (Variant::Struct(fields), Some(Value::Object(object))) => {
+            (VariantShape::Struct(fields), Some(Value::Object(object))) => {
                 self.at(path).fields(fields, object)
             }
-            (_, payload) => Err(path.error(format!(
-                "variant `{tag}` of {name} {}, got {}",
-                match variant {
-                    Variant::Unit => "takes no value".to_string(),
-                    Variant::Newtype(shape) => format!("holds {}", shape.describe()),
-                    Variant::Tuple(shapes) => format!("holds an array of {}", shapes.len()),
-                    Variant::Struct(_) => "holds an object".to_string(),
-                },
-                payload.map_or_else(|| "nothing".to_string(), kind)
-            ))),
+            (_, payload) => {
+                let holds = match variant {
+                    VariantShape::Unit => "takes no value".to_string(),
+                    VariantShape::Newtype(shape) => {
+                        format!("holds {}", self.types.describe(shape))
+                    }
+                    VariantShape::Tuple(shapes) => format!("holds an array of {}", shapes.len()),
+                    VariantShape::Struct(_) => "holds an object".to_string(),
+                    _ => "holds a value this tool does not know".to_string(),
+                };
+                Err(path.error(format!(
+                    "variant `{tag}` of {name} {holds}, got {}",
+                    payload.map_or_else(|| "nothing".to_string(), kind)
+                )))
+            }
         }
     }
 }
@@ -478,11 +572,17 @@ struct Decoder<'a> {
     input: &'a [u8],
     at: usize,
     path: Path,
+    types: Types<'a>,
+    /// How many values enclose the one being read.
+    depth: usize,
 }
 
 /// Most elements a sequence of zero-byte elements (`Vec<()>`) may claim: nothing else bounds
 /// it, as such elements use no input.
 const MAX_EMPTY_ELEMENTS: u128 = 1 << 20;
+
+/// How deeply values may nest (a recursive type can nest as deep as the input is long).
+const MAX_DEPTH: usize = 128;
 
 impl Decoder<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], ConvertError> {
@@ -526,12 +626,13 @@ impl Decoder<'_> {
         Ok(v)
     }
 
-    fn len(&mut self, element: Option<&Shape>) -> Result<usize, ConvertError> {
+    fn len(&mut self, empty_elements: bool) -> Result<usize, ConvertError> {
         let len = self.varint(64)?;
         let left = (self.input.len() - self.at) as u128;
-        let bound = match element {
-            Some(shape) if is_empty(shape) => MAX_EMPTY_ELEMENTS,
-            _ => left,
+        let bound = if empty_elements {
+            MAX_EMPTY_ELEMENTS
+        } else {
+            left
         };
         if len > bound {
             return Err(self.path.error(format!(
@@ -541,36 +642,36 @@ impl Decoder<'_> {
         Ok(len as usize)
     }
 
-    fn at_path(&mut self, path: Path) -> Path {
-        std::mem::replace(&mut self.path, path)
-    }
-
     fn nested<T>(
         &mut self,
         path: Path,
         f: impl FnOnce(&mut Self) -> Result<T, ConvertError>,
     ) -> Result<T, ConvertError> {
-        let outer = self.at_path(path);
+        let outer = std::mem::replace(&mut self.path, path);
         let result = f(self);
         self.path = outer;
         result
     }
 
     fn value(&mut self, shape: &Shape) -> Result<Value, ConvertError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self
+                .path
+                .error(format!("values nest deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let value = self.value_inner(shape);
+        self.depth -= 1;
+        value
+    }
+
+    fn value_inner(&mut self, shape: &Shape) -> Result<Value, ConvertError> {
+        let types = self.types;
+        let (name, shape) = types.resolve(shape, &self.path)?;
+        if let Some(int) = Int::of(shape) {
+            return self.int(int);
+        }
         Ok(match shape {
-            Shape::I8
-            | Shape::I16
-            | Shape::I32
-            | Shape::I64
-            | Shape::I128
-            | Shape::U8
-            | Shape::U16
-            | Shape::U32
-            | Shape::U64
-            | Shape::U128 => match Int::of(shape) {
-                Some(int) => self.int(int)?,
-                None => return Err(self.path.error("not an integer shape")),
-            },
             Shape::Bool => match self.byte()? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
@@ -605,16 +706,16 @@ impl Decoder<'_> {
                 let text = std::str::from_utf8(self.take(width)?).map(str::to_string);
                 Value::String(text.map_err(|_| self.path.error("the char is not valid UTF-8"))?)
             }
-            Shape::String => {
-                let len = self.len(None)?;
+            Shape::Str => {
+                let len = self.len(false)?;
                 let text = std::str::from_utf8(self.take(len)?).map(str::to_string);
                 Value::String(text.map_err(|_| self.path.error("the string is not valid UTF-8"))?)
             }
             Shape::Bytes => {
-                let len = self.len(None)?;
+                let len = self.len(false)?;
                 Value::Array(self.take(len)?.iter().map(|b| Value::from(*b)).collect())
             }
-            Shape::Unit => Value::Null,
+            Shape::Unit | Shape::UnitStruct => Value::Null,
             Shape::Option(inner) => match self.byte()? {
                 0 => Value::Null,
                 1 => self.value(inner)?,
@@ -625,16 +726,17 @@ impl Decoder<'_> {
                 }
             },
             Shape::Seq(item) => {
-                let len = self.len(Some(item))?;
+                let len = self.len(types.is_empty(item))?;
                 let mut items = Vec::new();
                 for i in 0..len {
                     items.push(self.nested(self.path.index(i), |d| d.value(item))?);
                 }
                 Value::Array(items)
             }
-            Shape::Map(key, val) => {
-                let len = self.len(Some(&Shape::Tuple(vec![(**key).clone(), (**val).clone()])))?;
-                let as_object = matches!(**key, Shape::String | Shape::Char);
+            Shape::Map { key, value: val } => {
+                let len = self.len(types.is_empty(key) && types.is_empty(val))?;
+                let as_object =
+                    matches!(types.resolve(key, &self.path)?.1, Shape::Str | Shape::Char);
                 let mut object = Map::new();
                 let mut pairs = Vec::new();
                 for i in 0..len {
@@ -654,31 +756,36 @@ impl Decoder<'_> {
                     Value::Array(pairs)
                 }
             }
-            Shape::Tuple(shapes) => Value::Array(self.tuple(shapes)?),
-            Shape::Struct { fields, .. } => Value::Object(self.fields(fields)?),
-            Shape::Enum { name, variants } => {
+            Shape::Tuple(shapes) | Shape::TupleStruct(shapes) => Value::Array(self.tuple(shapes)?),
+            Shape::NewtypeStruct(inner) => self.value(inner)?,
+            Shape::Struct(fields) => Value::Object(self.fields(fields)?),
+            Shape::Enum(variants) => {
                 let index = self.varint(32)?;
-                let Some((tag, variant)) =
-                    usize::try_from(index).ok().and_then(|i| variants.get(i))
+                let Some(variant) = usize::try_from(index).ok().and_then(|i| variants.get(i))
                 else {
                     return Err(self.path.error(format!(
-                        "variant index {index} is out of range for enum {name} ({} variants)",
+                        "variant index {index} is out of range for enum {} ({} variants)",
+                        name.unwrap_or("?"),
                         variants.len()
                     )));
                 };
-                let path = self.path.field(tag);
-                let payload = match variant {
-                    Variant::Unit => return Ok(Value::String(tag.clone())),
-                    Variant::Newtype(shape) => self.nested(path, |d| d.value(shape))?,
-                    Variant::Tuple(shapes) => Value::Array(self.nested(path, |d| d.tuple(shapes))?),
-                    Variant::Struct(fields) => {
+                let path = self.path.field(&variant.name);
+                let payload = match &variant.shape {
+                    VariantShape::Unit => return Ok(Value::String(variant.name.clone())),
+                    VariantShape::Newtype(shape) => self.nested(path, |d| d.value(shape))?,
+                    VariantShape::Tuple(shapes) => {
+                        Value::Array(self.nested(path, |d| d.tuple(shapes))?)
+                    }
+                    VariantShape::Struct(fields) => {
                         Value::Object(self.nested(path, |d| d.fields(fields))?)
                     }
+                    _ => return Err(self.path.error("a variant this tool does not know")),
                 };
                 let mut object = Map::new();
-                object.insert(tag.clone(), payload);
+                object.insert(variant.name.clone(), payload);
                 Value::Object(object)
             }
+            _ => return Err(self.path.error("a shape this tool does not know")),
         })
     }
 
@@ -712,11 +819,11 @@ impl Decoder<'_> {
         Ok(items)
     }
 
-    fn fields(&mut self, fields: &[(String, Shape)]) -> Result<Map<String, Value>, ConvertError> {
+    fn fields(&mut self, fields: &[Field]) -> Result<Map<String, Value>, ConvertError> {
         let mut object = Map::new();
-        for (name, shape) in fields {
-            let value = self.nested(self.path.field(name), |d| d.value(shape))?;
-            object.insert(name.clone(), value);
+        for field in fields {
+            let value = self.nested(self.path.field(&field.name), |d| d.value(&field.shape))?;
+            object.insert(field.name.clone(), value);
         }
         Ok(object)
     }
@@ -738,12 +845,27 @@ fn float(shortest: String, v: f64) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
-/// Whether values of `shape` take no bytes at all.
-fn is_empty(shape: &Shape) -> bool {
-    match shape {
-        Shape::Unit => true,
-        Shape::Tuple(items) => items.iter().all(is_empty),
-        Shape::Struct { fields, .. } => fields.iter().all(|(_, s)| is_empty(s)),
-        _ => false,
+impl Types<'_> {
+    /// Whether values of `shape` take no bytes at all (bounded: a type that only contains
+    /// itself is taken as not empty).
+    fn is_empty(&self, shape: &Shape) -> bool {
+        self.is_empty_within(shape, MAX_ALIASES)
+    }
+
+    fn is_empty_within(&self, shape: &Shape, budget: usize) -> bool {
+        if budget == 0 {
+            return false;
+        }
+        match self.resolve(shape, &Path::root()) {
+            Ok((_, Shape::Unit | Shape::UnitStruct)) => true,
+            Ok((_, Shape::Tuple(items) | Shape::TupleStruct(items))) => {
+                items.iter().all(|s| self.is_empty_within(s, budget - 1))
+            }
+            Ok((_, Shape::NewtypeStruct(inner))) => self.is_empty_within(inner, budget - 1),
+            Ok((_, Shape::Struct(fields))) => fields
+                .iter()
+                .all(|f| self.is_empty_within(&f.shape, budget - 1)),
+            _ => false,
+        }
     }
 }

@@ -12,8 +12,7 @@
 //! |---|---|
 //! | [`cli`] | the command line, and running each command |
 //! | [`ping`] | keepalive pings over a raw connection, timed |
-//! | [`json`] | JSON to the wire encoding and back, walking a [`shape::Shape`] |
-//! | [`shape`] | the shapes the converter walks |
+//! | [`json`] | JSON to the wire encoding and back, walking an `rpc::shape::Shape` |
 //! | [`raw`] | bodies passed through `rpc::Client` as the bytes they are |
 //! | [`error`] | [`CliError`], everything a command can fail with |
 
@@ -22,6 +21,5 @@ pub mod error;
 pub mod json;
 pub mod ping;
 pub mod raw;
-pub mod shape;
 
 pub use error::CliError;

@@ -5,27 +5,145 @@
 use std::collections::BTreeMap;
 
 use bytes::BytesMut;
+use rpc::shape::{Field, Registry, Shape, Variant, VariantShape};
 use rpc_cli::json::{decode, encode};
-use rpc_cli::shape::{Shape, Variant};
 use rpc_core::{Bincode, Codec};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+#[derive(Serialize, Deserialize)]
+struct Point {
+    x: i32,
+    label: String,
+    tags: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Event {
+    Start,
+    Move(i32),
+    Pair(u8, bool),
+    Named { id: u64, note: Option<String> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct UnitStruct;
+
+#[derive(Serialize, Deserialize)]
+struct Newtype(i32);
+
+#[derive(Serialize, Deserialize)]
+struct TupleStruct(i32, i32);
+
+#[derive(Serialize, Deserialize)]
+enum List {
+    Nil,
+    Cons(i64, Box<List>),
+}
+
+/// A byte buffer serialized as bytes, as `serde_bytes` does.
+struct Blob(Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+fn field(name: &str, shape: Shape) -> Field {
+    Field {
+        name: name.into(),
+        shape,
+    }
+}
+
+fn variant(name: &str, shape: VariantShape) -> Variant {
+    Variant {
+        name: name.into(),
+        shape,
+    }
+}
+
+fn named(name: &str) -> Shape {
+    Shape::Named(name.into())
+}
+
+/// The containers of the types above, as reflection describes them.
+fn registry() -> Registry {
+    let mut types = Registry::new();
+    types.insert(
+        "Point",
+        Shape::Struct(vec![
+            field("x", Shape::I32),
+            field("label", Shape::Str),
+            field("tags", Shape::Seq(Box::new(Shape::U8))),
+        ]),
+    );
+    types.insert(
+        "Event",
+        Shape::Enum(vec![
+            variant("Start", VariantShape::Unit),
+            variant("Move", VariantShape::Newtype(Box::new(Shape::I32))),
+            variant("Pair", VariantShape::Tuple(vec![Shape::U8, Shape::Bool])),
+            variant(
+                "Named",
+                VariantShape::Struct(vec![
+                    field("id", Shape::U64),
+                    field("note", Shape::Option(Box::new(Shape::Str))),
+                ]),
+            ),
+        ]),
+    );
+    types.insert(
+        "Result",
+        Shape::Enum(vec![
+            variant("Ok", VariantShape::Newtype(Box::new(Shape::I64))),
+            variant("Err", VariantShape::Newtype(Box::new(named("Event")))),
+        ]),
+    );
+    types.insert("UnitStruct", Shape::UnitStruct);
+    types.insert("Newtype", Shape::NewtypeStruct(Box::new(Shape::I32)));
+    types.insert(
+        "TupleStruct",
+        Shape::TupleStruct(vec![Shape::I32, Shape::I32]),
+    );
+    types.insert(
+        "List",
+        Shape::Enum(vec![
+            variant("Nil", VariantShape::Unit),
+            variant("Cons", VariantShape::Tuple(vec![Shape::I64, named("List")])),
+        ]),
+    );
+    types
+}
+
 /// Checks both directions: `json` encodes to `value`'s bincode bytes, which decode to `json`.
 fn check<T: Serialize + ?Sized>(shape: &Shape, value: &T, json: Value) {
+    let types = registry();
     let mut expected = BytesMut::new();
     Bincode
         .encode(value, &mut expected)
         .expect("bincode encodes");
-    let written = encode(shape, &json).unwrap_or_else(|err| panic!("{json} as {shape:?}: {err}"));
+    let written =
+        encode(shape, &types, &json).unwrap_or_else(|err| panic!("{json} as {shape:?}: {err}"));
     assert_eq!(written, &expected[..], "{json} as {shape:?}");
-    let read = decode(shape, &expected).unwrap_or_else(|err| panic!("{json} back: {err}"));
+    let read = decode(shape, &types, &expected).unwrap_or_else(|err| panic!("{json} back: {err}"));
     assert_eq!(read, json, "decoding {:02x?} as {shape:?}", &expected[..]);
 }
 
 /// Like [`check`], with serde_json's own JSON for the value.
 fn same<T: Serialize>(shape: &Shape, value: &T) {
     check(shape, value, serde_json::to_value(value).expect("json"));
+}
+
+fn bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    Bincode.encode(value, &mut buf).expect("encodes");
+    buf.to_vec()
+}
+
+fn encoded(shape: &Shape, json: Value) -> Vec<u8> {
+    encode(shape, &registry(), &json).unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[test]
@@ -99,20 +217,19 @@ fn floats_bools_chars_strings_bytes_unit() {
     check(&Shape::F64, &1.1f64, json!(1.1));
     check(&Shape::F64, &f64::INFINITY, json!("inf"));
     check(&Shape::F64, &f64::NEG_INFINITY, json!("-inf"));
-    let nan = encode(&Shape::F64, &json!("NaN")).expect("NaN");
+    let nan = encoded(&Shape::F64, json!("NaN"));
     assert!(f64::from_le_bytes(nan.try_into().expect("8 bytes")).is_nan());
     same(&Shape::Bool, &true);
     same(&Shape::Bool, &false);
     for c in ['a', 'é', '€', '😀'] {
         same(&Shape::Char, &c);
     }
-    same(&Shape::String, &"");
-    same(&Shape::String, &"grüße");
-    same(&Shape::String, &"x".repeat(300));
+    same(&Shape::Str, &"");
+    same(&Shape::Str, &"grüße");
+    same(&Shape::Str, &"x".repeat(300));
     check(&Shape::Bytes, &Blob(vec![0, 1, 255]), json!([0, 1, 255]));
     check(&Shape::Bytes, &Blob(vec![]), json!([]));
     same(&Shape::Unit, &());
-    same(&Shape::Unit, &UnitStruct);
 }
 
 #[test]
@@ -121,155 +238,76 @@ fn options_sequences_maps_tuples() {
     same(&opt, &None::<i64>);
     same(&opt, &Some(-3i64));
     same(&Shape::Seq(Box::new(Shape::U16)), &vec![1u16, 300, 70]);
-    same(&Shape::Seq(Box::new(Shape::String)), &Vec::<String>::new());
+    same(&Shape::Seq(Box::new(Shape::Str)), &Vec::<String>::new());
+    let map = |key, value| Shape::Map {
+        key: Box::new(key),
+        value: Box::new(value),
+    };
     let by_name: BTreeMap<String, i32> = [("a".into(), 1), ("b".into(), -2)].into();
-    same(
-        &Shape::Map(Box::new(Shape::String), Box::new(Shape::I32)),
-        &by_name,
-    );
+    same(&map(Shape::Str, Shape::I32), &by_name);
     // Keys that are not strings: an array of pairs, in wire order.
     let by_number: BTreeMap<u32, bool> = [(2, true), (10, false)].into();
-    let numbered = Shape::Map(Box::new(Shape::U32), Box::new(Shape::Bool));
+    let numbered = map(Shape::U32, Shape::Bool);
     check(&numbered, &by_number, json!([[2, true], [10, false]]));
     // An object is accepted for them too, its keys read as JSON.
-    let mut expected = BytesMut::new();
-    Bincode
-        .encode(&BTreeMap::from([(7u32, true)]), &mut expected)
-        .expect("encodes");
     assert_eq!(
-        encode(&numbered, &json!({"7": true})).expect("object"),
-        &expected[..]
+        encoded(&numbered, json!({"7": true})),
+        bytes(&BTreeMap::from([(7u32, true)]))
     );
-    let pair = Shape::Tuple(vec![
+    let triple = Shape::Tuple(vec![
         Shape::I64,
-        Shape::String,
+        Shape::Str,
         Shape::Option(Box::new(Shape::Bool)),
     ]);
-    same(&pair, &(5i64, "five", Some(true)));
+    same(&triple, &(5i64, "five", Some(true)));
+    // No arguments: the empty tuple, `[]` (or `null`), no bytes.
     check(&Shape::Tuple(vec![]), &(), json!([]));
-    assert_eq!(
-        encode(&Shape::Tuple(vec![]), &json!(null)).expect("null"),
-        b""
-    );
+    assert_eq!(encoded(&Shape::Tuple(vec![]), json!(null)), b"");
     same(&Shape::Tuple(vec![Shape::U8; 3]), &[1u8, 2, 3]);
-    same(
-        &Shape::Tuple(vec![Shape::I32, Shape::I32]),
-        &TupleStruct(-1, 1),
-    );
-    same(&Shape::I32, &Newtype(9));
-}
-
-#[derive(Serialize, Deserialize)]
-struct Point {
-    x: i32,
-    label: String,
-    tags: Vec<u8>,
-}
-
-#[derive(Serialize, Deserialize)]
-enum Event {
-    Start,
-    Move(i32),
-    Pair(u8, bool),
-    Named { id: u64, note: Option<String> },
-}
-
-#[derive(Serialize, Deserialize)]
-struct UnitStruct;
-
-#[derive(Serialize, Deserialize)]
-struct Newtype(i32);
-
-#[derive(Serialize, Deserialize)]
-struct TupleStruct(i32, i32);
-
-/// A byte buffer serialized as bytes, as `serde_bytes` does.
-struct Blob(Vec<u8>);
-
-impl Serialize for Blob {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-fn point() -> Shape {
-    Shape::Struct {
-        name: "Point".into(),
-        fields: vec![
-            ("x".into(), Shape::I32),
-            ("label".into(), Shape::String),
-            ("tags".into(), Shape::Seq(Box::new(Shape::U8))),
-        ],
-    }
-}
-
-fn event() -> Shape {
-    Shape::Enum {
-        name: "Event".into(),
-        variants: vec![
-            ("Start".into(), Variant::Unit),
-            ("Move".into(), Variant::Newtype(Shape::I32)),
-            ("Pair".into(), Variant::Tuple(vec![Shape::U8, Shape::Bool])),
-            (
-                "Named".into(),
-                Variant::Struct(vec![
-                    ("id".into(), Shape::U64),
-                    ("note".into(), Shape::Option(Box::new(Shape::String))),
-                ]),
-            ),
-        ],
-    }
 }
 
 #[test]
-fn structs_enums_and_results() {
-    same(
-        &point(),
-        &Point {
-            x: -7,
-            label: "p".into(),
-            tags: vec![1, 2],
-        },
-    );
+fn structs_enums_results_and_recursion() {
+    same(&named("UnitStruct"), &UnitStruct);
+    same(&named("Newtype"), &Newtype(9));
+    same(&named("TupleStruct"), &TupleStruct(-1, 1));
+    let point = Point {
+        x: -7,
+        label: "p".into(),
+        tags: vec![1, 2],
+    };
+    same(&named("Point"), &point);
     // An array in field order is accepted for a struct.
-    let mut expected = BytesMut::new();
-    Bincode
-        .encode(
-            &Point {
-                x: 1,
-                label: "a".into(),
-                tags: vec![],
-            },
-            &mut expected,
-        )
-        .expect("encodes");
     assert_eq!(
-        encode(&point(), &json!([1, "a", []])).expect("array"),
-        &expected[..]
+        encoded(&named("Point"), json!([-7, "p", [1, 2]])),
+        bytes(&point)
     );
 
-    same(&event(), &Event::Start);
-    same(&event(), &Event::Move(-300));
-    same(&event(), &Event::Pair(250, true));
+    same(&named("Event"), &Event::Start);
+    same(&named("Event"), &Event::Move(-300));
+    same(&named("Event"), &Event::Pair(250, true));
     same(
-        &event(),
+        &named("Event"),
         &Event::Named {
             id: 1 << 40,
             note: Some("n".into()),
         },
     );
-    same(&event(), &Event::Named { id: 0, note: None });
-    let result = Shape::result(Shape::I64, event());
-    same(&result, &Ok::<i64, Event>(5));
-    same(&result, &Err::<i64, Event>(Event::Move(2)));
+    same(&named("Event"), &Event::Named { id: 0, note: None });
+    same(&named("Result"), &Ok::<i64, Event>(5));
+    same(&named("Result"), &Err::<i64, Event>(Event::Move(2)));
     same(
-        &Shape::Seq(Box::new(result)),
+        &Shape::Seq(Box::new(named("Result"))),
         &vec![Ok::<i64, Event>(1), Err(Event::Start)],
     );
+    let list = List::Cons(1, Box::new(List::Cons(2, Box::new(List::Nil))));
+    same(&named("List"), &list);
 }
 
 fn error(shape: &Shape, json: Value) -> String {
-    encode(shape, &json).expect_err("does not fit").to_string()
+    encode(shape, &registry(), &json)
+        .expect_err("does not fit")
+        .to_string()
 }
 
 #[test]
@@ -293,7 +331,7 @@ fn json_that_does_not_fit_names_its_path() {
     );
     assert_eq!(error(&Shape::U8, json!(256)), "$: 256 does not fit in u8");
     assert_eq!(error(&Shape::U32, json!(-1)), "$: -1 does not fit in u32");
-    let nested = Shape::Tuple(vec![point()]);
+    let nested = Shape::Tuple(vec![named("Point")]);
     assert_eq!(
         error(&nested, json!([{"x": 1, "label": "a", "tags": [1, 300]}])),
         "$[0].tags[1]: 300 does not fit in u8"
@@ -307,48 +345,58 @@ fn json_that_does_not_fit_names_its_path() {
         "$[0]: unknown field `y`"
     );
     assert_eq!(
-        error(&event(), json!("Stop")),
+        error(&nested, json!(["point"])),
+        "$[0]: expected object (struct Point), got string"
+    );
+    assert_eq!(
+        error(&named("Event"), json!("Stop")),
         "$: enum Event has no variant `Stop` (it has Start, Move, Pair, Named)"
     );
     assert_eq!(
-        error(&event(), json!({"Move": "x"})),
+        error(&named("Event"), json!({"Move": "x"})),
         "$.Move: expected i32, got string"
     );
     assert_eq!(
         error(&Shape::Char, json!("ab")),
         "$: expected char, got a string of 2 characters"
     );
+    assert_eq!(
+        error(&named("Missing"), json!(1)),
+        "$: the server's description has no type `Missing`"
+    );
+}
+
+fn refused(shape: &Shape, input: &[u8]) -> String {
+    decode(shape, &registry(), input)
+        .expect_err("refused")
+        .to_string()
 }
 
 #[test]
 fn bytes_that_do_not_fit_are_refused() {
-    let mut buf = BytesMut::new();
-    Bincode.encode(&(1i64, 2i64), &mut buf).expect("encodes");
+    let two = bytes(&(1i64, 2i64));
     let one = Shape::Tuple(vec![Shape::I64]);
-    assert!(decode(&one, &buf)
-        .expect_err("trailing")
-        .message
-        .contains("1 bytes left over"));
+    assert!(refused(&one, &two).contains("1 bytes left over"));
     let three = Shape::Tuple(vec![Shape::I64; 3]);
-    assert_eq!(decode(&three, &buf).expect_err("short").path, "$[2]");
-    assert!(decode(&Shape::Bool, &[2]).is_err());
-    assert!(decode(&Shape::String, &[5, b'a']).is_err());
-    assert!(decode(&Shape::String, &[1, 0xff]).is_err());
-    assert!(decode(&event(), &[9]).is_err());
+    assert!(refused(&three, &two).starts_with("$[2]: "));
+    assert!(refused(&Shape::Bool, &[2]).contains("neither 0 nor 1"));
+    refused(&Shape::Str, &[5, b'a']);
+    refused(&Shape::Str, &[1, 0xff]);
+    assert!(refused(&named("Event"), &[9]).contains("out of range"));
     // A u64 marker where a u16 is expected: bincode refuses it too.
-    assert!(decode(&Shape::U16, &[253, 1, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    refused(&Shape::U16, &[253, 1, 0, 0, 0, 0, 0, 0, 0]);
     assert!(Bincode
         .decode::<u16>(&[253, 1, 0, 0, 0, 0, 0, 0, 0])
         .is_err());
     // A forged length is refused before anything is read.
-    assert!(decode(
-        &Shape::Seq(Box::new(Shape::U8)),
-        &[253, 255, 255, 255, 255, 0, 0, 0, 0]
-    )
-    .is_err());
-    assert!(decode(
-        &Shape::Seq(Box::new(Shape::Unit)),
-        &[253, 255, 255, 255, 255, 0, 0, 0, 0]
-    )
-    .is_err());
+    let forged = [253, 255, 255, 255, 255, 0, 0, 0, 0];
+    refused(&Shape::Seq(Box::new(Shape::U8)), &forged);
+    refused(&Shape::Seq(Box::new(Shape::Unit)), &forged);
+    // A recursive type nested past the limit is refused, not a stack overflow.
+    let mut deep = Vec::new();
+    for _ in 0..10_000 {
+        deep.extend_from_slice(&[1, 2]); // Cons(1, ..
+    }
+    deep.push(0); // Nil
+    assert!(refused(&named("List"), &deep).contains("nest deeper"));
 }
