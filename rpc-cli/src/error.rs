@@ -18,6 +18,9 @@ pub enum CliError {
     /// A method name that is not `Service.method`.
     #[error("`{0}` is not a method name; write it as Service.method (see `rpc list`)")]
     MethodName(String),
+    /// A method that takes a stream from the client, which the tool cannot send.
+    #[error("`{0}` takes a stream from the client; rpc call only makes unary and server-streaming calls")]
+    ClientStream(String),
     /// The server does not describe the method.
     #[error("the server has no method `{0}` (see `rpc list`)")]
     NoSuchMethod(String),

@@ -11,15 +11,19 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`cli`] | the command line, and running each command |
+//! | [`call`] | one call: JSON arguments in, JSON reply (or stream items) out |
+//! | [`render`] | shapes and signatures as Rust-like text |
 //! | [`ping`] | keepalive pings over a raw connection, timed |
 //! | [`json`] | JSON to the wire encoding and back, walking an `rpc::shape::Shape` |
 //! | [`raw`] | bodies passed through `rpc::Client` as the bytes they are |
 //! | [`error`] | [`CliError`], everything a command can fail with |
 
+pub mod call;
 pub mod cli;
 pub mod error;
 pub mod json;
 pub mod ping;
 pub mod raw;
+pub mod render;
 
 pub use error::CliError;
