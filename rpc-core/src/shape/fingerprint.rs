@@ -46,7 +46,7 @@
 //! Argument names do not count. A recursive reference (to a container whose description
 //! encloses this one) becomes `0x1a`, so every finite description has finite bytes.
 
-use super::{Field, Registry, Shape, Signature, VariantShape};
+use super::{Field, Registry, Shape, Signature, TraceError, VariantShape};
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -80,6 +80,12 @@ pub fn of(signature: &Signature) -> u64 {
         fold(fnv1a64(&args_bytes(signature))),
         fold(fnv1a64(&result_bytes(signature))),
     )
+}
+
+/// The fingerprint of a traced signature; 0 ("not given": no check) when its types could not
+/// be traced.
+pub fn of_traced(signature: &Result<Signature, TraceError>) -> u64 {
+    signature.as_ref().map_or(0, of)
 }
 
 /// The canonical bytes of the arguments half of `signature`.

@@ -15,12 +15,31 @@
 //! - reflection: a server describes its methods to any client that asks (the built-in
 //!   `rpc.Reflection` service). Every type here derives serde's traits, so a description
 //!   can be printed as JSON.
+//!
+//! Shapes are found by [`trace`]: a serde `Deserializer` that records what a type asks for.
+//!
+//! ```
+//! use rpc::shape::{MethodKind, Shape, Signature};
+//!
+//! let signature = Signature::builder(MethodKind::Unary)
+//!     .arg::<i64>("a")
+//!     .arg::<i64>("b")
+//!     .result::<Option<String>>()
+//!     .build()
+//!     .expect("traceable");
+//! assert_eq!(signature.args[1].shape, Shape::I64);
+//! assert_eq!(signature.result, Shape::Option(Box::new(Shape::Str)));
+//! assert_ne!(signature.fingerprint(), 0);
+//! ```
 
 pub mod fingerprint;
+pub mod trace;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use trace::TraceError;
 
 /// The shape of a value in the serde data model, the form every type takes on its way to
 /// the wire.
@@ -227,8 +246,93 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// Starts tracing the signature of a method of `kind`; see [`SignatureBuilder`].
+    pub fn builder(kind: MethodKind) -> SignatureBuilder {
+        SignatureBuilder {
+            kind,
+            tracer: trace::Tracer::new(),
+            args: Vec::new(),
+            input_stream: None,
+            result: None,
+            error: None,
+        }
+    }
+
     /// The signature's 64-bit fingerprint, never 0; see [`fingerprint`].
     pub fn fingerprint(&self) -> u64 {
         fingerprint::of(self)
+    }
+}
+
+/// Traces a [`Signature`] type by type: every argument, the client's stream if any, the
+/// result. The types share one [`Registry`].
+#[derive(Debug)]
+pub struct SignatureBuilder {
+    kind: MethodKind,
+    tracer: trace::Tracer,
+    args: Vec<Argument>,
+    input_stream: Option<Argument>,
+    result: Option<Shape>,
+    error: Option<TraceError>,
+}
+
+impl SignatureBuilder {
+    /// Adds an argument of type `T`, sent in the request body.
+    #[must_use]
+    pub fn arg<T: serde::de::DeserializeOwned>(mut self, name: &str) -> SignatureBuilder {
+        if let Some(shape) = self.trace::<T>() {
+            self.args.push(Argument {
+                name: name.to_owned(),
+                shape,
+            });
+        }
+        self
+    }
+
+    /// Sets the stream the client sends, whose items are `T`.
+    #[must_use]
+    pub fn input_stream<T: serde::de::DeserializeOwned>(mut self, name: &str) -> SignatureBuilder {
+        if let Some(shape) = self.trace::<T>() {
+            self.input_stream = Some(Argument {
+                name: name.to_owned(),
+                shape,
+            });
+        }
+        self
+    }
+
+    /// Sets the result type (for a method that answers with a stream, the item type).
+    #[must_use]
+    pub fn result<T: serde::de::DeserializeOwned>(mut self) -> SignatureBuilder {
+        self.result = self.trace::<T>();
+        self
+    }
+
+    /// The signature, or the first type that could not be traced. A method without a
+    /// result returns `()`.
+    pub fn build(self) -> Result<Signature, TraceError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        Ok(Signature {
+            kind: self.kind,
+            args: self.args,
+            input_stream: self.input_stream,
+            result: self.result.unwrap_or(Shape::Unit),
+            registry: self.tracer.into_registry(),
+        })
+    }
+
+    fn trace<T: serde::de::DeserializeOwned>(&mut self) -> Option<Shape> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.tracer.trace::<T>() {
+            Ok(shape) => Some(shape),
+            Err(err) => {
+                self.error = Some(err);
+                None
+            }
+        }
     }
 }
