@@ -463,6 +463,18 @@ fn signature(method: &str) -> Signature {
     }
 }
 
+/// The method `#[rpc::service]` generates for section 13's traits, fingerprint included.
+fn generated(name: &str) -> Option<rpc::Method> {
+    use rpc::Service;
+    let calc = Calc.into_service();
+    let count = Count.into_service();
+    calc.methods()
+        .iter()
+        .chain(count.methods())
+        .find(|m| m.to_string() == name)
+        .copied()
+}
+
 /// The fingerprint as the spec writes it out, independent of the implementation.
 fn fingerprint_of(args: &[u8], result: &[u8]) -> u64 {
     let fold = |bytes: &[u8]| {
@@ -483,7 +495,7 @@ fn fingerprint_of(args: &[u8], result: &[u8]) -> u64 {
 fn fingerprint_vectors_match_the_algorithm_and_the_implementation() {
     let blocks = named("text", "fingerprints");
     assert_eq!(blocks.len(), 1, "one `text fingerprints` block");
-    let mut checked = 0;
+    let (mut checked, mut traced) = (0, 0);
     for line in blocks[0].text.lines().filter(|l| !l.trim().is_empty()) {
         let columns: Vec<&str> = line.split(" | ").collect();
         let [method, args, result, fingerprint] = columns[..] else {
@@ -510,9 +522,22 @@ fn fingerprint_vectors_match_the_algorithm_and_the_implementation() {
             &result,
         );
         assert_eq!(signature.fingerprint(), fingerprint, "{method}");
+        // And what `#[rpc::service]` traces and sends for the same trait.
+        if let Some(generated) = generated(method) {
+            traced += 1;
+            assert_eq!(
+                generated.fingerprint(),
+                fingerprint,
+                "{method}: #[rpc::service] sends {:#018x}",
+                generated.fingerprint()
+            );
+        }
         checked += 1;
     }
-    assert!(checked >= 5);
+    assert!(
+        checked >= 5 && traced >= 5,
+        "{checked} vectors, {traced} traced"
+    );
 }
 
 // --- the body encoding ---------------------------------------------------------------------
@@ -1024,6 +1049,7 @@ async fn every_conversation_is_what_a_real_server_answers() {
         "unary",
         "application-error",
         "unknown-method",
+        "signature-mismatch",
         "deadline",
         "cancel",
         "server-stream",
