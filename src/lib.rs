@@ -32,6 +32,7 @@
 pub use rpc_macros::service;
 
 pub mod health;
+pub mod reflection;
 
 #[doc(inline)]
 pub use rpc_core::shape;

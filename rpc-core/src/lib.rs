@@ -15,6 +15,7 @@
 //! | [`method`] | stable method ids derived from `Service.method` names |
 //! | [`shape`] | the shapes of arguments and results, and the signature fingerprint every request carries |
 //! | [`health`] | the built-in health service every server hosts: its name, method and answer |
+//! | [`reflection`] | the built-in reflection service: its name, methods and answers |
 //! | [`error`] | [`Error`], the framework's failures, and the wire error codes |
 //! | [`codec`] | how bodies are encoded: bincode 2, behind the [`Codec`] seam |
 //!
@@ -45,6 +46,7 @@ pub mod message;
 pub mod metadata;
 pub mod method;
 pub mod preamble;
+pub mod reflection;
 pub mod shape;
 pub mod stream;
 pub mod sync;

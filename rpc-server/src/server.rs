@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rpc_core::health::{HealthStatus, SERVICE as HEALTH};
+use rpc_core::reflection::SERVICE as REFLECTION;
 use rpc_core::Transport;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -16,6 +17,7 @@ use crate::config::ServerConfig;
 use crate::connection;
 use crate::health::{Health, HealthService};
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
+use crate::reflection::{Catalog, ReflectionService};
 use crate::router::{Router, RunOn};
 use crate::service::Service;
 use crate::shutdown::Signal;
@@ -52,7 +54,8 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// If a method of `service` is already hosted (the same service added twice), or if
-    /// `service` calls itself `rpc.Health`, the name of the built-in health service.
+    /// `service` calls itself `rpc.Health` or `rpc.Reflection`, the names of the built-in
+    /// services.
     pub fn serve<S: Service>(mut self, service: S) -> Self {
         refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::Connection);
@@ -72,10 +75,18 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// If a method of `service` is already hosted (the same service added twice), or if
-    /// `service` calls itself `rpc.Health`, the name of the built-in health service.
+    /// `service` calls itself `rpc.Health` or `rpc.Reflection`, the names of the built-in
+    /// services.
     pub fn serve_spawned<S: Service>(mut self, service: S) -> Self {
         refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::OwnTask);
+        self
+    }
+
+    /// Whether to host the built-in `rpc.Reflection` service; see
+    /// [`ServerConfig::reflection`].
+    pub fn reflection(mut self, enabled: bool) -> Self {
+        self.config.reflection = enabled;
         self
     }
 
@@ -235,6 +246,15 @@ impl ServerBuilder {
         let shutdown = Signal::new();
         let health = Arc::new(Health::new(router.service_names(), shutdown.subscribe()));
         router.add(Arc::new(HealthService(health.clone())), RunOn::Connection);
+        if self.config.reflection {
+            // It describes every service, itself included: its catalog is set once it is in.
+            let catalog = Arc::new(OnceLock::new());
+            router.add(
+                Arc::new(ReflectionService(catalog.clone())),
+                RunOn::Connection,
+            );
+            let _ = catalog.set(Catalog::new(&router));
+        }
         // A cap beyond what a semaphore can count is no cap.
         let slots = Semaphore::new(self.config.max_connections.min(Semaphore::MAX_PERMITS));
         Server {
@@ -251,17 +271,25 @@ impl ServerBuilder {
     }
 }
 
-/// Panics if `service` claims the health service's name (see [`ServerBuilder::serve`]).
+/// Panics if `service` claims the health or reflection service's name (see
+/// [`ServerBuilder::serve`]).
 fn refuse_reserved<S: Service>(service: &S) {
-    let claims = service.name() == HEALTH
-        || service
-            .methods()
-            .iter()
-            .any(|method| method.service() == HEALTH);
+    let claims = |name: &str| {
+        service.name() == name
+            || service
+                .methods()
+                .iter()
+                .any(|method| method.service() == name)
+    };
     assert!(
-        !claims,
+        !claims(HEALTH),
         "the service name `{HEALTH}` is reserved: every server hosts the built-in health \
          service under it (see `ServerHandle::set_serving`); name your service otherwise"
+    );
+    assert!(
+        !claims(REFLECTION),
+        "the service name `{REFLECTION}` is reserved: servers host the built-in reflection \
+         service under it; name your service otherwise"
     );
 }
 
@@ -542,7 +570,8 @@ mod tests {
             .stream_window(8)
             .shutdown_grace(Duration::from_secs(9))
             .keepalive_interval(Some(Duration::from_secs(10)))
-            .keepalive_timeout(Duration::from_secs(11));
+            .keepalive_timeout(Duration::from_secs(11))
+            .reflection(false);
         // Destructured without `..`: a new field fails to compile here until it has a setter
         // and a line in this test.
         let ServerConfig {
@@ -557,6 +586,7 @@ mod tests {
             shutdown_grace,
             keepalive_interval,
             keepalive_timeout,
+            reflection,
         } = builder.config;
         assert_eq!(
             (max_frame_len, max_in_flight_per_connection, max_connections),
@@ -573,5 +603,6 @@ mod tests {
             (keepalive_interval, keepalive_timeout),
             (Some(Duration::from_secs(10)), Duration::from_secs(11))
         );
+        assert!(!reflection && ServerConfig::default().reflection);
     }
 }

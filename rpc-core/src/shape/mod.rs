@@ -13,7 +13,7 @@
 //!   ([`Error::SignatureMismatch`](crate::Error::SignatureMismatch)) instead of misreading
 //!   its arguments;
 //! - reflection: a server describes its methods to any client that asks (the built-in
-//!   `rpc.Reflection` service). Every type here derives serde's traits, so a description
+//!   `rpc.Reflection` service, see [`reflection`](crate::reflection)). Every type here derives serde's traits, so a description
 //!   can be printed as JSON.
 //!
 //! Shapes are found by [`trace`]: a serde `Deserializer` that records what a type asks for.
