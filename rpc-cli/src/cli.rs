@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rpc::health::{HealthClient, HealthStatus};
+use rpc::reflection::{MethodDescription, ReflectionClient};
 
 use crate::error::CliError;
+use crate::render;
 
 /// A command-line client for rpc servers.
 #[derive(Debug, Parser)]
@@ -44,6 +46,39 @@ pub enum Command {
         #[arg(default_value = "")]
         service: String,
     },
+    /// Lists the services the server hosts and their methods (from its reflection service).
+    List {
+        /// The server, as HOST:PORT.
+        addr: String,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describes one method: its kind, its arguments and result, and the types they name.
+    Describe {
+        /// The server, as HOST:PORT.
+        addr: String,
+        /// The method, as Service.method.
+        method: String,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Calls a method with arguments given as JSON and prints the reply as JSON; a method that
+    /// answers with a stream prints one line per item as it arrives.
+    Call {
+        /// The server, as HOST:PORT.
+        addr: String,
+        /// The method, as Service.method.
+        method: String,
+        /// The arguments, a JSON array with one value per argument: '[2, 3]'. Structs are
+        /// objects, enums "Variant" or {"Variant": value}; leave out for none.
+        #[arg(default_value = "[]")]
+        args: String,
+        /// A metadata pair sent with the call, as key=value; repeatable.
+        #[arg(short, long = "metadata", value_name = "KEY=VALUE", value_parser = parse_pair)]
+        metadata: Vec<(String, String)>,
+    },
 }
 
 /// Runs the command, writing its output to `out`.
@@ -61,11 +96,11 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             .await?;
             writeln!(
                 out,
-                "{} pings: min/avg/max = {}/{}/{}",
+                "{} pings: min/avg/max = {:.3}/{:.3}/{:.3} ms",
                 summary.times.len(),
-                millis(summary.min()),
-                millis(summary.avg()),
-                millis(summary.max()),
+                summary.min().as_secs_f64() * 1000.0,
+                summary.avg().as_secs_f64() * 1000.0,
+                summary.max().as_secs_f64() * 1000.0,
             )?;
         }
         Command::Health { addr, service } => {
@@ -92,8 +127,91 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
                 });
             }
         }
+        Command::List { addr, json } => {
+            let reflection = ReflectionClient::new(connect(&addr, cli.timeout).await?);
+            let services = reflection.list().timeout(cli.timeout).await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&services)?)?;
+            } else {
+                for service in &services {
+                    writeln!(out, "{}", service.name)?;
+                    for method in &service.methods {
+                        let kind = method.kind.map_or("not described", render::kind);
+                        writeln!(out, "  {:<20} {kind}", method.name)?;
+                    }
+                }
+            }
+        }
+        Command::Describe { addr, method, json } => {
+            let client = connect(&addr, cli.timeout).await?;
+            let description = describe(&client, &method, cli.timeout).await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&description)?)?;
+            } else {
+                match &description.signature {
+                    Some(signature) => write!(out, "{}", render::signature(&method, signature))?,
+                    None => writeln!(
+                        out,
+                        "{method}: the server does not describe its shapes{}",
+                        description
+                            .untraceable
+                            .as_deref()
+                            .map_or_else(String::new, |why| format!(" ({why})"))
+                    )?,
+                }
+            }
+        }
+        Command::Call {
+            addr,
+            method,
+            args,
+            metadata,
+        } => {
+            let client = connect(&addr, cli.timeout).await?;
+            let description = describe(&client, &method, cli.timeout).await?;
+            let signature =
+                description
+                    .signature
+                    .as_ref()
+                    .ok_or_else(|| CliError::NotDescribed {
+                        method: method.clone(),
+                        why: description.untraceable.clone(),
+                    })?;
+            let request = crate::call::Request {
+                method: &method,
+                signature,
+                args: &args,
+                metadata: &metadata,
+                timeout: cli.timeout,
+            };
+            crate::call::run(&client, request, out).await?;
+        }
     }
     Ok(())
+}
+
+/// The server's description of `Service.method`.
+async fn describe(
+    client: &rpc::Client,
+    method: &str,
+    timeout: Duration,
+) -> Result<MethodDescription, CliError> {
+    let (service, name) = method
+        .rsplit_once('.')
+        .filter(|(s, m)| !s.is_empty() && !m.is_empty())
+        .ok_or_else(|| CliError::MethodName(method.to_string()))?;
+    ReflectionClient::new(client.clone())
+        .describe(service, name)
+        .timeout(timeout)
+        .await?
+        .ok_or_else(|| CliError::NoSuchMethod(method.to_string()))
+}
+
+/// `key=value`.
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not key=value"))
 }
 
 /// A client for `addr`, connected within `timeout`.

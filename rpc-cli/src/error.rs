@@ -24,9 +24,14 @@ pub enum CliError {
     /// The server does not describe the method.
     #[error("the server has no method `{0}` (see `rpc list`)")]
     NoSuchMethod(String),
-    /// A `--metadata` value without `=`.
-    #[error("metadata `{0}` is not key=value")]
-    Metadata(String),
+    /// The server hosts the method but does not describe its shapes.
+    #[error("the server does not describe the shapes of `{method}`{}, so rpc call cannot encode its arguments", why.as_deref().map_or_else(String::new, |why| format!(" ({why})")))]
+    NotDescribed {
+        /// `Service.method`.
+        method: String,
+        /// Why, when the server says.
+        why: Option<String>,
+    },
     /// The server answers the check with something other than serving.
     #[error("{service} is {status}")]
     NotServing {

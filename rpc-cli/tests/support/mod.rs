@@ -3,6 +3,7 @@
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Output;
 
@@ -24,6 +25,8 @@ pub(crate) trait Calculator {
     async fn add(&self, a: i64, b: i64) -> Result<i64, MathError>;
     /// `a / b`, failing on a zero divisor.
     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+    /// Adds after a pause of `millis` milliseconds.
+    async fn slow_add(&self, a: i64, b: i64, millis: u64) -> i64;
 }
 
 /// A server-streaming method next to the calculator.
@@ -31,6 +34,17 @@ pub(crate) trait Calculator {
 pub(crate) trait Counter {
     /// `0, 1, .., n - 1`.
     async fn count(&self, n: u64) -> rpc::Stream<u64>;
+    /// The call's metadata value under `key`, if any.
+    async fn header(&self, key: String) -> Option<String>;
+    /// Points, to show structs and maps.
+    async fn points(&self, names: Vec<String>) -> BTreeMap<String, Point>;
+}
+
+/// A struct in a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Point {
+    pub(crate) x: i32,
+    pub(crate) y: i32,
 }
 
 struct Calc;
@@ -45,6 +59,10 @@ impl Calculator for Calc {
         }
         a.checked_div(b).ok_or(MathError::Overflow)
     }
+    async fn slow_add(&self, a: i64, b: i64, millis: u64) -> i64 {
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        a.wrapping_add(b)
+    }
 }
 
 struct Count;
@@ -52,6 +70,16 @@ struct Count;
 impl Counter for Count {
     async fn count(&self, n: u64) -> rpc::Stream<u64> {
         rpc::Stream::iter(0..n)
+    }
+    async fn header(&self, key: String) -> Option<String> {
+        rpc::Context::with_current(|cx| cx.metadata().get_str(&key).map(str::to_string)).flatten()
+    }
+    async fn points(&self, names: Vec<String>) -> BTreeMap<String, Point> {
+        names
+            .into_iter()
+            .zip(0..)
+            .map(|(name, i)| (name, Point { x: i, y: -i }))
+            .collect()
     }
 }
 
