@@ -1057,6 +1057,7 @@ async fn every_conversation_is_what_a_real_server_answers() {
         "go-away",
         "ping",
         "health",
+        "reflection",
         "duplicate-id",
         "frame-too-large",
     ] {
