@@ -251,6 +251,57 @@ mod unary_vs_server_stream {
     }
 }
 
+/// A client stream whose items differ: refused while the client may already be sending
+/// items, and the connection goes on serving.
+mod client_stream_items {
+    use super::*;
+
+    #[allow(dead_code)] // Each half uses one side of what its trait generates.
+    pub(crate) mod server {
+        #[rpc::service]
+        pub(crate) trait Case {
+            async fn run(&self, numbers: rpc::Stream<i64>) -> i64;
+            async fn ok(&self) -> u8;
+        }
+
+        pub(crate) struct Impl;
+
+        impl Case for Impl {
+            async fn run(&self, _numbers: rpc::Stream<i64>) -> i64 {
+                unreachable!("a mismatched call never reaches its handler")
+            }
+
+            async fn ok(&self) -> u8 {
+                7
+            }
+        }
+    }
+
+    #[allow(dead_code)] // Each half uses one side of what its trait generates.
+    pub(crate) mod client {
+        #[rpc::service]
+        pub(crate) trait Case {
+            async fn run(&self, numbers: rpc::Stream<u64>) -> i64;
+            async fn ok(&self) -> u8;
+        }
+    }
+
+    #[tokio::test]
+    async fn is_refused_and_the_connection_serves_on() {
+        let server =
+            start(rpc::Server::builder().serve(server::Case::into_service(server::Impl))).await;
+        let client = client::CaseClient::connect(server.addr)
+            .await
+            .expect("connect");
+        let items = rpc::Stream::iter(0..1000u64);
+        let err = within("the call", client.run(items))
+            .await
+            .expect_err("a mismatch");
+        assert_mismatch(&err, "the arguments differ");
+        assert_eq!(within("ok", client.ok()).await.expect("ok"), 7);
+    }
+}
+
 /// Differences that are not in the shapes: the call goes through.
 mod matches {
     use super::*;

@@ -416,6 +416,19 @@ mod tests {
         assert_eq!(args_bytes(&sig), [0x14, 0, 0, 0, 0, STREAM, 0x06]);
     }
 
+    /// Vectors for implementations in other languages (docs/PROTOCOL.md cites them).
+    #[test]
+    fn fixed_vectors() {
+        // add(a: i64, b: i64) -> i64: arguments bytes 14 02000000 04 04, result bytes 04.
+        let add = unary(vec![Shape::I64, Shape::I64], Shape::I64, Registry::new());
+        assert_eq!(fold(fnv1a64(&args_bytes(&add))), 0x4ed4_f67b);
+        assert_eq!(fold(fnv1a64(&result_bytes(&add))), 0x2962_085f);
+        assert_eq!(add.fingerprint(), 0x4ed4_f67b_2962_085f);
+        // ping() -> (): arguments bytes 14 00000000, result bytes 10.
+        let ping = unary(vec![], Shape::Unit, Registry::new());
+        assert_eq!(ping.fingerprint(), 0x780a_1024_2962_1e43);
+    }
+
     #[test]
     fn zero_is_never_a_fingerprint() {
         assert_eq!(combine(0, 0), 1);

@@ -47,8 +47,13 @@ pub use trace::TraceError;
 /// The container variants ([`UnitStruct`](Shape::UnitStruct) to [`Enum`](Shape::Enum)) are
 /// found in a [`Registry`], under the container's name; anywhere else a container is
 /// referred to by [`Named`](Shape::Named).
+///
+/// Decoding one refuses nesting deeper than [`MAX_DEPTH`], so a description from a peer
+/// cannot exhaust the stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+// The derives make inherent `Shape::serialize`/`Shape::deserialize`; the trait impls below
+// wrap them, the latter with the depth limit.
+#[serde(remote = "Self", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Shape {
     /// `bool`.
@@ -111,6 +116,44 @@ pub enum Shape {
     Enum(Vec<Variant>),
     /// The container of this name in the [`Registry`].
     Named(String),
+}
+
+/// How deeply shapes may nest inside one another (not counting [`Shape::Named`]
+/// references, which end a description) when one is decoded.
+pub const MAX_DEPTH: usize = 128;
+
+thread_local! {
+    /// Shapes being decoded on this thread, one inside the other.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Serialize for Shape {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Shape::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Shape, D::Error> {
+        /// Leaves one level, however the level ends (an error, a panic in a visitor).
+        struct Level;
+        impl Drop for Level {
+            fn drop(&mut self) {
+                DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+            }
+        }
+        let depth = DEPTH.with(|depth| {
+            depth.set(depth.get() + 1);
+            depth.get()
+        });
+        let _level = Level;
+        if depth > MAX_DEPTH {
+            return Err(serde::de::Error::custom(format_args!(
+                "shape nested more than {MAX_DEPTH} deep"
+            )));
+        }
+        Shape::deserialize(deserializer)
+    }
 }
 
 /// A named field of a struct or struct variant.
@@ -334,5 +377,50 @@ impl SignatureBuilder {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Bincode, Codec};
+
+    /// `depth` options around a bool, as bincode writes them.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut shape = Shape::Bool;
+        for _ in 0..depth {
+            shape = Shape::Option(Box::new(shape));
+        }
+        let mut buf = bytes::BytesMut::new();
+        Bincode.encode(&shape, &mut buf).expect("encodes");
+        buf.to_vec()
+    }
+
+    #[test]
+    fn decoding_refuses_shapes_nested_too_deep() {
+        let fine = nested(MAX_DEPTH - 1);
+        assert!(Bincode.decode::<Shape>(&fine).is_ok());
+        let err = Bincode
+            .decode::<Shape>(&nested(MAX_DEPTH))
+            .expect_err("too deep");
+        assert!(err.to_string().contains("nested more than 128"), "{err}");
+        // Forged bytes far deeper than any encoder would write fail the same way, and the
+        // depth count is back to zero after each attempt.
+        let mut forged = vec![17u8; 100_000];
+        forged.push(0);
+        assert!(Bincode.decode::<Shape>(&forged).is_err());
+        assert!(Bincode.decode::<Shape>(&fine).is_ok());
+        DEPTH.with(|depth| assert_eq!(depth.get(), 0));
+    }
+
+    #[test]
+    fn shapes_round_trip_through_bincode() {
+        let shape = Shape::Map {
+            key: Box::new(Shape::Str),
+            value: Box::new(Shape::Named("Point".into())),
+        };
+        let mut buf = bytes::BytesMut::new();
+        Bincode.encode(&shape, &mut buf).expect("encodes");
+        assert_eq!(Bincode.decode::<Shape>(&buf).expect("decodes"), shape);
     }
 }

@@ -1017,6 +1017,70 @@ mod tests {
 
     #[derive(Deserialize)]
     #[allow(dead_code)] // Only traced, never read.
+    enum Outer {
+        Wrap(Middle),
+        Stop,
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)] // Only traced, never read.
+    struct Middle {
+        inner: Vec<Inner>,
+        back: Option<Box<Outer>>,
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)] // Only traced, never read.
+    enum Inner {
+        P,
+        Q(u8),
+        R { s: String, again: Box<Outer> },
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)] // Only traced, never read.
+    struct Top {
+        first: Middle,
+        second: (Inner, Outer),
+    }
+
+    #[test]
+    fn mutually_recursive_enums_reached_from_several_places_are_traced_whole() {
+        let (shape, registry) = traced::<Top>();
+        assert_eq!(shape, named("Top"));
+        assert_eq!(
+            registry["Outer"],
+            Shape::Enum(vec![
+                variant("Wrap", VariantShape::Newtype(Box::new(named("Middle")))),
+                variant("Stop", VariantShape::Unit),
+            ])
+        );
+        assert_eq!(
+            registry["Inner"],
+            Shape::Enum(vec![
+                variant("P", VariantShape::Unit),
+                variant("Q", VariantShape::Newtype(Box::new(Shape::U8))),
+                variant(
+                    "R",
+                    VariantShape::Struct(vec![
+                        field("s", Shape::Str),
+                        field("again", named("Outer"))
+                    ])
+                ),
+            ])
+        );
+        assert_eq!(
+            registry["Middle"],
+            Shape::Struct(vec![
+                field("inner", Shape::Seq(Box::new(named("Inner")))),
+                field("back", Shape::Option(Box::new(named("Outer")))),
+            ])
+        );
+        assert_eq!(registry.len(), 4);
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)] // Only traced, never read.
     enum Never {}
 
     #[derive(Deserialize)]
