@@ -452,6 +452,13 @@ fn signature(method: &str) -> Signature {
             None,
             Shape::Named("HealthStatus".into()),
         ),
+        "Example.add" => (
+            MethodKind::Unary,
+            args(&[Shape::I64, Shape::I64]),
+            None,
+            Shape::I64,
+        ),
+        "Example.ping" => (MethodKind::Unary, args(&[]), None, Shape::Unit),
         other => panic!("no signature for {other}"),
     };
     Signature {
