@@ -85,7 +85,6 @@ async fn describe_shows_the_signature_and_the_types_it_names() {
     let server = start().await;
     let run = rpc(&["describe", &server.addr.to_string(), "Calculator.add"]).await;
     assert!(run.ok, "{}", run.stderr);
-    println!("{}", run.stdout);
     assert!(
         run.stdout.starts_with("Calculator.add (unary)"),
         "{}",
