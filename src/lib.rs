@@ -32,6 +32,10 @@
 pub use rpc_macros::service;
 
 pub mod health;
+pub mod reflection;
+
+#[doc(inline)]
+pub use rpc_core::shape;
 
 #[doc(inline)]
 pub use rpc_client::discover;

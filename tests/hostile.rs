@@ -441,6 +441,7 @@ async fn a_deadline_too_far_to_represent_is_no_deadline() {
     let header = Header::Request(rpc::protocol::message::RequestHeader {
         id: 1,
         method: rpc::MethodId::of("Target", "ok").as_u64(),
+        fingerprint: 0,
         timeout_micros: Some(u64::MAX),
         metadata: rpc::Metadata::new(),
     });

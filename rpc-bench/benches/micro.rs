@@ -21,6 +21,7 @@ fn request_header(id: u64) -> Header {
     Header::Request(RequestHeader {
         id,
         method: Method::new("Bench", "echo").id().as_u64(),
+        fingerprint: 0,
         timeout_micros: Some(30_000_000),
         metadata: Metadata::new(),
     })

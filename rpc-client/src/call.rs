@@ -443,6 +443,7 @@ fn request_header(id: u64, method: Method, left: Option<Duration>, metadata: Met
     Header::Request(RequestHeader {
         id,
         method: method.id().as_u64(),
+        fingerprint: method.fingerprint(),
         timeout_micros: left.map(|left| u64::try_from(left.as_micros()).unwrap_or(u64::MAX)),
         metadata,
     })

@@ -83,6 +83,18 @@ pub enum Error {
         /// What the server could not decode.
         reason: String,
     },
+    /// Client and server disagree on the method's signature: the fingerprint of its argument
+    /// or result shapes the client sent differs from the server's (see
+    /// [`shape::fingerprint`](crate::shape::fingerprint)). The server refused the call
+    /// without decoding or running it.
+    #[error("signature mismatch on {method}: {detail}; rebuild the client from the server's service definition")]
+    SignatureMismatch {
+        /// `Service.method`.
+        method: String,
+        /// Which part differs (the arguments, the result, or both), and that the call was
+        /// never decoded or run.
+        detail: String,
+    },
     /// The handler panicked; the server kept serving other calls.
     #[error("the handler panicked: {message}")]
     HandlerPanicked {
@@ -284,6 +296,9 @@ pub enum ErrorCode {
     /// See [`Error::MessageTooLarge`]: a request, reply or stream item over a frame limit.
     /// The message names both sizes.
     MessageTooLarge,
+    /// See [`Error::SignatureMismatch`]: the request's signature fingerprint differs from
+    /// the server's; the call was not decoded or run.
+    SignatureMismatch,
 }
 
 impl ErrorCode {
@@ -299,6 +314,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Cancelled => 8,
             ErrorCode::MessageTooLarge => 9,
+            ErrorCode::SignatureMismatch => 10,
         }
     }
 
@@ -314,6 +330,7 @@ impl ErrorCode {
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Cancelled,
             9 => ErrorCode::MessageTooLarge,
+            10 => ErrorCode::SignatureMismatch,
             _ => return None,
         })
     }
@@ -337,6 +354,10 @@ impl Error {
                 // A peer that sent the code without the sizes: still reported, untyped.
                 None => Error::Server { code, message },
             },
+            Some(ErrorCode::SignatureMismatch) => Error::SignatureMismatch {
+                method: method.to_string(),
+                detail: message,
+            },
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
         }
     }
@@ -356,16 +377,20 @@ impl Error {
             Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
             // The text starts with both sizes, in order, which `from_remote` reads back.
             Error::MessageTooLarge { .. } => (ErrorCode::MessageTooLarge, self.to_string()),
+            // A handler passing on a downstream mismatch: the caller's own signature matched.
+            other @ Error::SignatureMismatch { .. } => {
+                (ErrorCode::ResponseUnencodable, other.to_string())
+            }
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }
 
     /// Whether the server may have run (some of) the call: `false` only when it surely did
     /// not (the connection could not be opened, the server refused the call unrun, it has no
-    /// such method, the arguments did not decode). A call that may have run is safe to send
-    /// again only if the method is idempotent. ([`Error::MessageTooLarge`] counts as "may
-    /// have run": a reply or a stream item over the limit comes from a handler that ran;
-    /// sending the same message again would fail the same way anyway.)
+    /// such method, the signatures differ, the arguments did not decode). A call that may
+    /// have run is safe to send again only if the method is idempotent. ([`Error::MessageTooLarge`] counts as "may have run": a reply or a stream
+    /// item over the limit comes from a handler that ran; sending the same message again would
+    /// fail the same way anyway.)
     ///
     /// ```
     /// let lost = rpc::Error::closed("peer reset");
@@ -379,6 +404,7 @@ impl Error {
             Error::Connect { .. }
                 | Error::Unavailable { .. }
                 | Error::UnknownMethod { .. }
+                | Error::SignatureMismatch { .. }
                 | Error::BadRequest { .. }
         )
     }
@@ -453,6 +479,7 @@ mod tests {
             ErrorCode::ShuttingDown,
             ErrorCode::Cancelled,
             ErrorCode::MessageTooLarge,
+            ErrorCode::SignatureMismatch,
         ];
         // Every code has its own number, and the number comes back as the same code.
         let numbers: std::collections::HashSet<u16> = all.iter().map(|c| c.to_u16()).collect();
@@ -460,6 +487,7 @@ mod tests {
         for code in all {
             assert_eq!(ErrorCode::from_u16(code.to_u16()), Some(code));
         }
+        assert_eq!(ErrorCode::SignatureMismatch.to_u16(), 10);
         assert_eq!(ErrorCode::from_u16(0), None);
         assert_eq!(ErrorCode::from_u16(999), None);
     }
@@ -545,6 +573,23 @@ mod tests {
         assert_eq!(
             io_source(&clone).map(io::Error::kind),
             Some(io::ErrorKind::ConnectionRefused)
+        );
+    }
+
+    #[test]
+    fn signature_mismatch_names_the_method_and_never_ran() {
+        let m = crate::Method::new("Calculator", "add");
+        let detail = "the arguments differ; the call was not decoded or run".to_string();
+        let err = Error::from_remote(10, detail.clone(), &m);
+        assert!(matches!(
+            &err,
+            Error::SignatureMismatch { method, detail: d } if method == "Calculator.add" && *d == detail
+        ));
+        assert!(!err.may_have_run());
+        let text = err.to_string();
+        assert!(
+            text.contains("Calculator.add") && text.contains("arguments"),
+            "{text}"
         );
     }
 

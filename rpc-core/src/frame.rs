@@ -420,6 +420,7 @@ mod tests {
         Header::Request(crate::message::RequestHeader {
             id: 1,
             method: 2,
+            fingerprint: 0,
             timeout_micros: None,
             metadata,
         })

@@ -13,7 +13,9 @@
 //! | [`message`] | the header at the front of every frame: request, response, cancel, stream frames, ping and pong, and the status a call ends with |
 //! | [`metadata`] | call metadata: key-value pairs carried in a request header |
 //! | [`method`] | stable method ids derived from `Service.method` names |
+//! | [`shape`] | the shapes of arguments and results, and the signature fingerprint every request carries |
 //! | [`health`] | the built-in health service every server hosts: its name, method and answer |
+//! | [`reflection`] | the built-in reflection service: its name, methods and answers |
 //! | [`error`] | [`Error`], the framework's failures, and the wire error codes |
 //! | [`codec`] | how bodies are encoded: bincode 2, behind the [`Codec`] seam |
 //!
@@ -46,6 +48,8 @@ pub mod message;
 pub mod metadata;
 pub mod method;
 pub mod preamble;
+pub mod reflection;
+pub mod shape;
 pub mod stream;
 pub mod sync;
 pub mod task;

@@ -13,7 +13,7 @@
 //!
 //! | tag (u8) | message | fields after the tag |
 //! |---|---|---|
-//! | 0 | request | id u64, method u64, has-timeout u8 (0 or 1) then, if 1, the timeout in µs u64, metadata count u16, then per pair: key length u16, key (UTF-8), value length u32, value |
+//! | 0 | request | id u64, method u64, fingerprint u64, has-timeout u8 (0 or 1) then, if 1, the timeout in µs u64, metadata count u16, then per pair: key length u16, key (UTF-8), value length u32, value |
 //! | 1 | cancel | id u64 |
 //! | 2 | response | id u64, status u8: 0 ok; 1 error, then code u16, message length u32, message (UTF-8) |
 //! | 3 | go-away | nothing |
@@ -22,6 +22,12 @@
 //! | 6 | credit | id u64, bytes u32 |
 //! | 7 | ping | payload u64 (opaque) |
 //! | 8 | pong | payload u64, the ping's, echoed |
+//!
+//! A request's `fingerprint` is the method's signature fingerprint (see
+//! [`shape::fingerprint`](crate::shape::fingerprint)): the high 32 bits hash the arguments'
+//! shape, the low 32 bits the result's. 0 means "not given": the server then does not
+//! compare. A server whose own fingerprint for the method differs refuses the call unread,
+//! with error code 10 (`SignatureMismatch`).
 //!
 //! Both directions share these tags, so a message sent the wrong way (a response sent to a
 //! server) is recognised and refused rather than misread.
@@ -116,6 +122,9 @@ pub struct RequestHeader {
     pub id: u64,
     /// The method's wire id, see [`MethodId`](crate::MethodId).
     pub method: u64,
+    /// The caller's fingerprint of the method's signature, or 0 when it gives none (see
+    /// [`Method::fingerprint`](crate::Method::fingerprint)).
+    pub fingerprint: u64,
     /// Time left until the deadline, in microseconds, when the call has one. Relative, because
     /// the two hosts' clocks differ.
     pub timeout_micros: Option<u64>,
@@ -244,9 +253,9 @@ const TAG_STREAM_END: u8 = 5;
 const TAG_CREDIT: u8 = 6;
 const TAG_PING: u8 = 7;
 const TAG_PONG: u8 = 8;
-/// The longest fixed part of a request header: tag, id, method, timeout flag and value,
-/// metadata count.
-const FIXED_REQUEST_LEN: usize = 1 + 8 + 8 + 1 + 8 + 2;
+/// The longest fixed part of a request header: tag, id, method, fingerprint, timeout flag and
+/// value, metadata count.
+const FIXED_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 1 + 8 + 2;
 
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
@@ -264,6 +273,7 @@ impl Header {
                 at.put_u8(TAG_REQUEST);
                 at.put_u64_le(request.id);
                 at.put_u64_le(request.method);
+                at.put_u64_le(request.fingerprint);
                 match request.timeout_micros {
                     Some(micros) => {
                         at.put_u8(1);
@@ -357,6 +367,7 @@ impl Header {
             TAG_REQUEST => {
                 let id = r.u64("request id")?;
                 let method = r.u64("method id")?;
+                let fingerprint = r.u64("signature fingerprint")?;
                 let timeout_micros = match r.u8("timeout flag")? {
                     0 => None,
                     1 => Some(r.u64("timeout")?),
@@ -388,6 +399,7 @@ impl Header {
                 Header::Request(RequestHeader {
                     id,
                     method,
+                    fingerprint,
                     timeout_micros,
                     metadata,
                 })
@@ -538,6 +550,7 @@ mod tests {
         Header::Request(RequestHeader {
             id: 7,
             method: 0xdead_beef,
+            fingerprint: 0x0123_4567_89ab_cdef,
             timeout_micros: Some(1_500),
             metadata,
         })
@@ -565,6 +578,7 @@ mod tests {
             Header::Request(RequestHeader {
                 id: u64::MAX,
                 method: 0,
+                fingerprint: 0,
                 timeout_micros: None,
                 metadata: Metadata::new(),
             }),
@@ -653,7 +667,7 @@ mod tests {
         assert!(matches!(err, ProtocolError::MalformedHeader { .. }));
         // A request whose metadata claims more pairs than the frame holds.
         let mut forged = vec![TAG_REQUEST];
-        forged.extend_from_slice(&[0; 17]);
+        forged.extend_from_slice(&[0; 25]);
         forged.extend_from_slice(&u16::MAX.to_le_bytes());
         let err = decode_frame(Bytes::from(forged)).expect_err("forged count");
         assert!(matches!(err, ProtocolError::MalformedHeader { .. }));
@@ -676,6 +690,26 @@ mod tests {
             }
         }
         assert_eq!((TAG_PING, TAG_PONG), (7, 8));
+    }
+
+    #[test]
+    fn request_header_has_its_documented_layout() {
+        let header = Header::Request(RequestHeader {
+            id: 0x0102,
+            method: 0x0304,
+            fingerprint: 0x1122_3344_5566_7788,
+            timeout_micros: None,
+            metadata: Metadata::new(),
+        });
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf).expect("encode");
+        let mut expected = vec![TAG_REQUEST];
+        expected.extend_from_slice(&0x0102u64.to_le_bytes());
+        expected.extend_from_slice(&0x0304u64.to_le_bytes());
+        expected.extend_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        expected.push(0); // no timeout
+        expected.extend_from_slice(&0u16.to_le_bytes()); // no metadata
+        assert_eq!(&buf[..], &expected[..]);
     }
 
     #[test]

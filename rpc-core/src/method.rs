@@ -62,8 +62,8 @@ impl fmt::Display for MethodId {
     }
 }
 
-/// A method of a service: its names (for logs and errors), its wire id, and whether it is
-/// idempotent.
+/// A method of a service: its names (for logs and errors), its wire id, whether it is
+/// idempotent, and the fingerprint of its signature.
 ///
 /// ```
 /// use rpc::{Method, MethodId};
@@ -89,6 +89,7 @@ pub struct Method {
     name: &'static str,
     id: MethodId,
     idempotent: bool,
+    fingerprint: u64,
 }
 
 impl Method {
@@ -99,7 +100,29 @@ impl Method {
             name,
             id: MethodId::of(service, name),
             idempotent: false,
+            fingerprint: 0,
         }
+    }
+
+    /// This method, with the fingerprint of its signature (see
+    /// [`shape::fingerprint`](crate::shape::fingerprint)): a client sends it with every
+    /// call, and a server that knows its own refuses a call whose fingerprint differs with
+    /// [`Error::SignatureMismatch`](crate::Error::SignatureMismatch), before decoding
+    /// anything. `#[rpc::service]` computes it, once per method, from the argument and
+    /// result types. 0, the value [`Method::new`] starts with, means "not given": no check.
+    /// The id does not change.
+    #[must_use]
+    pub const fn with_fingerprint(self, fingerprint: u64) -> Method {
+        Method {
+            fingerprint,
+            ..self
+        }
+    }
+
+    /// The signature fingerprint set by [`with_fingerprint`](Self::with_fingerprint); 0 when
+    /// none was given.
+    pub const fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// This method, marked idempotent: running it twice has the effect of running it once,

@@ -49,11 +49,12 @@ fn status() -> impl Strategy<Value = Status> {
 
 fn header() -> impl Strategy<Value = Header> {
     prop_oneof![
-        (int(), int(), prop::option::of(int()), metadata()).prop_map(
-            |(id, method, timeout_micros, metadata)| {
+        (int(), int(), int(), prop::option::of(int()), metadata()).prop_map(
+            |(id, method, fingerprint, timeout_micros, metadata)| {
                 Header::Request(RequestHeader {
                     id,
                     method,
+                    fingerprint,
                     timeout_micros,
                     metadata,
                 })

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`rewrite_trait`] | the trait, each method returning a `Send` future, plus `into_service` |
 //! | [`server_struct`] | `Serve<Trait><S>`, its constructors, `Clone` and `Debug` |
+//! | [`signature_tables`] | each method's traced signature and `rpc::Method`, computed once |
 //! | [`service_impl`] | `impl rpc::Service for Serve<Trait><S>`: one [`dispatch_arm`] per method |
 //! | [`client_struct`] | `<Trait>Client` and its constructors; one [`client_method`] per method |
 //!
@@ -17,17 +18,19 @@ use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt as _;
 use syn::{Ident, Type};
 
-use crate::ast::{Arg, Method, Service};
+use crate::ast::{stream_item, Arg, Method, MethodKind, Service};
 
 /// Everything, for a valid service.
 pub(crate) fn generate(service: &Service<'_>) -> TokenStream {
     let rewritten = rewrite_trait(service);
     let server = server_struct(service);
+    let tables = signature_tables(service);
     let service_impl = service_impl(service);
     let client = client_struct(service);
     quote! {
         #rewritten
         #server
+        #tables
         #service_impl
         #client
     }
@@ -161,6 +164,88 @@ fn server_struct(service: &Service<'_>) -> TokenStream {
     }
 }
 
+/// Two private functions on the server struct, shared by the server and the client stub:
+/// `__rpc_signatures()`, every method's [`rpc::shape::Signature`] traced from its argument
+/// and result types, and `__rpc_methods()`, every method's `rpc::Method` with the
+/// fingerprint of that signature. Each is computed once, the first time either side asks
+/// (the server when the service is added, a client on its first call), and kept in a
+/// `static`; a call then only copies its `Method` out.
+fn signature_tables(service: &Service<'_>) -> TokenStream {
+    let server = &service.server;
+    let generic = impl_generic();
+    let signatures = service.methods.iter().map(signature_expr);
+    let traced = Ident::new("__rpc_traced", Span::mixed_site());
+    let methods = service.methods.iter().enumerate().map(|(index, method)| {
+        let method_const = method_const(service, method);
+        quote! {
+            #method_const.with_fingerprint(::rpc::shape::fingerprint::of_traced(&#traced[#index]))
+        }
+    });
+    quote! {
+        impl<#generic> #server<#generic> {
+            /// Every method's signature, in order, traced once.
+            fn __rpc_signatures() -> &'static [::core::result::Result<
+                ::rpc::shape::Signature,
+                ::rpc::shape::TraceError,
+            >] {
+                static SIGNATURES: ::std::sync::OnceLock<
+                    ::std::vec::Vec<
+                        ::core::result::Result<::rpc::shape::Signature, ::rpc::shape::TraceError>,
+                    >,
+                > = ::std::sync::OnceLock::new();
+                SIGNATURES.get_or_init(|| ::std::vec![#(#signatures),*])
+            }
+
+            /// Every method, in order, with its signature's fingerprint.
+            fn __rpc_methods() -> &'static [::rpc::Method] {
+                static METHODS: ::std::sync::OnceLock<::std::vec::Vec<::rpc::Method>> =
+                    ::std::sync::OnceLock::new();
+                METHODS.get_or_init(|| {
+                    let #traced = Self::__rpc_signatures();
+                    ::std::vec![#(#methods),*]
+                })
+            }
+        }
+    }
+}
+
+/// `rpc::shape::Signature::builder(kind).arg::<A>("a")...result::<R>().build()`: traces the
+/// method's types (for a stream, its item type).
+fn signature_expr(method: &Method<'_>) -> TokenStream {
+    let kind = Ident::new(
+        match method.kind {
+            MethodKind::Unary => "Unary",
+            MethodKind::ServerStream => "ServerStream",
+            MethodKind::ClientStream => "ClientStream",
+            MethodKind::Bidi => "Bidi",
+        },
+        Span::call_site(),
+    );
+    let names = arg_names(method);
+    let Split {
+        plain_names,
+        plain_types,
+        stream,
+    } = split_args(method, &names);
+    let arg_names = plain_names.iter().map(|name| name.unraw().to_string());
+    let input_stream = stream.map(|(name, ty)| {
+        let item = stream_item(ty).unwrap_or(ty);
+        let name = name.unraw().to_string();
+        quote!(.input_stream::<#item>(#name))
+    });
+    let result = match method.output {
+        Some(ty) => stream_item(ty).unwrap_or(ty).to_token_stream(),
+        None => quote!(()),
+    };
+    quote! {
+        ::rpc::shape::Signature::builder(::rpc::shape::MethodKind::#kind)
+            #(.arg::<#plain_types>(#arg_names))*
+            #input_stream
+            .result::<#result>()
+            .build()
+    }
+}
+
 /// The generic parameter of the `Service` impl. Not `S`: the dispatch closures name the
 /// user's argument types, and one of them could be a type called `S`.
 fn impl_generic() -> Ident {
@@ -178,10 +263,6 @@ fn service_impl(service: &Service<'_>) -> TokenStream {
     let generic = impl_generic();
     let request = request_param();
 
-    let method_list = service
-        .methods
-        .iter()
-        .map(|method| method_const(service, method));
     let consts: Vec<Ident> = (0..service.methods.len())
         .map(|index| format_ident!("__RPC_METHOD_{}", index, span = Span::mixed_site()))
         .collect();
@@ -218,8 +299,19 @@ fn service_impl(service: &Service<'_>) -> TokenStream {
             }
 
             fn methods(&self) -> &'static [::rpc::Method] {
-                const METHODS: &[::rpc::Method] = &[#(#method_list),*];
-                METHODS
+                Self::__rpc_methods()
+            }
+
+            fn signature(
+                &self,
+                method: ::rpc::MethodId,
+            ) -> ::core::option::Option<
+                &'static ::core::result::Result<::rpc::shape::Signature, ::rpc::shape::TraceError>,
+            > {
+                let methods = Self::__rpc_methods();
+                let signatures = Self::__rpc_signatures();
+                ::core::iter::Iterator::position(&mut methods.iter(), |m| m.id() == method)
+                    .map(|index| &signatures[index])
             }
 
             // Serving a deprecated method is not a use of it: only its callers are warned.
@@ -271,7 +363,8 @@ fn client_struct(service: &Service<'_>) -> TokenStream {
     let methods = service
         .methods
         .iter()
-        .map(|method| client_method(service, method));
+        .enumerate()
+        .map(|(index, method)| client_method(service, method, index));
 
     quote! {
         #[doc = #struct_doc]
@@ -306,9 +399,9 @@ fn client_struct(service: &Service<'_>) -> TokenStream {
 /// One client stub method: the trait method's parameters, returning an `rpc::Call`. It
 /// carries the trait method's docs, `#[deprecated]` and `#[must_use]`, so that its callers
 /// read and are warned what the trait's callers would be.
-fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
-    let (trait_ident, ident) = (service.ident, method.ident);
-    let method_const = method_const(service, method);
+fn client_method(service: &Service<'_>, method: &Method<'_>, index: usize) -> TokenStream {
+    let (trait_ident, ident, server) = (service.ident, method.ident, &service.server);
+    let method_local = Ident::new("__rpc_method", Span::mixed_site());
     let names = arg_names(method);
     let types = method.args.iter().map(|arg| arg.ty);
     let output = output_type(method);
@@ -335,15 +428,16 @@ fn client_method(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
         #(#caller_attrs)*
         #allow
         pub fn #ident(&self #(, #names: #types)*) -> ::rpc::Call<(#(#plain_types,)*), #output> {
-            // A const, so the method id is hashed at compile time, not on every call.
-            const METHOD: ::rpc::Method = #method_const;
-            ::rpc::Client::#constructor(&self.client, METHOD, (#(#plain_names,)*) #stream_arg)
+            // Its id and signature fingerprint, computed once, on the first call.
+            let #method_local = #server::<()>::__rpc_methods()[#index];
+            ::rpc::Client::#constructor(&self.client, #method_local, (#(#plain_names,)*) #stream_arg)
         }
     }
 }
 
 /// The `rpc::Method` value of `method`, a constant expression: marked idempotent when the
-/// trait says so (the server's method list and the client stub carry the same value).
+/// trait says so. [`signature_tables`] adds the fingerprint; the server's method list and
+/// the client stub share the result.
 fn method_const(service: &Service<'_>, method: &Method<'_>) -> TokenStream {
     let service_name = service.name();
     let name = method.name();
@@ -439,7 +533,12 @@ mod tests {
             "_ => __rpc_request . unknown_method ()",
             "pub struct CalculatorClient { client : :: rpc :: Client , }",
             "# [doc = r\" Adds two numbers.\"] # [allow (clippy :: too_many_arguments)] pub fn add (& self , a : i64 , b : i64) -> :: rpc :: Call < (i64 , i64 ,) , i64 >",
-            "const METHOD : :: rpc :: Method = :: rpc :: Method :: new (\"Calculator\" , \"add\") ; :: rpc :: Client :: call (& self . client , METHOD , (a , b ,))",
+            "let __rpc_method = ServeCalculator :: < () > :: __rpc_methods () [0usize] ; :: rpc :: Client :: call (& self . client , __rpc_method , (a , b ,))",
+            "fn __rpc_signatures () -> & 'static [:: core :: result :: Result < :: rpc :: shape :: Signature , :: rpc :: shape :: TraceError , >]",
+            ":: rpc :: shape :: Signature :: builder (:: rpc :: shape :: MethodKind :: Unary) . arg :: < i64 > (\"a\") . arg :: < i64 > (\"b\") . result :: < i64 > () . build ()",
+            ":: rpc :: shape :: Signature :: builder (:: rpc :: shape :: MethodKind :: Unary) . result :: < () > () . build ()",
+            ":: rpc :: Method :: new (\"Calculator\" , \"add\") . with_fingerprint (:: rpc :: shape :: fingerprint :: of_traced (& __rpc_traced [0usize]))",
+            "fn methods (& self) -> & 'static [:: rpc :: Method] { Self :: __rpc_methods () }",
             "pub fn ping (& self) -> :: rpc :: Call < () , () >",
             "\" Calls [`Calculator::ping`] on the server.\"",
         ] {
@@ -513,10 +612,13 @@ mod tests {
             "__rpc_request . dispatch_streaming_response (move | (name ,) : (String ,) |",
             "__rpc_request . dispatch_streaming_request (move | (name ,) : (String ,) , data : rpc :: Stream < Vec < u8 > > |",
             "__rpc_request . dispatch_bidi (move | () : () , data : rpc :: Stream < Vec < u8 > > |",
-            ":: rpc :: Client :: call (& self . client , METHOD , (name ,))",
-            ":: rpc :: Client :: call_streaming_response (& self . client , METHOD , (name ,))",
-            ":: rpc :: Client :: call_streaming_request (& self . client , METHOD , (name ,) , data)",
-            ":: rpc :: Client :: call_bidi (& self . client , METHOD , () , data)",
+            ":: rpc :: Client :: call (& self . client , __rpc_method , (name ,))",
+            ":: rpc :: Client :: call_streaming_response (& self . client , __rpc_method , (name ,))",
+            ":: rpc :: Client :: call_streaming_request (& self . client , __rpc_method , (name ,) , data)",
+            ":: rpc :: Client :: call_bidi (& self . client , __rpc_method , () , data)",
+            "Signature :: builder (:: rpc :: shape :: MethodKind :: ServerStream) . arg :: < String > (\"name\") . result :: < Vec < u8 > > ()",
+            "Signature :: builder (:: rpc :: shape :: MethodKind :: ClientStream) . arg :: < String > (\"name\") . input_stream :: < Vec < u8 > > (\"data\") . result :: < u64 > ()",
+            "Signature :: builder (:: rpc :: shape :: MethodKind :: Bidi) . input_stream :: < Vec < u8 > > (\"data\") . result :: < Vec < u8 > > ()",
             "pub fn write (& self , name : String , data : rpc :: Stream < Vec < u8 > >) -> :: rpc :: Call < (String ,) , u64 >",
         ] {
             assert!(out.contains(needle), "missing {needle:?} in\n{out}");
@@ -560,10 +662,16 @@ mod tests {
             }
         });
         let marked = ":: rpc :: Method :: new (\"Store\" , \"get\") . idempotent ()";
-        // Once in the server's method list, once in the stub's constant.
-        assert_eq!(out.matches(marked).count(), 2, "{out}");
+        // Once, in the method table that the server's list and the stub both read.
+        assert_eq!(out.matches(marked).count(), 1, "{out}");
         assert!(
-            out.contains("const METHOD : :: rpc :: Method = :: rpc :: Method :: new (\"Store\" , \"get\") . idempotent () ;"),
+            out.contains(
+                ":: rpc :: Method :: new (\"Store\" , \"get\") . idempotent () . with_fingerprint"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("let __rpc_method = ServeStore :: < () > :: __rpc_methods () [0usize] ;"),
             "{out}"
         );
         assert!(

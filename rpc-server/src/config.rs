@@ -81,6 +81,11 @@ pub struct ServerConfig {
     /// declared dead: its connection closes at once, with a log line naming the peer, and
     /// its calls are aborted. Default: 20 s.
     pub keepalive_timeout: Duration,
+    /// Whether the server hosts the built-in `rpc.Reflection` service, which tells any
+    /// client that asks what services and methods the server hosts and the shapes of their
+    /// arguments and results (see `rpc::reflection`). Turned off, calls to it fail with
+    /// `UnknownMethod`. Default: on.
+    pub reflection: bool,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
             keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
+            reflection: true,
         }
     }
 }

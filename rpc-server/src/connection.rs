@@ -33,6 +33,7 @@ use rpc_core::frame::{self, Frame, Oversized, SkippingDecoder};
 use rpc_core::keepalive::{Keepalive, Tick};
 use rpc_core::message::{decode_frame, Header, RequestHeader, Status};
 use rpc_core::preamble::server_handshake;
+use rpc_core::shape::fingerprint::Difference;
 use rpc_core::stream::StreamTable;
 use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
@@ -427,6 +428,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 format!("no method with id {:#018x}", request.method),
             );
         };
+        // Before anything is decoded: a caller built from another signature is refused
+        // unread. 0 on either side means "not given" (hand-written services, raw tools).
+        let ours = route.method.fingerprint();
+        if request.fingerprint != 0 && ours != 0 && request.fingerprint != ours {
+            return refuse(
+                ErrorCode::SignatureMismatch,
+                signature_mismatch(ours, request.fingerprint),
+            );
+        }
         let metadata_len = request.metadata.byte_len();
         if metadata_len > config.max_metadata_len {
             let err = ProtocolError::MetadataTooLarge {
@@ -578,6 +588,17 @@ const CALL_OVERHEAD: usize = 512;
 enum ToCharge {
     Taken(Charge),
     Due { bytes: usize, stream: bool },
+}
+
+/// The detail of a [`SignatureMismatch`](Error::SignatureMismatch) refusal.
+#[cold]
+fn signature_mismatch(ours: u64, theirs: u64) -> String {
+    let what =
+        Difference::between(ours, theirs).map_or("the signature differs", Difference::describe);
+    format!(
+        "{what} from the server's (client fingerprint {theirs:#018x}, server \
+         {ours:#018x}); the call was not decoded or run"
+    )
 }
 
 /// What a turn of the connection hands to its async loop.

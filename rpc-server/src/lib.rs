@@ -8,6 +8,7 @@
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`server`] | [`Server`]: listeners, the accept loop, the connection cap, shutdown |
 //! | `health` | the `rpc.Health` service every server hosts, and its per-service flags |
+//! | `reflection` | the `rpc.Reflection` service: what the server hosts, and each method's shapes |
 //! | `router` | which service answers which method id |
 //! | `shutdown` | the shutdown signal, and each connection's drain and go-away |
 //! | `connection` | one connection: read requests, run handlers, write responses |
@@ -25,6 +26,7 @@ mod connection;
 mod health;
 mod idle;
 mod listener;
+mod reflection;
 mod router;
 pub mod server;
 pub mod service;

@@ -40,6 +40,12 @@ impl Router {
     /// unlikely) two `Service.method` names whose hashes collide.
     pub(crate) fn add(&mut self, service: Arc<dyn Service>, run: RunOn) {
         for method in service.methods() {
+            if let Some(Err(err)) = service.signature(method.id()) {
+                tracing::warn!(
+                    "{method}: {err}; its calls carry no signature fingerprint, so a client \
+                     built from another signature is not refused"
+                );
+            }
             let route = Route {
                 service: service.clone(),
                 method: *method,
@@ -70,6 +76,17 @@ impl Router {
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// Every service added, each once, in no particular order.
+    pub(crate) fn services(&self) -> Vec<Arc<dyn Service>> {
+        let mut services: Vec<Arc<dyn Service>> = Vec::new();
+        for route in self.routes.values() {
+            if !services.iter().any(|s| Arc::ptr_eq(s, &route.service)) {
+                services.push(route.service.clone());
+            }
+        }
+        services
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rpc_core::health::{HealthStatus, SERVICE as HEALTH};
+use rpc_core::reflection::SERVICE as REFLECTION;
 use rpc_core::Transport;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -17,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::connection;
 use crate::health::{Health, HealthService};
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
+use crate::reflection::{Catalog, ReflectionService};
 use crate::router::{Router, RunOn};
 use crate::service::Service;
 use crate::shutdown::Signal;
@@ -53,7 +55,8 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// If a method of `service` is already hosted (the same service added twice), or if
-    /// `service` calls itself `rpc.Health`, the name of the built-in health service.
+    /// `service` calls itself `rpc.Health` or `rpc.Reflection`, the names of the built-in
+    /// services.
     pub fn serve<S: Service>(mut self, service: S) -> Self {
         refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::Connection);
@@ -73,10 +76,18 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// If a method of `service` is already hosted (the same service added twice), or if
-    /// `service` calls itself `rpc.Health`, the name of the built-in health service.
+    /// `service` calls itself `rpc.Health` or `rpc.Reflection`, the names of the built-in
+    /// services.
     pub fn serve_spawned<S: Service>(mut self, service: S) -> Self {
         refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::OwnTask);
+        self
+    }
+
+    /// Whether to host the built-in `rpc.Reflection` service; see
+    /// [`ServerConfig::reflection`].
+    pub fn reflection(mut self, enabled: bool) -> Self {
+        self.config.reflection = enabled;
         self
     }
 
@@ -272,6 +283,15 @@ impl ServerBuilder {
         config.max_inbound_bytes_per_connection =
             config.max_inbound_bytes_per_connection.max(one_request);
         config.max_inbound_bytes = config.max_inbound_bytes.max(one_request);
+        if config.reflection {
+            // It describes every service, itself included: its catalog is set once it is in.
+            let catalog = Arc::new(OnceLock::new());
+            router.add(
+                Arc::new(ReflectionService(catalog.clone())),
+                RunOn::Connection,
+            );
+            let _ = catalog.set(Catalog::new(&router));
+        }
         // A cap beyond what a semaphore can count is no cap.
         let slots = Semaphore::new(config.max_connections.min(Semaphore::MAX_PERMITS));
         Server {
@@ -288,17 +308,25 @@ impl ServerBuilder {
     }
 }
 
-/// Panics if `service` claims the health service's name (see [`ServerBuilder::serve`]).
+/// Panics if `service` claims the health or reflection service's name (see
+/// [`ServerBuilder::serve`]).
 fn refuse_reserved<S: Service>(service: &S) {
-    let claims = service.name() == HEALTH
-        || service
-            .methods()
-            .iter()
-            .any(|method| method.service() == HEALTH);
+    let claims = |name: &str| {
+        service.name() == name
+            || service
+                .methods()
+                .iter()
+                .any(|method| method.service() == name)
+    };
     assert!(
-        !claims,
+        !claims(HEALTH),
         "the service name `{HEALTH}` is reserved: every server hosts the built-in health \
          service under it (see `ServerHandle::set_serving`); name your service otherwise"
+    );
+    assert!(
+        !claims(REFLECTION),
+        "the service name `{REFLECTION}` is reserved: servers host the built-in reflection \
+         service under it; name your service otherwise"
     );
 }
 
@@ -590,7 +618,8 @@ mod tests {
             .max_inbound_bytes_per_connection(13)
             .max_inbound_bytes(14)
             .max_outbound_bytes(15)
-            .overload(Overload::Shed);
+            .overload(Overload::Shed)
+            .reflection(false);
         // Destructured without `..`: a new field fails to compile here until it has a setter
         // and a line in this test.
         let ServerConfig {
@@ -610,6 +639,7 @@ mod tests {
             max_inbound_bytes,
             max_outbound_bytes,
             overload,
+            reflection,
         } = builder.config;
         assert_eq!(
             (max_frame_len, max_in_flight_per_connection, max_connections),
@@ -636,5 +666,6 @@ mod tests {
             (12, 13, 14, 15)
         );
         assert_eq!(overload, Overload::Shed);
+        assert!(!reflection && ServerConfig::default().reflection);
     }
 }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rpc_core::message::{Header, Status};
+use rpc_core::shape::{Signature, TraceError};
 use rpc_core::stream::{self, Receiver, Stream, StreamTable};
 use rpc_core::writer::WriteQueue;
-use rpc_core::{Bincode, Codec, Context, Error, Method};
+use rpc_core::{Bincode, Codec, Context, Error, Method, MethodId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -77,6 +78,21 @@ pub trait Service: Send + Sync + 'static {
     /// Starts `request`, a call to [`request.method()`](Request::method), which is one of
     /// [`methods`](Self::methods).
     fn call(&self, request: Request) -> Dispatch;
+
+    /// The signature of `method` (one of [`methods`](Self::methods)): its kind and the
+    /// shapes of its arguments and result, for the built-in reflection service. `None`, the
+    /// default, for a service that does not describe its methods; `Some(Err(..))` when its
+    /// types could not be traced.
+    ///
+    /// `#[rpc::service]` implements it, tracing every method once, when first asked (the
+    /// server asks when the service is added). A hand-written service may build its own
+    /// with [`Signature::builder`](rpc_core::shape::Signature::builder), and should then
+    /// give its [`Method`]s the matching
+    /// [`with_fingerprint`](Method::with_fingerprint).
+    fn signature(&self, method: MethodId) -> Option<&'static Result<Signature, TraceError>> {
+        let _ = method;
+        None
+    }
 }
 
 /// One incoming call: the method, its encoded arguments, its [`Context`] and the way back to

@@ -243,6 +243,7 @@ pub(crate) fn request(id: u64, service: &str, method: &str) -> rpc::protocol::me
     rpc::protocol::message::Header::Request(rpc::protocol::message::RequestHeader {
         id,
         method: rpc::MethodId::of(service, method).as_u64(),
+        fingerprint: 0,
         timeout_micros: None,
         metadata: rpc::Metadata::new(),
     })
