@@ -25,9 +25,9 @@
 //!
 //! A request's `fingerprint` is the method's signature fingerprint (see
 //! [`shape::fingerprint`](crate::shape::fingerprint)): the high 32 bits hash the arguments'
-//! shape, the low 32 bits the result's. 0 means "not given": the server then does not
-//! compare. A server whose own fingerprint for the method differs refuses the call unread,
-//! with error code 10 (`SignatureMismatch`).
+//! shape (their top bit is always 0), the low 32 bits the result's. 0 means "not given": the
+//! server then does not compare. A server whose own fingerprint for the method differs
+//! refuses the call unread, with error code 10 (`SignatureMismatch`).
 //!
 //! Both directions share these tags, so a message sent the wrong way (a response sent to a
 //! server) is recognised and refused rather than misread.

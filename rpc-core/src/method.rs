@@ -83,13 +83,32 @@ impl fmt::Display for MethodId {
 /// included; a hand-written `rpc::Service` that marks a method
 /// idempotent uses the same constant in its method list and in its `match`. Compare
 /// [`id`](Self::id)s to ask whether two values name the same method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Method {
     service: &'static str,
     name: &'static str,
     id: MethodId,
-    idempotent: bool,
-    fingerprint: u64,
+    /// The signature fingerprint in the low 63 bits (a fingerprint's top bit is always 0),
+    /// the idempotent flag in the top bit: one word, so that a `Method` stays 48 bytes. It
+    /// is copied into every call's futures on both sides, and 8 bytes more there measured
+    /// about 85 instructions per call (callgrind, `rpc-bench/examples/inproc.rs`) in moves
+    /// that became `memcpy` calls.
+    fingerprint_and_flag: u64,
+}
+
+/// The idempotent flag's bit in [`Method::fingerprint_and_flag`].
+const IDEMPOTENT: u64 = 1 << 63;
+
+impl fmt::Debug for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Method")
+            .field("service", &self.service)
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("idempotent", &self.is_idempotent())
+            .field("fingerprint", &format_args!("{:#018x}", self.fingerprint()))
+            .finish()
+    }
 }
 
 impl Method {
@@ -99,8 +118,7 @@ impl Method {
             service,
             name,
             id: MethodId::of(service, name),
-            idempotent: false,
-            fingerprint: 0,
+            fingerprint_and_flag: 0,
         }
     }
 
@@ -110,11 +128,12 @@ impl Method {
     /// [`Error::SignatureMismatch`](crate::Error::SignatureMismatch), before decoding
     /// anything. `#[rpc::service]` computes it, once per method, from the argument and
     /// result types. 0, the value [`Method::new`] starts with, means "not given": no check.
-    /// The id does not change.
+    /// A fingerprint's top bit is always 0; it is cleared here. The id does not change.
     #[must_use]
     pub const fn with_fingerprint(self, fingerprint: u64) -> Method {
         Method {
-            fingerprint,
+            fingerprint_and_flag: (self.fingerprint_and_flag & IDEMPOTENT)
+                | (fingerprint & !IDEMPOTENT),
             ..self
         }
     }
@@ -122,7 +141,7 @@ impl Method {
     /// The signature fingerprint set by [`with_fingerprint`](Self::with_fingerprint); 0 when
     /// none was given.
     pub const fn fingerprint(&self) -> u64 {
-        self.fingerprint
+        self.fingerprint_and_flag & !IDEMPOTENT
     }
 
     /// This method, marked idempotent: running it twice has the effect of running it once,
@@ -132,7 +151,7 @@ impl Method {
     #[must_use]
     pub const fn idempotent(self) -> Method {
         Method {
-            idempotent: true,
+            fingerprint_and_flag: self.fingerprint_and_flag | IDEMPOTENT,
             ..self
         }
     }
@@ -140,7 +159,7 @@ impl Method {
     /// Whether the method is marked [`idempotent`](Self::idempotent); `false` for
     /// [`Method::new`].
     pub const fn is_idempotent(&self) -> bool {
-        self.idempotent
+        self.fingerprint_and_flag & IDEMPOTENT != 0
     }
 
     /// The service (trait) name.
@@ -196,6 +215,26 @@ mod tests {
         assert_eq!(MARKED.to_string(), "Store.get");
         // Marking twice is marking once.
         assert_eq!(MARKED.idempotent(), MARKED);
+    }
+
+    #[test]
+    fn fingerprint_and_flag_are_independent() {
+        const PLAIN: Method = Method::new("Store", "get");
+        let both = PLAIN.idempotent().with_fingerprint(0x7123_4567_89ab_cdef);
+        assert!(both.is_idempotent());
+        assert_eq!(both.fingerprint(), 0x7123_4567_89ab_cdef);
+        let other_order = PLAIN.with_fingerprint(0x7123_4567_89ab_cdef).idempotent();
+        assert_eq!(both, other_order);
+        // The top bit is never part of a fingerprint, and never sets the flag.
+        let top = PLAIN.with_fingerprint(u64::MAX);
+        assert!(!top.is_idempotent());
+        assert_eq!(top.fingerprint(), u64::MAX >> 1);
+        assert_eq!(std::mem::size_of::<Method>(), 48);
+        let debug = format!("{both:?}");
+        assert!(
+            debug.contains("idempotent: true") && debug.contains("0x712345"),
+            "{debug}"
+        );
     }
 
     #[test]

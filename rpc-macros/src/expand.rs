@@ -175,6 +175,7 @@ fn signature_tables(service: &Service<'_>) -> TokenStream {
     let generic = impl_generic();
     let signatures = service.methods.iter().map(signature_expr);
     let traced = Ident::new("__rpc_traced", Span::mixed_site());
+    let count = service.methods.len();
     let methods = service.methods.iter().enumerate().map(|(index, method)| {
         let method_const = method_const(service, method);
         quote! {
@@ -196,13 +197,14 @@ fn signature_tables(service: &Service<'_>) -> TokenStream {
                 SIGNATURES.get_or_init(|| ::std::vec![#(#signatures),*])
             }
 
-            /// Every method, in order, with its signature's fingerprint.
-            fn __rpc_methods() -> &'static [::rpc::Method] {
-                static METHODS: ::std::sync::OnceLock<::std::vec::Vec<::rpc::Method>> =
+            /// Every method, in order, with its signature's fingerprint. An array: a stub
+            /// indexes it with a constant, so no bounds check is left.
+            fn __rpc_methods() -> &'static [::rpc::Method; #count] {
+                static METHODS: ::std::sync::OnceLock<[::rpc::Method; #count]> =
                     ::std::sync::OnceLock::new();
                 METHODS.get_or_init(|| {
                     let #traced = Self::__rpc_signatures();
-                    ::std::vec![#(#methods),*]
+                    [#(#methods),*]
                 })
             }
         }
@@ -299,7 +301,7 @@ fn service_impl(service: &Service<'_>) -> TokenStream {
             }
 
             fn methods(&self) -> &'static [::rpc::Method] {
-                Self::__rpc_methods()
+                Self::__rpc_methods().as_slice()
             }
 
             fn signature(
@@ -538,7 +540,8 @@ mod tests {
             ":: rpc :: shape :: Signature :: builder (:: rpc :: shape :: MethodKind :: Unary) . arg :: < i64 > (\"a\") . arg :: < i64 > (\"b\") . result :: < i64 > () . build ()",
             ":: rpc :: shape :: Signature :: builder (:: rpc :: shape :: MethodKind :: Unary) . result :: < () > () . build ()",
             ":: rpc :: Method :: new (\"Calculator\" , \"add\") . with_fingerprint (:: rpc :: shape :: fingerprint :: of_traced (& __rpc_traced [0usize]))",
-            "fn methods (& self) -> & 'static [:: rpc :: Method] { Self :: __rpc_methods () }",
+            "fn methods (& self) -> & 'static [:: rpc :: Method] { Self :: __rpc_methods () . as_slice () }",
+            "fn __rpc_methods () -> & 'static [:: rpc :: Method ; 3usize]",
             "pub fn ping (& self) -> :: rpc :: Call < () , () >",
             "\" Calls [`Calculator::ping`] on the server.\"",
         ] {

@@ -10,8 +10,12 @@
 //! The high 32 bits hash the *arguments* half, the low 32 bits the *result* half, so a
 //! mismatch can say which side differs ([`Difference`]). Each half is FNV-1a 64 (offset
 //! basis `0xcbf29ce484222325`, prime `0x100000001b3`, over bytes) of the half's canonical
-//! bytes, folded to 32 bits as `(h >> 32) ^ (h & 0xffffffff)`. A fingerprint that comes out
-//! as 0 is sent as 1, as 0 means "not given" (the server skips the check).
+//! bytes, folded to 32 bits as `(h >> 32) ^ (h & 0xffffffff)`. The top bit of the whole
+//! (of the arguments half) is always 0: `fingerprint = ((args & 0x7fffffff) << 32) |
+//! result`. (An [`rpc::Method`](crate::Method) keeps its idempotent flag in that bit, which
+//! keeps it, and every call's futures, 8 bytes smaller: measurably fewer instructions per
+//! call.) A fingerprint that comes out as 0 is sent as 1, as 0 means "not given" (the
+//! server skips the check).
 //!
 //! - arguments half: the canonical bytes of the tuple of the arguments sent in the request
 //!   body (`Shape::Tuple`, no arguments: the empty tuple); for a method that takes a client
@@ -66,9 +70,9 @@ pub const fn fold(hash: u64) -> u32 {
     ((hash >> 32) ^ (hash & 0xffff_ffff)) as u32
 }
 
-/// The fingerprint made of two halves (0 becomes 1).
+/// The fingerprint made of two halves: the arguments half loses its top bit, and 0 becomes 1.
 pub const fn combine(args: u32, result: u32) -> u64 {
-    match ((args as u64) << 32) | result as u64 {
+    match (((args & 0x7fff_ffff) as u64) << 32) | result as u64 {
         0 => 1,
         fingerprint => fingerprint,
     }
@@ -324,7 +328,7 @@ mod tests {
         // (i64, i64): tuple tag, count 2, two i64 tags.
         assert_eq!(args_bytes(&sig), [0x14, 2, 0, 0, 0, 0x04, 0x04]);
         assert_eq!(result_bytes(&sig), [0x04]);
-        let expected = (u64::from(fold(fnv1a64(&[0x14, 2, 0, 0, 0, 4, 4]))) << 32)
+        let expected = (u64::from(fold(fnv1a64(&[0x14, 2, 0, 0, 0, 4, 4])) & 0x7fff_ffff) << 32)
             | u64::from(fold(fnv1a64(&[0x04])));
         assert_eq!(sig.fingerprint(), expected);
         let unsigned = unary(vec![Shape::U64, Shape::U64], Shape::I64, Registry::new());
@@ -433,5 +437,7 @@ mod tests {
     fn zero_is_never_a_fingerprint() {
         assert_eq!(combine(0, 0), 1);
         assert_eq!(combine(1, 2), (1 << 32) | 2);
+        assert_eq!(combine(u32::MAX, 5), 0x7fff_ffff_0000_0005);
+        assert_eq!(combine(0x8000_0000, 0), 1);
     }
 }
