@@ -492,7 +492,7 @@ fn fingerprint_of(args: &[u8], result: &[u8]) -> u64 {
         }
         (hash >> 32) ^ (hash & 0xffff_ffff)
     };
-    match (fold(args) << 32) | fold(result) {
+    match ((fold(args) & 0x7fff_ffff) << 32) | fold(result) {
         0 => 1,
         fingerprint => fingerprint,
     }
