@@ -194,6 +194,20 @@ impl ClientBuilder {
         self
     }
 
+    /// See [`ClientConfig::tls`]: TLS on every connection this client dials.
+    ///
+    /// ```no_run
+    /// # async fn demo(ca_pem: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = rpc::tls::ClientTls::from_pem(ca_pem)?;
+    /// let client = rpc::Client::builder().tls(tls).connect("calc.internal:7443").await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
     /// Connects to `endpoint`; the client redials it when the connection breaks. With
     /// [`lazy_connect`](Self::lazy_connect), returns at once and the first call dials.
     ///

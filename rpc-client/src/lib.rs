@@ -21,6 +21,7 @@
 //! | `retry` | the retry budget for calls that may have run |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
+//! | [`tls`] | TLS and mutual TLS on every dial (feature `tls`) |
 
 mod balance;
 pub mod call;
@@ -32,6 +33,8 @@ pub mod discover;
 pub mod endpoint;
 mod retry;
 mod slots;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use call::Call;
 pub use client::{Client, ClientBuilder};

@@ -9,6 +9,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::codec::CodecError;
+use crate::tls::TlsError;
 
 /// Why a call (or a connection) failed, from the framework's point of view.
 ///
@@ -109,6 +110,30 @@ pub enum Error {
     /// A local I/O failure.
     #[error("i/o error: {0}")]
     Io(#[source] Arc<io::Error>),
+    /// The TLS handshake with the server failed (or the server does not speak TLS); nothing
+    /// was sent.
+    #[error("TLS with {endpoint} failed: {source}")]
+    Tls {
+        /// What the client tried to reach.
+        endpoint: String,
+        /// Why, and what to fix.
+        #[source]
+        source: TlsError,
+    },
+    /// The server (an interceptor) refused the call before running it: the caller did not
+    /// say who it is, or its credentials are invalid or expired.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// What the server said.
+        reason: String,
+    },
+    /// The server (an interceptor) refused the call before running it: the caller is known
+    /// but may not do this.
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// What the server said.
+        reason: String,
+    },
 }
 
 impl From<io::Error> for Error {
@@ -131,6 +156,12 @@ pub enum ProtocolError {
         got: [u8; 4],
         /// The magic this protocol expects.
         expected: [u8; 4],
+    },
+    /// The first bytes were a TLS record: the peer speaks TLS and this side does not.
+    #[error("the peer speaks TLS (first bytes {got:02x?}) and this side does not: turn TLS on here too (rpc::tls), or connect the peer without it")]
+    PeerSpeaksTls {
+        /// The bytes received.
+        got: [u8; 4],
     },
     /// The peer speaks another version of the protocol.
     #[error("protocol version {theirs} is not supported (this side speaks {ours})")]
@@ -216,6 +247,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The peer cancelled the call or stream.
     Cancelled,
+    /// See [`Error::Unauthenticated`].
+    Unauthenticated,
+    /// See [`Error::PermissionDenied`].
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -230,6 +265,8 @@ impl ErrorCode {
             ErrorCode::ResponseUnencodable => 6,
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Cancelled => 8,
+            ErrorCode::Unauthenticated => 11,
+            ErrorCode::PermissionDenied => 12,
         }
     }
 
@@ -244,6 +281,8 @@ impl ErrorCode {
             6 => ErrorCode::ResponseUnencodable,
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Cancelled,
+            11 => ErrorCode::Unauthenticated,
+            12 => ErrorCode::PermissionDenied,
             _ => return None,
         })
     }
@@ -262,6 +301,8 @@ impl Error {
             Some(ErrorCode::Cancelled) => Error::Cancelled,
             Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
             Some(ErrorCode::ShuttingDown) => Error::Unavailable { reason: message },
+            Some(ErrorCode::Unauthenticated) => Error::Unauthenticated { reason: message },
+            Some(ErrorCode::PermissionDenied) => Error::PermissionDenied { reason: message },
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
         }
     }
@@ -279,13 +320,16 @@ impl Error {
             // so its caller must not take the call for unrun.
             Error::Unavailable { reason } => (ErrorCode::Overloaded, reason.clone()),
             Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
+            Error::Unauthenticated { reason } => (ErrorCode::Unauthenticated, reason.clone()),
+            Error::PermissionDenied { reason } => (ErrorCode::PermissionDenied, reason.clone()),
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }
 
     /// Whether the server may have run (some of) the call: `false` only when it surely did
-    /// not (the connection could not be opened, the server refused the call unrun, it has no
-    /// such method, the arguments did not decode, the request was too large to send). A
+    /// not (the connection could not be opened, its TLS handshake failed, the server refused
+    /// the call unrun, it has no such method, the arguments did not decode, an interceptor
+    /// refused it as unauthenticated or not permitted, the request was too large to send). A
     /// call that may have run is safe to send again only if the method is idempotent.
     ///
     /// ```
@@ -302,6 +346,9 @@ impl Error {
                 | Error::UnknownMethod { .. }
                 | Error::BadRequest { .. }
                 | Error::MessageTooLarge { .. }
+                | Error::Tls { .. }
+                | Error::Unauthenticated { .. }
+                | Error::PermissionDenied { .. }
         )
     }
 
@@ -328,6 +375,8 @@ mod tests {
             ErrorCode::ResponseUnencodable,
             ErrorCode::ShuttingDown,
             ErrorCode::Cancelled,
+            ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
         ];
         // Every code has its own number, and the number comes back as the same code.
         let numbers: std::collections::HashSet<u16> = all.iter().map(|c| c.to_u16()).collect();
@@ -335,6 +384,8 @@ mod tests {
         for code in all {
             assert_eq!(ErrorCode::from_u16(code.to_u16()), Some(code));
         }
+        assert_eq!(ErrorCode::Unauthenticated.to_u16(), 11);
+        assert_eq!(ErrorCode::PermissionDenied.to_u16(), 12);
         assert_eq!(ErrorCode::from_u16(0), None);
         assert_eq!(ErrorCode::from_u16(999), None);
     }
@@ -359,6 +410,24 @@ mod tests {
         assert!(!unrun.may_have_run());
         // Passed on by a handler, it is no longer "unrun": that handler ran.
         assert_eq!(unrun.to_wire().0, ErrorCode::Overloaded);
+    }
+
+    #[test]
+    fn refusals_by_an_interceptor_round_trip_and_never_ran() {
+        let m = crate::Method::new("S", "m");
+        for err in [
+            Error::Unauthenticated {
+                reason: "no token".into(),
+            },
+            Error::PermissionDenied {
+                reason: "read only".into(),
+            },
+        ] {
+            let (code, message) = err.to_wire();
+            let back = Error::from_remote(code.to_u16(), message, &m);
+            assert_eq!(back.to_string(), err.to_string());
+            assert!(!back.may_have_run(), "{back}");
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use rpc_core::preamble::server_handshake;
 use rpc_core::stream::StreamTable;
 use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
-use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
+use rpc_core::{Context, Error, MethodId, PeerAddr, PeerIdentity, ProtocolError, Transport};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -53,6 +53,8 @@ use crate::stats::{CallGuard, ConnectionGuard};
 pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     let _open = ConnectionGuard::new(shared.counters.clone());
     let peer = stream.peer();
+    // Verified by the TLS handshake, if any; shared by every call's context.
+    let identity = stream.peer_identity().map(Arc::new);
 
     // 1. The preamble, within its time limit.
     if let Err(err) = handshake(&mut stream, shared.config.preamble_timeout).await {
@@ -65,7 +67,7 @@ pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     // under load one thread can write replies while another reads and runs calls; this task
     // owns it, and dropping the connection aborts it.
     let (reader, writer) = stream.into_split();
-    let mut connection = Connection::new(reader, shared, peer.clone());
+    let mut connection = Connection::new(reader, shared, peer.clone(), identity);
     let wire = connection.wire.clone();
     let mut write = AbortOnDrop::spawn({
         let queue = wire.queue.clone();
@@ -133,6 +135,7 @@ struct Connection<R> {
     wire: Arc<Wire>,
     shared: Arc<Shared>,
     peer: PeerAddr,
+    identity: Option<Arc<PeerIdentity>>,
     /// Calls still pending after their first poll; dropping the connection drops them.
     calls: CallTable,
     drain: Drain,
@@ -144,7 +147,12 @@ struct Connection<R> {
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
-    fn new(reader: R, shared: Arc<Shared>, peer: PeerAddr) -> Self {
+    fn new(
+        reader: R,
+        shared: Arc<Shared>,
+        peer: PeerAddr,
+        identity: Option<Arc<PeerIdentity>>,
+    ) -> Self {
         let config = &shared.config;
         let wire = Arc::new(Wire {
             queue: Arc::new(WriteQueue::new(
@@ -158,6 +166,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             frames: FramedRead::new(reader, FrameDecoder::new(config.max_frame_len)),
             wire,
             peer,
+            identity,
             calls: CallTable::default(),
             drain: shared.shutdown.drain(),
             keepalive: Keepalive::new(config.keepalive_interval, config.keepalive_timeout),
@@ -361,7 +370,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             // A deadline too far to represent is no deadline (the peer chose the number).
             .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
-        let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
+        let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata)
+            .with_peer_identity(self.identity.clone());
         let reply = Reply::new(self.wire.clone(), id);
         let dispatch = route
             .service

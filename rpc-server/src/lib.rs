@@ -15,6 +15,7 @@
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `stats` | live counters: connections, calls in flight |
+//! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
 
 mod call;
 mod calls;
@@ -28,6 +29,8 @@ pub mod server;
 pub mod service;
 mod shutdown;
 mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use listener::MemoryConnector;

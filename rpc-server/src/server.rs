@@ -37,6 +37,8 @@ use crate::stats::Counters;
 pub struct ServerBuilder {
     router: Router,
     config: ServerConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl ServerBuilder {
@@ -151,6 +153,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Speaks TLS (or mutual TLS) on every connection the server accepts, from any listener;
+    /// a client that does not is dropped with a log line. The handshake runs in the
+    /// connection's task, within [`ServerConfig::preamble_timeout`]. Streams given to
+    /// [`Server::serve_transport`] are served as they are.
+    ///
+    /// ```no_run
+    /// # async fn demo(svc: impl rpc::Service) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = rpc::tls::ServerTls::from_pem_files("server.pem", "server.key")?;
+    /// let server = rpc::Server::builder().tls(tls).serve(svc).bind("0.0.0.0:7443").await?;
+    /// # let _ = server; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Listens on a TCP address (`"127.0.0.1:0"` picks a free port; see
     /// [`Server::local_addr`]).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
@@ -245,6 +264,8 @@ impl ServerBuilder {
                 counters: Arc::default(),
                 shutdown,
                 health,
+                #[cfg(feature = "tls")]
+                tls: self.tls,
             }),
             slots: Arc::new(slots),
         }
@@ -274,6 +295,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Signal,
     /// The health service's flags, shared with [`ServerHandle`].
     pub(crate) health: Arc<Health>,
+    /// TLS on every accepted connection.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -476,11 +500,31 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const DRAIN_SLACK: Duration = Duration::from_secs(1);
 
 async fn serve_accepted(stream: Accepted, shared: Arc<Shared>) {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = shared.tls.clone() {
+        return match stream {
+            Accepted::Tcp(s) => serve_tls(s, &tls, shared).await,
+            #[cfg(unix)]
+            Accepted::Unix(s) => serve_tls(s, &tls, shared).await,
+            Accepted::Memory(s) => serve_tls(s, &tls, shared).await,
+        };
+    }
     match stream {
         Accepted::Tcp(s) => connection::serve(s, shared).await,
         #[cfg(unix)]
         Accepted::Unix(s) => connection::serve(s, shared).await,
         Accepted::Memory(s) => connection::serve(s, shared).await,
+    }
+}
+
+/// The TLS handshake (in this connection's task, under the preamble timeout), then the
+/// connection.
+#[cfg(feature = "tls")]
+async fn serve_tls<T: Transport>(stream: T, tls: &crate::tls::ServerTls, shared: Arc<Shared>) {
+    let peer = stream.peer();
+    let limit = shared.config.preamble_timeout;
+    if let Some(stream) = tls.accept(stream, &peer, limit).await {
+        connection::serve(stream, shared).await;
     }
 }
 
