@@ -36,7 +36,7 @@ pub mod health;
 #[doc(inline)]
 pub use rpc_client::discover;
 #[doc(inline)]
-pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, Endpoint};
+pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, ClientInterceptor, Endpoint};
 #[doc(inline)]
 pub use rpc_core::error::ErrorCode;
 #[doc(inline)]
@@ -48,8 +48,13 @@ pub use rpc_core::{
 };
 #[doc(inline)]
 pub use rpc_server::{
-    Dispatch, MemoryConnector, Request, Server, ServerBuilder, ServerConfig, ServerHandle, Service,
+    Dispatch, Intercepted, MemoryConnector, Request, Server, ServerBuilder, ServerConfig,
+    ServerHandle, ServerInterceptor, Service,
 };
+
+/// The attribute that makes an `async fn` in an interceptor's `impl` object-safe: put
+/// `#[rpc::async_trait]` on `impl ServerInterceptor for ..` and `impl ClientInterceptor for ..`.
+pub use async_trait::async_trait;
 
 /// TLS and mutual TLS (feature `tls`), over rustls with the *ring* crypto provider.
 ///

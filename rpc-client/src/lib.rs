@@ -16,6 +16,7 @@
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`endpoint`] | [`Endpoint`]: where to connect (TCP address or name, Unix socket) |
 //! | [`discover`] | [`discover::Change`]s to a balanced client's endpoints; DNS re-resolution |
+//! | [`intercept`] | [`ClientInterceptor`]: metadata every call carries, calls refused locally |
 //! | `balance` | power of two choices over endpoints by calls in flight |
 //! | `channel` | one endpoint: its current connection, redial with backoff |
 //! | `retry` | the retry budget for calls that may have run |
@@ -31,6 +32,7 @@ pub mod config;
 mod connection;
 pub mod discover;
 pub mod endpoint;
+pub mod intercept;
 mod retry;
 mod slots;
 #[cfg(feature = "tls")]
@@ -40,3 +42,4 @@ pub use call::Call;
 pub use client::{Client, ClientBuilder};
 pub use config::ClientConfig;
 pub use endpoint::Endpoint;
+pub use intercept::ClientInterceptor;

@@ -12,6 +12,7 @@
 //! | `shutdown` | the shutdown signal, and each connection's drain and go-away |
 //! | `connection` | one connection: read requests, run handlers, write responses |
 //! | `calls` | one connection's calls in flight, by request id |
+//! | [`intercept`] | interceptors: async checks before a handler, server-wide or per service |
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `stats` | live counters: connections, calls in flight |
@@ -23,6 +24,7 @@ pub mod config;
 mod connection;
 mod health;
 mod idle;
+pub mod intercept;
 mod listener;
 mod router;
 pub mod server;
@@ -33,6 +35,7 @@ mod stats;
 pub mod tls;
 
 pub use config::ServerConfig;
+pub use intercept::{Intercepted, ServerInterceptor};
 pub use listener::MemoryConnector;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Dispatch, Request, Service};

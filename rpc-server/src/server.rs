@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::health::{Health, HealthService};
+use crate::intercept::ServerInterceptor;
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
 use crate::router::{Router, RunOn};
 use crate::service::Service;
@@ -39,6 +40,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
+    /// Server-wide, in the order added.
+    interceptors: Vec<Arc<dyn ServerInterceptor>>,
 }
 
 impl ServerBuilder {
@@ -78,6 +81,15 @@ impl ServerBuilder {
     pub fn serve_spawned<S: Service>(mut self, service: S) -> Self {
         refuse_reserved(&service);
         self.router.add(Arc::new(service), RunOn::OwnTask);
+        self
+    }
+
+    /// Runs `interceptor` before the handler of every call to every service (but the
+    /// built-in health service), whether the service was added before or after; several run
+    /// in the order added, before a service's own ([`Intercepted`](crate::Intercepted)).
+    /// See [`ServerInterceptor`].
+    pub fn interceptor(mut self, interceptor: impl ServerInterceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
         self
     }
 
@@ -250,6 +262,10 @@ impl ServerBuilder {
         let mut router = self.router;
         if router.is_empty() {
             tracing::warn!("server hosts no service: every call will fail with UnknownMethod; add one with .serve(..)");
+        }
+        // The first added must run first, so it is wrapped last (outermost).
+        for interceptor in self.interceptors.iter().rev() {
+            router.intercept_all(interceptor);
         }
         let shutdown = Signal::new();
         let health = Arc::new(Health::new(router.service_names(), shutdown.subscribe()));
