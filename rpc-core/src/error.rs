@@ -79,10 +79,13 @@ pub enum Error {
         /// What the server could not decode.
         reason: String,
     },
-    /// The handler panicked; the server kept serving other calls.
-    #[error("the handler panicked: {message}")]
+    /// The handler panicked; the server kept serving other calls. Its message stays in the
+    /// server's log, under the call id given here, unless the server is set to send it
+    /// (`expose_panic_messages`, for development).
+    #[error("handler panicked ({message})")]
     HandlerPanicked {
-        /// The panic payload, when it was a string.
+        /// `call id N; see the server log`, or the panic's own message from a server that
+        /// exposes it.
         message: String,
     },
     /// The server failed the call for a reason this client version does not know.
@@ -322,6 +325,15 @@ impl Error {
             Error::Cancelled => (ErrorCode::Cancelled, self.to_string()),
             Error::Unauthenticated { reason } => (ErrorCode::Unauthenticated, reason.clone()),
             Error::PermissionDenied { reason } => (ErrorCode::PermissionDenied, reason.clone()),
+            // This side's own failures name its files, hosts and addresses: they stay in its
+            // log, the peer learns what kind of failure it was.
+            Error::Io(_) | Error::Connect { .. } | Error::Tls { .. } => {
+                tracing::warn!(error = %self, "a call failed on a local error; the peer gets a summary, the details are here");
+                (
+                    ErrorCode::ResponseUnencodable,
+                    "the server failed on a local error (i/o, or reaching a service it depends on); the details are in its log".into(),
+                )
+            }
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }

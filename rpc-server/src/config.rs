@@ -60,6 +60,11 @@ pub struct ServerConfig {
     /// its calls are aborted. A connection held at `max_in_flight_per_connection` (the
     /// server itself stopped reading it) is never declared dead. Default: 20 s.
     pub keepalive_timeout: Duration,
+    /// Whether a handler's panic message is sent to its caller. Off, the caller learns only
+    /// that the handler panicked and the call id under which the server logged the message
+    /// (a panic message can carry whatever the handler held: a path, a query, a secret).
+    /// For development. Default: false.
+    pub expose_panic_messages: bool,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +81,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
             keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
+            expose_panic_messages: false,
         }
     }
 }

@@ -376,7 +376,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         let dispatch = route
             .service
             .call(Request::new(method, body, reply, context));
-        let mut call = CallTask::new(id, dispatch, deadline);
+        let mut call = CallTask::new(id, dispatch, deadline, config.expose_panic_messages);
         let running = match route.run {
             RunOn::Connection => {
                 // Most calls finish right here, costing no timer, no set entry, no wake-up

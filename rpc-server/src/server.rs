@@ -165,6 +165,12 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`ServerConfig::expose_panic_messages`].
+    pub fn expose_panic_messages(mut self, expose: bool) -> Self {
+        self.config.expose_panic_messages = expose;
+        self
+    }
+
     /// Speaks TLS (or mutual TLS) on every connection the server accepts, from any listener;
     /// a client that does not is dropped with a log line. The handshake runs in the
     /// connection's task, within [`ServerConfig::preamble_timeout`]. Streams given to
@@ -602,7 +608,8 @@ mod tests {
             .stream_window(8)
             .shutdown_grace(Duration::from_secs(9))
             .keepalive_interval(Some(Duration::from_secs(10)))
-            .keepalive_timeout(Duration::from_secs(11));
+            .keepalive_timeout(Duration::from_secs(11))
+            .expose_panic_messages(true);
         // Destructured without `..`: a new field fails to compile here until it has a setter
         // and a line in this test.
         let ServerConfig {
@@ -617,6 +624,7 @@ mod tests {
             shutdown_grace,
             keepalive_interval,
             keepalive_timeout,
+            expose_panic_messages,
         } = builder.config;
         assert_eq!(
             (max_frame_len, max_in_flight_per_connection, max_connections),
@@ -633,5 +641,6 @@ mod tests {
             (keepalive_interval, keepalive_timeout),
             (Some(Duration::from_secs(10)), Duration::from_secs(11))
         );
+        assert!(expose_panic_messages);
     }
 }
