@@ -73,6 +73,7 @@ impl Context {
 
     /// Adds the identity the peer proved with its certificate; the server does this for
     /// every call on a mutual-TLS connection.
+    #[inline]
     pub fn with_peer_identity(mut self, identity: Option<Arc<PeerIdentity>>) -> Self {
         self.identity = identity;
         self

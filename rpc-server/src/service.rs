@@ -273,7 +273,10 @@ impl Request {
 }
 
 /// The handler's future with the call's context current, behind the interceptors if there
-/// are any (without, exactly what it was before interceptors existed).
+/// are any (without, exactly what it was before interceptors existed). Always inlined:
+/// called, it moved the handler's future twice more, 180 instructions of `memcpy` per call
+/// (callgrind, `examples/inproc.rs` in rpc-bench).
+#[inline(always)]
 fn gated<F>(interceptors: Vec<Arc<dyn ServerInterceptor>>, context: Context, work: F) -> Dispatch
 where
     F: Future<Output = Result<(), Error>> + Send + 'static,
