@@ -22,7 +22,7 @@
 //! | `retry` | the retry budget for calls that may have run |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
-//! | [`tls`] | TLS and mutual TLS on every dial (feature `tls`) |
+//! | `tls` | TLS and mutual TLS on every dial (feature `tls`) |
 
 mod balance;
 pub mod call;

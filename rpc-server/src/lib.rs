@@ -16,7 +16,7 @@
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `stats` | live counters: connections, calls in flight |
-//! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
+//! | `tls` | TLS and mutual TLS on accepted connections (feature `tls`) |
 
 mod call;
 mod calls;
