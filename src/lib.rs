@@ -40,7 +40,7 @@ pub use rpc_core::shape;
 #[doc(inline)]
 pub use rpc_client::discover;
 #[doc(inline)]
-pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, Endpoint};
+pub use rpc_client::{Call, Client, ClientBuilder, ClientConfig, ClientInterceptor, Endpoint};
 #[doc(inline)]
 pub use rpc_core::error::ErrorCode;
 #[doc(inline)]
@@ -48,12 +48,41 @@ pub use rpc_core::error::SharedIoError;
 #[doc(inline)]
 pub use rpc_core::stream::Stream;
 #[doc(inline)]
-pub use rpc_core::{Context, Error, Metadata, Method, MethodId, PeerAddr, ProtocolError};
+pub use rpc_core::{
+    Context, Error, Extensions, Metadata, Method, MethodId, PeerAddr, PeerIdentity, ProtocolError,
+    TlsError,
+};
 #[doc(inline)]
 pub use rpc_server::{
-    Accounting, Dispatch, MemoryConnector, Overload, Request, Server, ServerBuilder, ServerConfig,
-    ServerHandle, Service,
+    Accounting, Dispatch, Intercepted, MemoryConnector, Overload, Request, Server, ServerBuilder,
+    ServerConfig, ServerHandle, ServerInterceptor, Service,
 };
+
+/// The attribute that makes an `async fn` in an interceptor's `impl` object-safe: put
+/// `#[rpc::async_trait]` on `impl ServerInterceptor for ..` and `impl ClientInterceptor for ..`.
+pub use async_trait::async_trait;
+
+/// TLS and mutual TLS (feature `tls`), over rustls with the *ring* crypto provider.
+///
+/// A server speaks TLS on every connection with `ServerBuilder::tls`; a client dials with
+/// it, every time it dials, with `ClientBuilder::tls`. Under mutual TLS a handler reads
+/// the caller's verified certificate through [`Context::peer_identity`]. A handshake that
+/// fails reaches the client as [`Error::Tls`], whose [`TlsError`] says what to fix, and the
+/// server logs it.
+pub mod tls {
+    #[cfg(feature = "tls")]
+    #[doc(inline)]
+    pub use rpc_client::tls::ClientTls;
+    #[doc(inline)]
+    pub use rpc_core::tls::{PeerIdentity, SubjectAltName, TlsError};
+    #[cfg(feature = "tls")]
+    #[doc(inline)]
+    pub use rpc_server::tls::ServerTls;
+    /// The rustls crate these types are built on, for `ServerTls::from_config` and
+    /// `ClientTls::from_config`.
+    #[cfg(feature = "tls")]
+    pub use rustls;
+}
 
 /// Lower-level pieces: frames, headers, transports, and the body encoding. Most users never
 /// need these; tools and tests that speak raw frames do.

@@ -126,7 +126,12 @@ fn rig() -> Rig {
 #[tokio::test]
 async fn a_panicking_handler_fails_its_call_and_the_server_keeps_serving() {
     let service = rig().service;
-    let server = start(rpc::Server::builder().serve(service.into_service())).await;
+    let server = start(
+        rpc::Server::builder()
+            .expose_panic_messages(true)
+            .serve(service.into_service()),
+    )
+    .await;
     let client = FlakyClient::new(support::connect_pinned(server.addr).await);
     let err = client.panics("boom".into()).await.expect_err("panicked");
     assert!(

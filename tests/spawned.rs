@@ -160,7 +160,12 @@ async fn a_blocking_handler_does_not_stall_the_other_calls_of_its_connection() {
 #[tokio::test]
 async fn a_spawned_handler_that_panics_fails_its_call_with_handler_panicked() {
     let (svc, _probes) = work();
-    let server = start(rpc::Server::builder().serve_spawned(svc.into_service())).await;
+    let server = start(
+        rpc::Server::builder()
+            .expose_panic_messages(true)
+            .serve_spawned(svc.into_service()),
+    )
+    .await;
     let client = WorkClient::new(support::connect_pinned(server.addr).await);
     let err = within("panicking call", client.panics())
         .await

@@ -99,7 +99,13 @@ async fn feed() -> (support::Running, FeedClient, FeedImpl) {
         produced: Arc::default(),
         dropped: Arc::new(Semaphore::new(0)),
     };
-    let server = start(rpc::Server::builder().serve(svc.clone().into_service())).await;
+    // A producer's panic message is checked on the client.
+    let server = start(
+        rpc::Server::builder()
+            .expose_panic_messages(true)
+            .serve(svc.clone().into_service()),
+    )
+    .await;
     let client = FeedClient::connect(server.addr).await.expect("connect");
     (server, client, svc)
 }

@@ -26,11 +26,15 @@ pub enum System {
     Tarpc,
     /// Hand-written tokio + LengthDelimitedCodec, no serialization.
     Floor,
+    /// This project over TLS (rustls, ring), to compare with `Rpc`: the same service and
+    /// client, with `ServerBuilder::tls` and `ClientBuilder::tls`. Measured for `pipe` and
+    /// `bulk` only.
+    RpcTls,
 }
 
 impl System {
     /// All systems, in table order.
-    pub const ALL: [System; 3] = [System::Rpc, System::Tarpc, System::Floor];
+    pub const ALL: [System; 4] = [System::Rpc, System::Tarpc, System::Floor, System::RpcTls];
 
     /// The name used on the command line and in tables.
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl System {
             System::Rpc => "rpc",
             System::Tarpc => "tarpc",
             System::Floor => "floor",
+            System::RpcTls => "rpc-tls",
         }
     }
 
@@ -137,6 +142,7 @@ pub fn server_main(system: System, balanced: Option<std::time::Duration>) {
                 Some(slow) => rpc_sys::serve_balanced(slow).await,
                 None => rpc_sys::serve().await,
             },
+            System::RpcTls => rpc_sys::serve_tls().await,
             System::Tarpc => tarpc_sys::serve().await,
             System::Floor => floor::serve().await,
         };

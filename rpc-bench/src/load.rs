@@ -142,6 +142,7 @@ pub fn client_main(system: System, workload: Workload, addr: SocketAddr, warm: f
             System::Rpc => run::<rpc_sys::BenchClient>(addr, workload, warm, secs).await,
             System::Tarpc => run::<tarpc_sys::TBenchClient>(addr, workload, warm, secs).await,
             System::Floor => run::<floor::FloorConn>(addr, workload, warm, secs).await,
+            System::RpcTls => run::<rpc_sys::TlsBenchClient>(addr, workload, warm, secs).await,
         }
     });
     match result {

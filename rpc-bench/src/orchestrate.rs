@@ -254,11 +254,25 @@ pub fn measure(system: System, workload: Workload, opts: &Options) -> Option<Sam
 /// Runs everything `opts` asks for and returns the markdown report.
 pub fn run(opts: &Options) -> String {
     let mut samples: Vec<(Workload, System, Sample)> = Vec::new();
+    if opts.systems.contains(&System::RpcTls) {
+        match crate::rpc_sys::prepare_tls() {
+            Ok(dir) => eprintln!("[rpc-tls] certificates in {}", dir.display()),
+            Err(err) => eprintln!("[rpc-tls] cannot make certificates: {err}"),
+        }
+    }
     for &workload in &opts.workloads {
+        // TLS is compared with plaintext where bytes dominate (bulk) and where calls do
+        // (pipe).
+        let systems: Vec<System> = opts
+            .systems
+            .iter()
+            .copied()
+            .filter(|&s| s != System::RpcTls || matches!(workload, Workload::Pipe | Workload::Bulk))
+            .collect();
         for rep in 0..opts.reps {
             // Interleave systems; rotate the order each repetition.
-            for k in 0..opts.systems.len() {
-                let system = opts.systems[(k + rep) % opts.systems.len()];
+            for k in 0..systems.len() {
+                let system = systems[(k + rep) % systems.len()];
                 eprint!(
                     "[{} rep {}/{}] {:<5} ... ",
                     workload.name(),
@@ -298,6 +312,7 @@ pub fn run(opts: &Options) -> String {
     let mem_results: Vec<(System, MemResult)> = if opts.mem {
         opts.systems
             .iter()
+            .filter(|&&system| system != System::RpcTls)
             .filter_map(|&system| {
                 eprintln!("[mem] {} ...", system.name());
                 let r = mem::measure(system);
@@ -432,11 +447,17 @@ fn report(
 /// The throughput table of the single-server workloads, their error counts and targets.
 fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut String) {
     let has = |s: System| opts.systems.contains(&s);
+    let tls = has(System::RpcTls);
     let _ = writeln!(
         *out,
-        "| workload | metric | rpc | tarpc | floor | rpc/tarpc | rpc/floor |"
+        "| workload | metric | rpc | tarpc | floor | rpc/tarpc | rpc/floor |{}",
+        if tls { " rpc-tls | rpc-tls/rpc |" } else { "" }
     );
-    let _ = writeln!(*out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        *out,
+        "|---|---|---|---|---|---|---|{}",
+        if tls { "---|---|" } else { "" }
+    );
     for &w in &opts.workloads {
         for (name, f) in metrics(w, opts.allocs) {
             let cell = |sys: System| -> (String, Option<f64>) {
@@ -455,16 +476,23 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
                 (Some(a), Some(b)) if b > 1e-6 => format!("{:.2}x", a / b),
                 _ => "-".into(),
             };
+            let tls_cells = if tls {
+                let (s, sv) = cell(System::RpcTls);
+                format!(" {s} | {} |", ratio(sv, rv))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 *out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |{}",
                 w.name(),
                 name,
                 r,
                 t,
                 fl,
                 ratio(rv, tv),
-                ratio(rv, fv)
+                ratio(rv, fv),
+                tls_cells
             );
         }
     }
@@ -494,7 +522,10 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
         "Every reply checked (errors and wrong replies counted from the start of warm-up): {}.\n",
         bad.join("; ")
     );
-    if opts.systems.len() == 3 {
+    if [System::Rpc, System::Tarpc, System::Floor]
+        .iter()
+        .all(|s| opts.systems.contains(s))
+    {
         let _ = writeln!(*out, "{}", targets(samples));
     }
 }

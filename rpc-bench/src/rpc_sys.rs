@@ -130,3 +130,97 @@ impl BenchConn for BenchClient {
         BenchClient::hold(self, ms).await.map_err(|e| e.to_string())
     }
 }
+
+/// Where the orchestrator leaves the `rpc-tls` system's certificates (`ca.pem`,
+/// `server.pem`, `server.key`), for the server and client processes it starts.
+pub const TLS_DIR_ENV: &str = "RPC_BENCH_TLS_DIR";
+
+/// Makes a CA and a certificate for `localhost` and 127.0.0.1 in a fresh directory, and
+/// points [`TLS_DIR_ENV`] at it for the processes this one starts.
+pub fn prepare_tls() -> Result<std::path::PathBuf, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let err = |e: rcgen::Error| e.to_string();
+    let dir = std::env::temp_dir().join(format!("rpc-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "rpc-bench CA");
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
+    for (name, pem) in [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), pem).map_err(|e| e.to_string())?;
+    }
+    std::env::set_var(TLS_DIR_ENV, &dir);
+    Ok(dir)
+}
+
+fn tls_file(name: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::var_os(TLS_DIR_ENV)
+        .ok_or_else(|| format!("{TLS_DIR_ENV} is not set (the orchestrator sets it)"))?;
+    Ok(std::path::Path::new(&dir).join(name))
+}
+
+/// [`serve`] over TLS.
+pub async fn serve_tls() -> Result<(), String> {
+    let tls = rpc::tls::ServerTls::from_pem_files(tls_file("server.pem")?, tls_file("server.key")?)
+        .map_err(|e| e.to_string())?;
+    let server = rpc::Server::builder()
+        .max_connections(30_000)
+        .tls(tls)
+        .serve(Impl.into_service())
+        .bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = server.local_addr().ok_or("no tcp address")?;
+    println!("PORT {}", addr.port());
+    server.run().await;
+    Ok(())
+}
+
+/// [`BenchClient`] over TLS.
+#[derive(Clone)]
+pub struct TlsBenchClient(BenchClient);
+
+/// The client's TLS settings, read once per process.
+fn client_tls() -> Result<rpc::tls::ClientTls, String> {
+    static TLS: std::sync::OnceLock<Result<rpc::tls::ClientTls, String>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        rpc::tls::ClientTls::from_pem_file(tls_file("ca.pem")?).map_err(|e| e.to_string())
+    })
+    .clone()
+}
+
+impl BenchConn for TlsBenchClient {
+    type Buf = ByteBuf;
+
+    async fn connect(addr: SocketAddr) -> Result<Self, String> {
+        let client = rpc::Client::builder()
+            .tls(client_tls()?)
+            .connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(TlsBenchClient(BenchClient::new(client)))
+    }
+
+    async fn add(&self, a: u64, b: u64) -> Result<u64, String> {
+        BenchConn::add(&self.0, a, b).await
+    }
+
+    async fn echo(&self, data: Vec<u8>) -> Result<ByteBuf, String> {
+        BenchConn::echo(&self.0, data).await
+    }
+
+    async fn hold(&self, ms: u64) -> Result<u64, String> {
+        BenchConn::hold(&self.0, ms).await
+    }
+}

@@ -633,6 +633,12 @@ where
 {
     /// Every attempt that is left, waiting where it must.
     async fn run(mut self) -> Result<Out, Error> {
+        if let Some(interceptor) = self.request.client.interceptor().cloned() {
+            let deadline = self.deadline();
+            let request = &mut self.request;
+            let prepared = interceptor.intercept(request.method, &mut request.metadata);
+            Deadline::new(prepared, deadline).await??;
+        }
         let mut restarts = 0;
         loop {
             let mut sent = match self.start().await {
@@ -660,7 +666,9 @@ where
     /// Whether this call can be sent without waiting. Streams always take the waiting path:
     /// their tasks and buffers cost more than the box.
     fn sends_now(&self) -> bool {
-        self.request.upload.is_none() && !self.request.streaming_response
+        self.request.upload.is_none()
+            && !self.request.streaming_response
+            && self.request.client.interceptor().is_none()
     }
 }
 

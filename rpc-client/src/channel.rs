@@ -258,7 +258,7 @@ async fn dial(endpoint: &Endpoint, config: &ClientConfig) -> Result<Connection, 
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|err| connect_error(endpoint, err))?;
-                Connection::start(stream, config).await
+                start(stream, endpoint, config).await
             }
             #[cfg(not(unix))]
             Endpoint::Unix(_) => Err(connect_error(
@@ -285,6 +285,21 @@ async fn start_tcp(
     stream
         .set_nodelay(true)
         .map_err(|err| connect_error(endpoint, err))?;
+    start(stream, endpoint, config).await
+}
+
+/// The connection over a freshly dialled stream: through TLS first if the client has it.
+async fn start<T: rpc_core::Transport>(
+    stream: T,
+    endpoint: &Endpoint,
+    config: &ClientConfig,
+) -> Result<Connection, Error> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        return tls.start(stream, endpoint, config).await;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = endpoint;
     Connection::start(stream, config).await
 }
 

@@ -18,6 +18,7 @@ use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::discover::Change;
 use crate::endpoint::Endpoint;
+use crate::intercept::{ClientInterceptor, Slot};
 use crate::retry::RetryBudget;
 
 /// A connection to a server, multiplexing any number of concurrent calls.
@@ -55,6 +56,8 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
+    /// Runs before every call; health checks of a balanced client skip it.
+    interceptor: Option<Arc<dyn ClientInterceptor>>,
     route: Route,
     budget: RetryBudget,
     /// Attempts beyond each call's first, since the client was made.
@@ -94,6 +97,7 @@ impl std::fmt::Debug for Client {
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder {
     config: ClientConfig,
+    interceptor: Slot,
 }
 
 impl ClientBuilder {
@@ -194,6 +198,27 @@ impl ClientBuilder {
         self
     }
 
+    /// See [`ClientConfig::tls`]: TLS on every connection this client dials.
+    ///
+    /// ```no_run
+    /// # async fn demo(ca_pem: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = rpc::tls::ClientTls::from_pem(ca_pem)?;
+    /// let client = rpc::Client::builder().tls(tls).connect("calc.internal:7443").await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Runs `interceptor` before every call this client makes (see [`ClientInterceptor`]);
+    /// replaces any set before.
+    pub fn interceptor(mut self, interceptor: impl ClientInterceptor) -> Self {
+        self.interceptor = Slot(Some(Arc::new(interceptor)));
+        self
+    }
+
     /// Connects to `endpoint`; the client redials it when the connection breaks. With
     /// [`lazy_connect`](Self::lazy_connect), returns at once and the first call dials.
     ///
@@ -206,7 +231,11 @@ impl ClientBuilder {
         } else {
             Channel::connect(endpoint, &self.config).await?
         };
-        Ok(Client::assemble(self.config, Route::One(Arc::new(channel))))
+        Ok(Client::assemble(
+            self.config,
+            self.interceptor.0,
+            Route::One(Arc::new(channel)),
+        ))
     }
 
     /// A client over several endpoints, each call going to the less loaded of two picked
@@ -222,7 +251,7 @@ impl ClientBuilder {
     pub fn balance<E: Into<Endpoint>>(self, endpoints: impl IntoIterator<Item = E>) -> Client {
         let endpoints = endpoints.into_iter().map(Into::into).collect();
         let balancer = Balancer::fixed(endpoints, self.config.clone());
-        Client::assemble(self.config, Route::Balanced(balancer))
+        Client::assemble(self.config, self.interceptor.0, Route::Balanced(balancer))
     }
 
     /// A client over the endpoints `changes` inserts and removes: [`crate::discover::dns`],
@@ -246,7 +275,7 @@ impl ClientBuilder {
         S: Stream<Item = Change> + Send + 'static,
     {
         let balancer = Balancer::discovered(changes, self.config.clone());
-        Client::assemble(self.config, Route::Balanced(balancer))
+        Client::assemble(self.config, self.interceptor.0, Route::Balanced(balancer))
     }
 
     /// Uses an already-open stream (for example an in-memory pipe). Such a client cannot
@@ -254,7 +283,11 @@ impl ClientBuilder {
     pub async fn connect_transport<T: Transport>(self, stream: T) -> Result<Client, Error> {
         let connection = start_transport(stream, &self.config).await?;
         let channel = Channel::new(None, &self.config, Some(connection));
-        Ok(Client::assemble(self.config, Route::One(Arc::new(channel))))
+        Ok(Client::assemble(
+            self.config,
+            self.interceptor.0,
+            Route::One(Arc::new(channel)),
+        ))
     }
 }
 
@@ -274,14 +307,19 @@ impl Client {
 
     /// A client that sends every call to one member of a balanced set (its health checks).
     pub(crate) fn pinned(channel: Arc<Channel>, config: ClientConfig) -> Client {
-        Client::assemble(config, Route::One(channel))
+        Client::assemble(config, None, Route::One(channel))
     }
 
-    fn assemble(config: ClientConfig, route: Route) -> Client {
+    fn assemble(
+        config: ClientConfig,
+        interceptor: Option<Arc<dyn ClientInterceptor>>,
+        route: Route,
+    ) -> Client {
         let budget = RetryBudget::new(config.retry_ratio, config.retry_min_per_sec);
         Client {
             inner: Arc::new(Inner {
                 config,
+                interceptor,
                 route,
                 budget,
                 retries: AtomicU64::new(0),
@@ -367,6 +405,12 @@ impl Client {
     /// Counts one attempt beyond a call's first.
     pub(crate) fn count_retry(&self) {
         self.inner.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The interceptor every call runs first, if any.
+    #[inline]
+    pub(crate) fn interceptor(&self) -> Option<&Arc<dyn ClientInterceptor>> {
+        self.inner.interceptor.as_ref()
     }
 
     /// The budget that limits retries of calls that may have run.

@@ -74,6 +74,10 @@ pub struct ClientConfig {
     /// declared dead: every call waiting on the connection fails at once with
     /// `Error::ConnectionClosed`, and the next call redials. Default: 20 s.
     pub keepalive_timeout: Duration,
+    /// TLS on every dial: the first, every redial, every endpoint of a balanced client (see
+    /// [`ClientTls`](crate::tls::ClientTls)). `None` speaks plaintext. Default: `None`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -94,6 +98,8 @@ impl Default for ClientConfig {
             health_check_interval: Some(Duration::from_secs(5)),
             keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
             keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

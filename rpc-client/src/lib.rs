@@ -16,11 +16,13 @@
 //! | [`config`] | limits and timeouts, each with its default |
 //! | [`endpoint`] | [`Endpoint`]: where to connect (TCP address or name, Unix socket) |
 //! | [`discover`] | [`discover::Change`]s to a balanced client's endpoints; DNS re-resolution |
+//! | [`intercept`] | [`ClientInterceptor`]: metadata every call carries, calls refused locally |
 //! | `balance` | power of two choices over endpoints by calls in flight |
 //! | `channel` | one endpoint: its current connection, redial with backoff |
 //! | `retry` | the retry budget for calls that may have run |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
+//! | `tls` | TLS and mutual TLS on every dial (feature `tls`) |
 
 mod balance;
 pub mod call;
@@ -30,10 +32,14 @@ pub mod config;
 mod connection;
 pub mod discover;
 pub mod endpoint;
+pub mod intercept;
 mod retry;
 mod slots;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use call::Call;
 pub use client::{Client, ClientBuilder};
 pub use config::ClientConfig;
 pub use endpoint::Endpoint;
+pub use intercept::ClientInterceptor;

@@ -10,14 +10,17 @@
 //! any other spawner (a `JoinSet`, a `LocalSet`).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::futures::TaskLocalFuture;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::method::Method;
+use crate::tls::PeerIdentity;
 use crate::transport::PeerAddr;
 
 tokio::task_local! {
@@ -43,6 +46,9 @@ pub struct Context {
     deadline: Option<Instant>,
     peer: PeerAddr,
     metadata: Metadata,
+    /// Shared by every call of the connection.
+    identity: Option<Arc<PeerIdentity>>,
+    extensions: Extensions,
 }
 
 impl Context {
@@ -60,7 +66,17 @@ impl Context {
             deadline,
             peer,
             metadata,
+            identity: None,
+            extensions: Extensions::default(),
         }
+    }
+
+    /// Adds the identity the peer proved with its certificate; the server does this for
+    /// every call on a mutual-TLS connection.
+    #[inline]
+    pub fn with_peer_identity(mut self, identity: Option<Arc<PeerIdentity>>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// A copy of the context of the call being served, or `None` outside a handler.
@@ -153,6 +169,32 @@ impl Context {
     /// The metadata sent with the call.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Who the caller proved to be with its TLS certificate: `Some` only on a server that
+    /// requires client certificates (mutual TLS; see `rpc::tls`), whose handshake verified
+    /// the certificate against the CA the server trusts.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
+    }
+
+    /// Values an interceptor left for the handler (the authenticated user, say).
+    ///
+    /// ```
+    /// # #[derive(Debug, PartialEq)] struct User(String);
+    /// # let mut ctx = rpc::Context::new(1, rpc::Method::new("S", "m"), None, rpc::PeerAddr::Memory, rpc::Metadata::new());
+    /// // In an interceptor:
+    /// ctx.extensions_mut().insert(User("ada".into()));
+    /// // In the handler, through `Context::current()`:
+    /// assert_eq!(ctx.extensions().get::<User>(), Some(&User("ada".into())));
+    /// ```
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The values for the handler, to add to (see [`extensions`](Self::extensions)).
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
     }
 }
 

@@ -9,6 +9,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::codec::CodecError;
+use crate::tls::TlsError;
 
 /// Why a call (or a connection) failed, from the framework's point of view.
 ///
@@ -95,10 +96,13 @@ pub enum Error {
         /// never decoded or run.
         detail: String,
     },
-    /// The handler panicked; the server kept serving other calls.
-    #[error("the handler panicked: {message}")]
+    /// The handler panicked; the server kept serving other calls. Its message stays in the
+    /// server's log, under the call id given here, unless the server is set to send it
+    /// (`expose_panic_messages`, for development).
+    #[error("handler panicked ({message})")]
     HandlerPanicked {
-        /// The panic payload, when it was a string.
+        /// `call id N; see the server log`, or the panic's own message from a server that
+        /// exposes it.
         message: String,
     },
     /// The server failed the call for a reason this client version does not know.
@@ -130,6 +134,30 @@ pub enum Error {
     /// A local I/O failure; [`source`](std::error::Error::source) is the [`io::Error`].
     #[error("i/o error: {0}")]
     Io(#[source] SharedIoError),
+    /// The TLS handshake with the server failed (or the server does not speak TLS); nothing
+    /// was sent.
+    #[error("TLS with {endpoint} failed: {source}")]
+    Tls {
+        /// What the client tried to reach.
+        endpoint: String,
+        /// Why, and what to fix.
+        #[source]
+        source: TlsError,
+    },
+    /// The server (an interceptor) refused the call before running it: the caller did not
+    /// say who it is, or its credentials are invalid or expired.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// What the server said.
+        reason: String,
+    },
+    /// The server (an interceptor) refused the call before running it: the caller is known
+    /// but may not do this.
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// What the server said.
+        reason: String,
+    },
 }
 
 impl From<io::Error> for Error {
@@ -204,6 +232,12 @@ pub enum ProtocolError {
         got: [u8; 4],
         /// The magic this protocol expects.
         expected: [u8; 4],
+    },
+    /// The first bytes were a TLS record: the peer speaks TLS and this side does not.
+    #[error("the peer speaks TLS (first bytes {got:02x?}) and this side does not: turn TLS on here too (rpc::tls), or connect the peer without it")]
+    PeerSpeaksTls {
+        /// The bytes received.
+        got: [u8; 4],
     },
     /// The peer speaks another version of the protocol.
     #[error("protocol version {theirs} is not supported (this side speaks {ours})")]
@@ -299,6 +333,10 @@ pub enum ErrorCode {
     /// See [`Error::SignatureMismatch`]: the request's signature fingerprint differs from
     /// the server's; the call was not decoded or run.
     SignatureMismatch,
+    /// See [`Error::Unauthenticated`].
+    Unauthenticated,
+    /// See [`Error::PermissionDenied`].
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -315,6 +353,8 @@ impl ErrorCode {
             ErrorCode::Cancelled => 8,
             ErrorCode::MessageTooLarge => 9,
             ErrorCode::SignatureMismatch => 10,
+            ErrorCode::Unauthenticated => 11,
+            ErrorCode::PermissionDenied => 12,
         }
     }
 
@@ -331,6 +371,8 @@ impl ErrorCode {
             8 => ErrorCode::Cancelled,
             9 => ErrorCode::MessageTooLarge,
             10 => ErrorCode::SignatureMismatch,
+            11 => ErrorCode::Unauthenticated,
+            12 => ErrorCode::PermissionDenied,
             _ => return None,
         })
     }
@@ -358,6 +400,8 @@ impl Error {
                 method: method.to_string(),
                 detail: message,
             },
+            Some(ErrorCode::Unauthenticated) => Error::Unauthenticated { reason: message },
+            Some(ErrorCode::PermissionDenied) => Error::PermissionDenied { reason: message },
             Some(ErrorCode::ResponseUnencodable) | None => Error::Server { code, message },
         }
     }
@@ -381,16 +425,29 @@ impl Error {
             other @ Error::SignatureMismatch { .. } => {
                 (ErrorCode::ResponseUnencodable, other.to_string())
             }
+            Error::Unauthenticated { reason } => (ErrorCode::Unauthenticated, reason.clone()),
+            Error::PermissionDenied { reason } => (ErrorCode::PermissionDenied, reason.clone()),
+            // This side's own failures name its files, hosts and addresses: they stay in its
+            // log, the peer learns what kind of failure it was.
+            Error::Io(_) | Error::Connect { .. } | Error::Tls { .. } => {
+                tracing::warn!(error = %self, "a call failed on a local error; the peer gets a summary, the details are here");
+                (
+                    ErrorCode::ResponseUnencodable,
+                    "the server failed on a local error (i/o, or reaching a service it depends on); the details are in its log".into(),
+                )
+            }
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
         }
     }
 
     /// Whether the server may have run (some of) the call: `false` only when it surely did
-    /// not (the connection could not be opened, the server refused the call unrun, it has no
-    /// such method, the signatures differ, the arguments did not decode). A call that may
-    /// have run is safe to send again only if the method is idempotent. ([`Error::MessageTooLarge`] counts as "may have run": a reply or a stream
-    /// item over the limit comes from a handler that ran; sending the same message again would
-    /// fail the same way anyway.)
+    /// not (the connection could not be opened, its TLS handshake failed, the server refused
+    /// the call unrun, it has no such method, the signatures differ, the arguments did not
+    /// decode, an interceptor refused it as unauthenticated or not permitted). A call that
+    /// may have run is safe to send again only if the method is idempotent.
+    /// ([`Error::MessageTooLarge`] counts as "may have run": a reply or a stream item over
+    /// the limit comes from a handler that ran; sending the same message again would fail the
+    /// same way anyway.)
     ///
     /// ```
     /// let lost = rpc::Error::closed("peer reset");
@@ -406,6 +463,9 @@ impl Error {
                 | Error::UnknownMethod { .. }
                 | Error::SignatureMismatch { .. }
                 | Error::BadRequest { .. }
+                | Error::Tls { .. }
+                | Error::Unauthenticated { .. }
+                | Error::PermissionDenied { .. }
         )
     }
 
@@ -480,6 +540,8 @@ mod tests {
             ErrorCode::Cancelled,
             ErrorCode::MessageTooLarge,
             ErrorCode::SignatureMismatch,
+            ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
         ];
         // Every code has its own number, and the number comes back as the same code.
         let numbers: std::collections::HashSet<u16> = all.iter().map(|c| c.to_u16()).collect();
@@ -488,6 +550,8 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(code.to_u16()), Some(code));
         }
         assert_eq!(ErrorCode::SignatureMismatch.to_u16(), 10);
+        assert_eq!(ErrorCode::Unauthenticated.to_u16(), 11);
+        assert_eq!(ErrorCode::PermissionDenied.to_u16(), 12);
         assert_eq!(ErrorCode::from_u16(0), None);
         assert_eq!(ErrorCode::from_u16(999), None);
     }
@@ -627,6 +691,24 @@ mod tests {
         let protocol =
             Error::connection_lost(ProtocolError::UnexpectedMessage { kind: "x" }.into());
         assert!(std::error::Error::source(&protocol).is_none());
+    }
+
+    #[test]
+    fn refusals_by_an_interceptor_round_trip_and_never_ran() {
+        let m = crate::Method::new("S", "m");
+        for err in [
+            Error::Unauthenticated {
+                reason: "no token".into(),
+            },
+            Error::PermissionDenied {
+                reason: "read only".into(),
+            },
+        ] {
+            let (code, message) = err.to_wire();
+            let back = Error::from_remote(code.to_u16(), message, &m);
+            assert_eq!(back.to_string(), err.to_string());
+            assert!(!back.may_have_run(), "{back}");
+        }
     }
 
     #[test]

@@ -32,7 +32,9 @@
 //! | [`task`] | tasks owned by a handle that aborts them when dropped |
 //! | [`sync`] | the poison-tolerant lock every shared table uses |
 //! | [`context`] | [`Context`], the per-call data a handler reads without extra parameters |
-//! | [`transport`] | byte streams a connection runs over: TCP, Unix sockets, in-memory pipes |
+//! | [`transport`] | byte streams a connection runs over: TCP, Unix sockets, in-memory pipes, TLS |
+//! | [`tls`] | the peer's verified certificate identity, and why a TLS handshake failed |
+//! | [`extensions`] | typed values an interceptor leaves in a call's [`Context`] for its handler |
 //! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
 
 pub mod budget;
@@ -40,6 +42,7 @@ pub mod codec;
 pub mod context;
 pub mod deadline;
 pub mod error;
+pub mod extensions;
 pub mod frame;
 pub mod health;
 pub mod ids;
@@ -53,12 +56,15 @@ pub mod shape;
 pub mod stream;
 pub mod sync;
 pub mod task;
+pub mod tls;
 pub mod transport;
 pub mod writer;
 
 pub use codec::{Bincode, Codec, CodecError};
 pub use context::Context;
 pub use error::{Error, ProtocolError};
+pub use extensions::Extensions;
 pub use metadata::Metadata;
 pub use method::{Method, MethodId};
+pub use tls::{PeerIdentity, TlsError};
 pub use transport::{PeerAddr, Transport};

@@ -30,6 +30,11 @@ fn encode(version: u16, tail: u16) -> [u8; 8] {
 async fn read_magic<S: AsyncRead + Unpin>(io: &mut S) -> Result<(), Error> {
     let mut magic = [0u8; 4];
     io.read_exact(&mut magic).await?;
+    // A TLS record: handshake (a client's hello) or alert (a TLS server refusing this
+    // plaintext), then major version 3.
+    if matches!(magic, [0x15 | 0x16, 0x03, ..]) {
+        return Err(ProtocolError::PeerSpeaksTls { got: magic }.into());
+    }
     if magic != MAGIC {
         return Err(ProtocolError::BadMagic {
             got: magic,
@@ -105,6 +110,31 @@ mod tests {
         assert!(matches!(
             err,
             Error::Protocol(ProtocolError::BadMagic { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_tls_hello_or_alert_is_named_as_tls() {
+        // A TLS client's hello on a plaintext server.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0x16, 0x03, 0x01, 0x00, 0xF4])
+            .await
+            .expect("write");
+        let err = server_handshake(&mut b).await.expect_err("tls hello");
+        assert!(matches!(
+            err,
+            Error::Protocol(ProtocolError::PeerSpeaksTls { .. })
+        ));
+        assert!(err.to_string().contains("turn TLS on"), "{err}");
+        // A TLS server's alert answering a plaintext client.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        b.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32])
+            .await
+            .expect("write");
+        let err = client_handshake(&mut a).await.expect_err("tls alert");
+        assert!(matches!(
+            err,
+            Error::Protocol(ProtocolError::PeerSpeaksTls { .. })
         ));
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A [`Transport`] is any bidirectional stream that can be split into a read half and a write
 //! half that work independently. Implemented for TCP, Unix domain sockets and tokio's
-//! in-memory [`DuplexStream`] (handy in tests: no sockets, no ports).
+//! in-memory [`DuplexStream`] (handy in tests: no sockets, no ports); with the `tls` feature,
+//! for the TLS streams of `tokio-rustls` over any of them (see [`crate::tls`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,6 +24,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
 
     /// Who is on the other end, for logs and [`Context::peer`](crate::Context::peer).
     fn peer(&self) -> PeerAddr;
+
+    /// The identity the peer proved with a certificate, on a TLS stream whose peer sent one
+    /// (the client's under mutual TLS); `None` on every other transport.
+    fn peer_identity(&self) -> Option<crate::tls::PeerIdentity> {
+        None
+    }
 }
 
 /// The address of the other end of a connection.

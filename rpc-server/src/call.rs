@@ -35,15 +35,23 @@ pub(crate) struct CallTask {
     /// Counts the call as in flight, and holds its bytes against the budgets; set only if
     /// it does not finish in its first poll.
     held: Option<(CallGuard, Charge)>,
+    /// Whether a panic's message goes to the caller (`ServerConfig::expose_panic_messages`).
+    expose_panics: bool,
 }
 
 impl CallTask {
-    pub(crate) fn new(id: u64, dispatch: Dispatch, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        dispatch: Dispatch,
+        deadline: Option<Instant>,
+        expose_panics: bool,
+    ) -> Self {
         CallTask {
             id,
             handler: AssertUnwindSafe(dispatch).catch_unwind(),
             timer: Timer::new(deadline),
             held: None,
+            expose_panics,
         }
     }
 
@@ -63,11 +71,7 @@ impl Future for CallTask {
         let failure = match Pin::new(&mut this.handler).poll(cx) {
             Poll::Ready(Ok(Ok(()))) => None,
             Poll::Ready(Ok(Err(err))) => Some(err),
-            Poll::Ready(Err(panic)) => {
-                let message = panic_message(&*panic);
-                tracing::error!(request_id = this.id, panic = %message, "handler panicked; the caller gets HandlerPanicked and the server keeps serving");
-                Some(Error::HandlerPanicked { message })
-            }
+            Poll::Ready(Err(panic)) => Some(panicked(this.id, &*panic, this.expose_panics)),
             Poll::Pending => {
                 std::task::ready!(this.timer.poll_expired(cx));
                 // The handler is dropped with this task: its work stops here.
@@ -103,6 +107,7 @@ impl Future for Running {
 /// task, in its [`CallTask`].
 pub(crate) struct SpawnedCall {
     id: u64,
+    expose_panics: bool,
     task: AbortOnDrop<(u64, Option<Error>)>,
 }
 
@@ -111,6 +116,7 @@ impl SpawnedCall {
     pub(crate) fn spawn(call: CallTask) -> Self {
         SpawnedCall {
             id: call.id,
+            expose_panics: call.expose_panics,
             task: AbortOnDrop::spawn(call),
         }
     }
@@ -120,18 +126,30 @@ impl Future for SpawnedCall {
     type Output = (u64, Option<Error>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let id = self.id;
+        let (id, expose_panics) = (self.id, self.expose_panics);
         let failure = match std::task::ready!(Pin::new(&mut self.task).poll(cx)) {
             Ok(done) => return Poll::Ready(done),
             // The handler's panics are caught inside the task; this is a panic outside it.
-            Err(join) if join.is_panic() => Error::HandlerPanicked {
-                message: panic_message(&*join.into_panic()),
-            },
+            Err(join) if join.is_panic() => panicked(id, &*join.into_panic(), expose_panics),
             // Only the runtime shutting down cancels the task while this handle holds it.
             Err(_) => Error::closed("the call's task was cancelled: the runtime is shutting down"),
         };
         Poll::Ready((id, Some(failure)))
     }
+}
+
+/// Logs the panic of call `id` with its message, and makes the error its caller gets: the
+/// message only if the server exposes them, else the call id to find it in the log (a panic
+/// message can carry anything the handler held: a path, a query, a secret).
+fn panicked(id: u64, payload: &(dyn Any + Send), expose: bool) -> Error {
+    let message = panic_message(payload);
+    tracing::error!(call_id = id, panic = %message, "handler panicked; the caller gets HandlerPanicked and the server keeps serving");
+    let message = if expose {
+        message
+    } else {
+        format!("call id {id}; see the server log")
+    };
+    Error::HandlerPanicked { message }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

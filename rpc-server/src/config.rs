@@ -86,6 +86,11 @@ pub struct ServerConfig {
     /// arguments and results (see `rpc::reflection`). Turned off, calls to it fail with
     /// `UnknownMethod`. Default: on.
     pub reflection: bool,
+    /// Whether a handler's panic message is sent to its caller. Off, the caller learns only
+    /// that the handler panicked and the call id under which the server logged the message
+    /// (a panic message can carry whatever the handler held: a path, a query, a secret).
+    /// For development. Default: false.
+    pub expose_panic_messages: bool,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +113,7 @@ impl Default for ServerConfig {
             keepalive_interval: Some(rpc_core::keepalive::DEFAULT_INTERVAL),
             keepalive_timeout: rpc_core::keepalive::DEFAULT_TIMEOUT,
             reflection: true,
+            expose_panic_messages: false,
         }
     }
 }

@@ -37,7 +37,7 @@ use rpc_core::shape::fingerprint::Difference;
 use rpc_core::stream::StreamTable;
 use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
-use rpc_core::{Context, Error, MethodId, PeerAddr, ProtocolError, Transport};
+use rpc_core::{Context, Error, MethodId, PeerAddr, PeerIdentity, ProtocolError, Transport};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -57,6 +57,8 @@ use crate::stats::{CallGuard, ConnectionGuard};
 pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     let _open = ConnectionGuard::new(shared.counters.clone());
     let peer = stream.peer();
+    // Verified by the TLS handshake, if any; shared by every call's context.
+    let identity = stream.peer_identity().map(Arc::new);
 
     // 1. The preamble, within its time limit.
     if let Err(err) = handshake(&mut stream, shared.config.preamble_timeout).await {
@@ -69,7 +71,7 @@ pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     // under load one thread can write replies while another reads and runs calls; this task
     // owns it, and dropping the connection aborts it.
     let (reader, writer) = stream.into_split();
-    let mut connection = Connection::new(reader, shared, peer.clone());
+    let mut connection = Connection::new(reader, shared, peer.clone(), identity);
     let wire = connection.wire.clone();
     let mut write = AbortOnDrop::spawn({
         let queue = wire.queue.clone();
@@ -137,6 +139,7 @@ struct Connection<R> {
     wire: Arc<Wire>,
     shared: Arc<Shared>,
     peer: PeerAddr,
+    identity: Option<Arc<PeerIdentity>>,
     /// Calls still pending after their first poll; dropping the connection drops them.
     calls: CallTable,
     /// Requests waiting for a call to end.
@@ -152,7 +155,12 @@ struct Connection<R> {
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
-    fn new(reader: R, shared: Arc<Shared>, peer: PeerAddr) -> Self {
+    fn new(
+        reader: R,
+        shared: Arc<Shared>,
+        peer: PeerAddr,
+        identity: Option<Arc<PeerIdentity>>,
+    ) -> Self {
         let config = &shared.config;
         let wire = Arc::new(Wire {
             queue: Arc::new(
@@ -176,6 +184,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             ),
             wire,
             peer,
+            identity,
             calls: CallTable::default(),
             parked: ParkedQueue::new(shared.counters.clone()),
             account: Account::new(
@@ -451,7 +460,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
         let run = route.run;
-        let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata);
+        let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata)
+            .with_peer_identity(self.identity.clone());
         let reply = Reply::new(self.wire.clone(), id);
         let opened = self.wire.streams.inbound_opened();
         let dispatch = route
@@ -555,7 +565,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         charge: ToCharge,
         cx: &mut TaskContext<'_>,
     ) {
-        let mut call = CallTask::new(id, dispatch, deadline);
+        let mut call = CallTask::new(
+            id,
+            dispatch,
+            deadline,
+            self.shared.config.expose_panic_messages,
+        );
         if run == RunOn::Connection {
             // Most calls finish right here, costing no timer, no set entry, no wake-up, no
             // charge and no count in the in-flight figure.

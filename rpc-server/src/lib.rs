@@ -13,10 +13,12 @@
 //! | `shutdown` | the shutdown signal, and each connection's drain and go-away |
 //! | `connection` | one connection: read requests, run handlers, write responses |
 //! | `calls` | one connection's calls in flight, by request id |
+//! | [`intercept`] | interceptors: async checks before a handler, server-wide or per service |
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `admission` | which requests run now, wait, or are refused: in-flight limit, stream cap, memory budgets |
 //! | `stats` | live counters and the memory accounting: connections, calls in flight, bytes held |
+//! | `tls` | TLS and mutual TLS on accepted connections (feature `tls`) |
 
 mod admission;
 mod call;
@@ -25,6 +27,7 @@ pub mod config;
 mod connection;
 mod health;
 mod idle;
+pub mod intercept;
 mod listener;
 mod reflection;
 mod router;
@@ -32,9 +35,12 @@ pub mod server;
 pub mod service;
 mod shutdown;
 mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use admission::Overload;
 pub use config::ServerConfig;
+pub use intercept::{Intercepted, ServerInterceptor};
 pub use listener::MemoryConnector;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{Dispatch, Request, Service};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use rpc_core::ids::IdMap;
 use rpc_core::{Method, MethodId};
 
+use crate::intercept::{Intercepted, ServerInterceptor};
 use crate::service::Service;
 
 /// Method id to service, built once when the server is configured.
@@ -59,6 +60,17 @@ impl Router {
                     existing.method
                 );
             }
+        }
+    }
+
+    /// Puts every route's service behind `interceptor` (outside any interceptor already
+    /// there: this one runs first).
+    pub(crate) fn intercept_all(&mut self, interceptor: &Arc<dyn ServerInterceptor>) {
+        for route in self.routes.values_mut() {
+            route.service = Arc::new(Intercepted::shared(
+                route.service.clone(),
+                interceptor.clone(),
+            ));
         }
     }
 

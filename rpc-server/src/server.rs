@@ -17,6 +17,7 @@ use crate::admission::Overload;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::health::{Health, HealthService};
+use crate::intercept::ServerInterceptor;
 use crate::listener::{Accepted, Listener, MemoryConnector, MEMORY_BACKLOG};
 use crate::reflection::{Catalog, ReflectionService};
 use crate::router::{Router, RunOn};
@@ -40,6 +41,10 @@ use crate::stats::{Accounting, Counters};
 pub struct ServerBuilder {
     router: Router,
     config: ServerConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
+    /// Server-wide, in the order added.
+    interceptors: Vec<Arc<dyn ServerInterceptor>>,
 }
 
 impl ServerBuilder {
@@ -88,6 +93,15 @@ impl ServerBuilder {
     /// [`ServerConfig::reflection`].
     pub fn reflection(mut self, enabled: bool) -> Self {
         self.config.reflection = enabled;
+        self
+    }
+
+    /// Runs `interceptor` before the handler of every call to every service (but the
+    /// built-in health service), whether the service was added before or after; several run
+    /// in the order added, before a service's own ([`Intercepted`](crate::Intercepted)).
+    /// See [`ServerInterceptor`].
+    pub fn interceptor(mut self, interceptor: impl ServerInterceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
         self
     }
 
@@ -193,6 +207,29 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`ServerConfig::expose_panic_messages`].
+    pub fn expose_panic_messages(mut self, expose: bool) -> Self {
+        self.config.expose_panic_messages = expose;
+        self
+    }
+
+    /// Speaks TLS (or mutual TLS) on every connection the server accepts, from any listener;
+    /// a client that does not is dropped with a log line. The handshake runs in the
+    /// connection's task, within [`ServerConfig::preamble_timeout`]. Streams given to
+    /// [`Server::serve_transport`] are served as they are.
+    ///
+    /// ```no_run
+    /// # async fn demo(svc: impl rpc::Service) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = rpc::tls::ServerTls::from_pem_files("server.pem", "server.key")?;
+    /// let server = rpc::Server::builder().tls(tls).serve(svc).bind("0.0.0.0:7443").await?;
+    /// # let _ = server; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Listens on a TCP address (`"127.0.0.1:0"` picks a free port; see
     /// [`Server::local_addr`]).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
@@ -274,6 +311,10 @@ impl ServerBuilder {
         if router.is_empty() {
             tracing::warn!("server hosts no service: every call will fail with UnknownMethod; add one with .serve(..)");
         }
+        // The first added must run first, so it is wrapped last (outermost).
+        for interceptor in self.interceptors.iter().rev() {
+            router.intercept_all(interceptor);
+        }
         let shutdown = Signal::new();
         let health = Arc::new(Health::new(router.service_names(), shutdown.subscribe()));
         router.add(Arc::new(HealthService(health.clone())), RunOn::Connection);
@@ -302,6 +343,8 @@ impl ServerBuilder {
                 config,
                 shutdown,
                 health,
+                #[cfg(feature = "tls")]
+                tls: self.tls,
             }),
             slots: Arc::new(slots),
         }
@@ -339,6 +382,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Signal,
     /// The health service's flags, shared with [`ServerHandle`].
     pub(crate) health: Arc<Health>,
+    /// TLS on every accepted connection.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -547,11 +593,31 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const DRAIN_SLACK: Duration = Duration::from_secs(1);
 
 async fn serve_accepted(stream: Accepted, shared: Arc<Shared>) {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = shared.tls.clone() {
+        return match stream {
+            Accepted::Tcp(s) => serve_tls(s, &tls, shared).await,
+            #[cfg(unix)]
+            Accepted::Unix(s) => serve_tls(s, &tls, shared).await,
+            Accepted::Memory(s) => serve_tls(s, &tls, shared).await,
+        };
+    }
     match stream {
         Accepted::Tcp(s) => connection::serve(s, shared).await,
         #[cfg(unix)]
         Accepted::Unix(s) => connection::serve(s, shared).await,
         Accepted::Memory(s) => connection::serve(s, shared).await,
+    }
+}
+
+/// The TLS handshake (in this connection's task, under the preamble timeout), then the
+/// connection.
+#[cfg(feature = "tls")]
+async fn serve_tls<T: Transport>(stream: T, tls: &crate::tls::ServerTls, shared: Arc<Shared>) {
+    let peer = stream.peer();
+    let limit = shared.config.preamble_timeout;
+    if let Some(stream) = tls.accept(stream, &peer, limit).await {
+        connection::serve(stream, shared).await;
     }
 }
 
@@ -619,7 +685,8 @@ mod tests {
             .max_inbound_bytes(14)
             .max_outbound_bytes(15)
             .overload(Overload::Shed)
-            .reflection(false);
+            .reflection(false)
+            .expose_panic_messages(true);
         // Destructured without `..`: a new field fails to compile here until it has a setter
         // and a line in this test.
         let ServerConfig {
@@ -640,6 +707,7 @@ mod tests {
             max_outbound_bytes,
             overload,
             reflection,
+            expose_panic_messages,
         } = builder.config;
         assert_eq!(
             (max_frame_len, max_in_flight_per_connection, max_connections),
@@ -667,5 +735,6 @@ mod tests {
         );
         assert_eq!(overload, Overload::Shed);
         assert!(!reflection && ServerConfig::default().reflection);
+        assert!(expose_panic_messages);
     }
 }

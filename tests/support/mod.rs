@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+pub(crate) mod certs;
+
 /// A running server and what tests need to reach and stop it.
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
