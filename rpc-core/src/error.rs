@@ -410,11 +410,11 @@ impl Error {
     /// [`Overloaded`](Error::Overloaded); anything else is [`Error::Layer`] with its text.
     ///
     /// ```
-    /// # use std::time::Duration;
-    /// let elapsed: rpc::tower::BoxError = tower::timeout::error::Elapsed::new().into();
-    /// assert!(matches!(rpc::Error::from_tower(elapsed), rpc::Error::DeadlineExceeded));
-    /// let own: rpc::tower::BoxError = rpc::Error::Cancelled.into();
-    /// assert!(matches!(rpc::Error::from_tower(own), rpc::Error::Cancelled));
+    /// use rpc_core::error::{BoxError, Error};
+    /// let elapsed: BoxError = tower::timeout::error::Elapsed::new().into();
+    /// assert!(matches!(Error::from_tower(elapsed), Error::DeadlineExceeded));
+    /// let own: BoxError = Error::Cancelled.into();
+    /// assert!(matches!(Error::from_tower(own), Error::Cancelled));
     /// ```
     pub fn from_tower(err: BoxError) -> Error {
         let err = match err.downcast::<Error>() {

@@ -17,6 +17,7 @@
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `stats` | live counters: connections, calls in flight |
 //! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
+//! | [`layer`] | tower layers around each call, server-wide or per service (feature `tower`) |
 
 mod call;
 mod calls;
@@ -25,6 +26,8 @@ mod connection;
 mod health;
 mod idle;
 pub mod intercept;
+#[cfg(feature = "tower")]
+pub mod layer;
 mod listener;
 mod router;
 pub mod server;

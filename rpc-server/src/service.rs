@@ -93,6 +93,9 @@ pub struct Request {
     context: Context,
     /// Run before the handler, in order; empty (no allocation) without interceptors.
     interceptors: Vec<Arc<dyn ServerInterceptor>>,
+    /// The request stream's buffer, opened before the handler was picked (behind a tower
+    /// layer); `None` otherwise.
+    input: Option<Arc<stream::Inbound>>,
 }
 
 impl fmt::Debug for Request {
@@ -110,7 +113,7 @@ impl fmt::Debug for Request {
 /// Made only by [`Request`]'s methods. The server polls it (under the call's deadline,
 /// catching panics); it resolves once the reply is queued, or with the error the server
 /// sends instead.
-pub struct Dispatch(Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>);
+pub struct Dispatch(pub(crate) Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>);
 
 impl fmt::Debug for Dispatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,7 +140,17 @@ impl Request {
             reply,
             context,
             interceptors: Vec::new(),
+            input: None,
         }
+    }
+
+    /// Opens the request stream's buffer now, for a call whose handler is picked later (a
+    /// tower layer may make it wait): items that arrive meanwhile are kept, not dropped. The
+    /// guard forgets the call's streams when dropped, as a streaming handler's own does.
+    pub(crate) fn open_input_now(&mut self) -> impl Drop + Send + 'static {
+        let wire = &self.reply.wire;
+        self.input = Some(wire.streams.open_inbound(self.reply.id, wire.window));
+        self.reply.stream_guard()
     }
 
     /// Has `interceptor` run before the handler, after those already added.
@@ -179,6 +192,37 @@ impl Request {
         })
     }
 
+    /// Like [`dispatch`](Self::dispatch), for a handler that may fail the call itself: an
+    /// `Err` is sent as the call's framework error, with its own code and message. This is
+    /// how a proxy or gateway passes on what its downstream call failed with: the caller
+    /// sees the downstream `Overloaded`, `Unauthenticated`, or a code this version does not
+    /// know, as if it had called the downstream service itself. (A downstream refusal of a
+    /// call it never ran, [`Error::Unavailable`], goes on as `Overloaded`: this handler ran.)
+    ///
+    /// ```
+    /// /// Forwards `Gateway.get(key)` to a backend's `Store.get`.
+    /// fn forward(request: rpc::Request, backend: rpc::Client) -> rpc::Dispatch {
+    ///     const GET: rpc::Method = rpc::Method::new("Store", "get");
+    ///     request.dispatch_fallible(move |(key,): (String,)| async move {
+    ///         backend.call::<_, Option<u64>>(GET, (key,)).await
+    ///     })
+    /// }
+    /// ```
+    pub fn dispatch_fallible<Args, Out, F, Fut>(self, handler: F) -> Dispatch
+    where
+        Args: DeserializeOwned + Send + 'static,
+        F: FnOnce(Args) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Out, Error>> + Send + 'static,
+        Out: Serialize + Send + 'static,
+    {
+        let (method, body, reply, context, interceptors) = self.into_parts();
+        gated(interceptors, context, async move {
+            let args: Args = decode_args(method, body)?;
+            let out = handler(args).await?;
+            reply.ok(out).await
+        })
+    }
+
     /// Like [`dispatch`](Self::dispatch), for a handler that returns a [`Stream`]: the
     /// response says the stream follows, then every item goes out as the client makes room.
     pub fn dispatch_streaming_response<Args, Item, F, Fut>(self, handler: F) -> Dispatch
@@ -198,7 +242,7 @@ impl Request {
 
     /// Like [`dispatch`](Self::dispatch), for a handler whose last argument is the stream
     /// the client sends.
-    pub fn dispatch_streaming_request<Args, In, Out, F, Fut>(self, handler: F) -> Dispatch
+    pub fn dispatch_streaming_request<Args, In, Out, F, Fut>(mut self, handler: F) -> Dispatch
     where
         Args: DeserializeOwned + Send + 'static,
         In: DeserializeOwned + Send + 'static,
@@ -217,7 +261,7 @@ impl Request {
     }
 
     /// Both ways: the handler reads the client's stream and returns its own.
-    pub fn dispatch_bidi<Args, In, Item, F, Fut>(self, handler: F) -> Dispatch
+    pub fn dispatch_bidi<Args, In, Item, F, Fut>(mut self, handler: F) -> Dispatch
     where
         Args: DeserializeOwned + Send + 'static,
         In: DeserializeOwned + Send + 'static,
@@ -256,9 +300,12 @@ impl Request {
 
     /// Starts receiving the client's stream. Done before the dispatch future first runs, so
     /// items that arrive right behind the request find their buffer.
-    fn open_input<In: DeserializeOwned + Send + 'static>(&self) -> Stream<In> {
+    fn open_input<In: DeserializeOwned + Send + 'static>(&mut self) -> Stream<In> {
         let wire = &self.reply.wire;
-        let inbound = wire.streams.open_inbound(self.reply.id, wire.window);
+        let inbound = match self.input.take() {
+            Some(opened) => opened,
+            None => wire.streams.open_inbound(self.reply.id, wire.window),
+        };
         Stream::from_results(Receiver::new(self.reply.id, inbound, wire.queue.clone()))
     }
 
