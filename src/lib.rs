@@ -93,7 +93,7 @@ pub mod tls {
 ///     .map_err(rpc::Error::from_tower) // tower's BoxError back to rpc::Error
 ///     .timeout(Duration::from_millis(500))
 ///     .concurrency_limit(16)
-///     .service(client.tower());
+///     .service(client.tower::<(i64, i64), i64>());
 /// let sum: i64 = calc.ready().await?.call(rpc::tower::Call::new(ADD, (2i64, 3i64))).await?;
 /// # Ok(()) }
 /// ```

@@ -19,7 +19,7 @@
 //!     .map_err(rpc::Error::from_tower)
 //!     .timeout(Duration::from_millis(500))
 //!     .concurrency_limit(16)
-//!     .service(client.tower());
+//!     .service(client.tower::<(i64, i64), i64>());
 //! let sum: i64 = calc.ready().await?.call(rpc::tower::Call::new(ADD, (2i64, 3i64))).await?;
 //! assert_eq!(sum, 5);
 //! # Ok(()) }
@@ -84,22 +84,27 @@ impl<Args: Clone, Out> Clone for Call<Args, Out> {
     }
 }
 
-/// A [`Client`] as a `tower::Service` of [`Call`]s; made by [`Client::tower`].
+/// A [`Client`] as a `tower::Service` of [`Call`]s whose arguments are `Args` and whose
+/// reply is `Out`; made by [`Client::tower`]. Several methods of one signature can share
+/// it: the method travels in each [`Call`].
 ///
-/// Ready while fewer of its calls are in flight than the client's
-/// [`max_in_flight`](crate::ClientConfig::max_in_flight), its calls on one connection:
-/// beyond that, `poll_ready` waits until one ends (so tower's `load_shed` in front of it
-/// sheds instead). Clones share that count and the client's connections. The calls go
+/// Ready while the calls in flight through the client's tower services (all that
+/// [`Client::tower`] made on it or its clones) are fewer than the client's capacity:
+/// [`max_in_flight`](crate::ClientConfig::max_in_flight) calls per connection, times the
+/// endpoints it had when the first was made. Beyond that, `poll_ready` waits until one ends
+/// (so tower's `load_shed` in front of it sheds instead). Calls made with [`Client::call`]
+/// or a stub are not counted: they wait for room on their connection as usual. The calls go
 /// through the client as [`Client::call`] sends them: with its default timeout, its
 /// interceptor and its retries.
-pub struct ClientService {
+pub struct ClientService<Args, Out> {
     client: Client,
     permits: PollSemaphore,
     /// Taken by `poll_ready`, given to the next call.
     permit: Option<OwnedSemaphorePermit>,
+    calls: PhantomData<fn(Args) -> Out>,
 }
 
-impl Clone for ClientService {
+impl<Args, Out> Clone for ClientService<Args, Out> {
     /// Shares the client and the count of calls in flight; the clone is not ready yet (a
     /// place taken by `poll_ready` stays with the original).
     fn clone(&self) -> Self {
@@ -107,11 +112,12 @@ impl Clone for ClientService {
             client: self.client.clone(),
             permits: self.permits.clone(),
             permit: None,
+            calls: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for ClientService {
+impl<Args, Out> fmt::Debug for ClientService<Args, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientService")
             .field("client", &self.client)
@@ -121,19 +127,24 @@ impl fmt::Debug for ClientService {
 }
 
 impl Client {
-    /// This client as a `tower::Service` of [`Call`]s, to put tower's layers around; see
-    /// [`ClientService`].
-    pub fn tower(&self) -> ClientService {
-        let capacity = self.config().max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+    /// This client as a `tower::Service` of [`Call`]s with arguments `Args` (a tuple) and
+    /// reply `Out`, to put tower's layers around; see [`ClientService`].
+    pub fn tower<Args, Out>(&self) -> ClientService<Args, Out> {
+        let permits = self.inner.tower_permits.get_or_init(|| {
+            let endpoints = self.endpoints().len().max(1);
+            let capacity = self.config().max_in_flight.saturating_mul(endpoints);
+            Arc::new(Semaphore::new(capacity.clamp(1, Semaphore::MAX_PERMITS)))
+        });
         ClientService {
             client: self.clone(),
-            permits: PollSemaphore::new(Arc::new(Semaphore::new(capacity))),
+            permits: PollSemaphore::new(permits.clone()),
             permit: None,
+            calls: PhantomData,
         }
     }
 }
 
-impl<Args, Out> tower::Service<Call<Args, Out>> for ClientService
+impl<Args, Out> tower::Service<Call<Args, Out>> for ClientService<Args, Out>
 where
     Args: Serialize + Send + 'static,
     Out: DeserializeOwned + Send + 'static,

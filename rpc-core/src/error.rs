@@ -404,7 +404,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[cfg(feature = "tower")]
 impl Error {
-    /// The error a tower stack failed a call with, as an [`Error`]: an `Error` from the call
+    /// The error a tower stack failed a call with (tower's `BoxError`, or the error of a
+    /// layer that keeps its inner service's), as an [`Error`]: an `Error` from the call
     /// itself comes back as it was; tower's `timeout` layer's `Elapsed` is
     /// [`DeadlineExceeded`](Error::DeadlineExceeded); the `load_shed` layer's `Overloaded` is
     /// [`Overloaded`](Error::Overloaded); anything else is [`Error::Layer`] with its text.
@@ -416,8 +417,8 @@ impl Error {
     /// let own: BoxError = Error::Cancelled.into();
     /// assert!(matches!(Error::from_tower(own), Error::Cancelled));
     /// ```
-    pub fn from_tower(err: BoxError) -> Error {
-        let err = match err.downcast::<Error>() {
+    pub fn from_tower(err: impl Into<BoxError>) -> Error {
+        let err = match err.into().downcast::<Error>() {
             Ok(err) => return *err,
             Err(err) => err,
         };
