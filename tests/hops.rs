@@ -101,9 +101,12 @@ async fn a_proxy_passes_on_its_backends_code_and_message() {
             kind => backend_client.call::<_, ()>(FAIL, (kind,)).await,
         };
         let direct = direct.expect_err("the backend fails every call");
-        let proxied = within("a call through the proxy", client.call::<_, ()>(FORWARD, (kind,)))
-            .await
-            .expect_err("the proxy passes the failure on");
+        let proxied = within(
+            "a call through the proxy",
+            client.call::<_, ()>(FORWARD, (kind,)),
+        )
+        .await
+        .expect_err("the proxy passes the failure on");
         // Same code, same message, same error: as if the client had called the backend.
         assert_eq!(proxied.to_wire(), direct.to_wire(), "kind {kind}");
         assert_eq!(proxied.to_string(), direct.to_string(), "kind {kind}");

@@ -102,9 +102,7 @@ async fn a_concurrency_limit_holds_on_the_server() {
     .await;
     let client = WorkClient::connect(server.addr).await.expect("connect");
 
-    let calls: Vec<_> = (0..6)
-        .map(|_| tokio::spawn(client.enter()))
-        .collect();
+    let calls: Vec<_> = (0..6).map(|_| tokio::spawn(client.enter())).collect();
     // All six reached the server and were polled (calls in flight count those still pending
     // after their first poll): only two got past the limit.
     eventually("six calls in flight", || server.handle.in_flight() == 6).await;
@@ -125,8 +123,8 @@ async fn a_rate_limit_with_load_shed_refuses_the_excess() {
     let limit = ServiceBuilder::new()
         .load_shed()
         .rate_limit(2, Duration::from_secs(60));
-    let server = start(rpc::Server::builder().serve_layered(gauge.clone().into_service(), limit))
-        .await;
+    let server =
+        start(rpc::Server::builder().serve_layered(gauge.clone().into_service(), limit)).await;
     let client = WorkClient::connect(server.addr).await.expect("connect");
 
     assert_eq!(client.quick().await.expect("first"), 1);
@@ -191,12 +189,21 @@ async fn load_shed_answers_overloaded_and_the_held_call_still_succeeds() {
     })
     .await;
     let shed = client.quick().await.expect_err("at capacity");
-    assert!(matches!(&shed, Error::Overloaded { reason } if reason.contains("load shed")), "{shed:?}");
+    assert!(
+        matches!(&shed, Error::Overloaded { reason } if reason.contains("load shed")),
+        "{shed:?}"
+    );
     // Overloaded, and the handler never ran: not counted, the call is retryable later.
     assert!(gauge.quick_at.lock().expect("not poisoned").is_empty());
 
     gauge.gate.add_permits(1);
-    assert_eq!(within("the held call", held).await.expect("joined").expect("ok"), 1);
+    assert_eq!(
+        within("the held call", held)
+            .await
+            .expect("joined")
+            .expect("ok"),
+        1
+    );
     // Capacity is back.
     assert_eq!(client.quick().await.expect("room again"), 1);
 }
@@ -247,12 +254,22 @@ async fn a_server_wide_limit_is_one_stack_per_service_shared_by_its_methods() {
     let shed = work.quick().await.expect_err("the service is at its limit");
     assert!(matches!(shed, Error::Overloaded { .. }), "{shed:?}");
     // ...another service has a limit of its own (added after the layer, it is layered too).
-    assert_eq!(OtherClient::new(client).ping().await.expect("ping"), "pong");
-    // The built-in health service is not layered.
-    assert!(server.handle.in_flight() >= 1);
+    assert_eq!(
+        OtherClient::new(client.clone()).ping().await.expect("ping"),
+        "pong"
+    );
+    // The built-in health service answers (it is never layered).
+    let health = rpc::health::HealthClient::new(client);
+    assert_eq!(
+        health.check("Work").await.expect("health"),
+        rpc::health::HealthStatus::Serving
+    );
 
     gauge.gate.add_permits(1);
-    within("the held call", held).await.expect("joined").expect("ok");
+    within("the held call", held)
+        .await
+        .expect("joined")
+        .expect("ok");
 }
 
 #[tokio::test]
@@ -281,8 +298,14 @@ async fn a_request_stream_waiting_behind_a_limit_arrives_whole() {
     eventually("two calls in flight", || server.handle.in_flight() == 2).await;
 
     gauge.gate.add_permits(1);
-    within("the held call", held).await.expect("joined").expect("ok");
-    let total = within("the upload", upload).await.expect("joined").expect("sum");
+    within("the held call", held)
+        .await
+        .expect("joined")
+        .expect("ok");
+    let total = within("the upload", upload)
+        .await
+        .expect("joined")
+        .expect("sum");
     assert_eq!(total, 5050);
 }
 
@@ -300,7 +323,10 @@ async fn the_client_under_a_service_builder_with_timeout_and_concurrency_limit()
     let calls: Vec<_> = (0..5)
         .map(|_| tokio::spawn(stack.clone().oneshot(Call::<(), u32>::new(ENTER, ()))))
         .collect();
-    eventually("two calls inside", || gauge.entered.load(Ordering::SeqCst) == 2).await;
+    eventually("two calls inside", || {
+        gauge.entered.load(Ordering::SeqCst) == 2
+    })
+    .await;
     // The limit holds on the client: a sixth is not ready while two are out.
     let mut sixth = stack.clone();
     assert!(
@@ -321,7 +347,11 @@ async fn the_client_under_a_service_builder_with_timeout_and_concurrency_limit()
         .service(client.tower::<(), u32>());
     let late = within(
         "a call past the client's timeout layer",
-        timed.ready().await.expect("ready").call(Call::<(), u32>::new(ENTER, ())),
+        timed
+            .ready()
+            .await
+            .expect("ready")
+            .call(Call::<(), u32>::new(ENTER, ())),
     )
     .await
     .expect_err("timed out");
@@ -342,7 +372,11 @@ async fn the_client_service_is_not_ready_beyond_max_in_flight() {
 
     // One call out fills the client: the next waits for readiness, and a load shed in
     // front of it refuses at once.
-    let held = tokio::spawn(client.tower::<(), u32>().oneshot(Call::<(), u32>::new(ENTER, ())));
+    let held = tokio::spawn(
+        client
+            .tower::<(), u32>()
+            .oneshot(Call::<(), u32>::new(ENTER, ())),
+    );
     eventually("the first call inside", || {
         gauge.entered.load(Ordering::SeqCst) == 1
     })
@@ -362,11 +396,18 @@ async fn the_client_service_is_not_ready_beyond_max_in_flight() {
     assert!(gauge.quick_at.lock().expect("not poisoned").is_empty());
 
     gauge.gate.add_permits(1);
-    within("the held call", held).await.expect("joined").expect("ok");
+    within("the held call", held)
+        .await
+        .expect("joined")
+        .expect("ok");
     // Room again.
     let answer = within(
         "a call with room",
-        shedding.ready().await.expect("ready").call(Call::<(), u32>::new(QUICK, ())),
+        shedding
+            .ready()
+            .await
+            .expect("ready")
+            .call(Call::<(), u32>::new(QUICK, ())),
     )
     .await
     .expect("room again");

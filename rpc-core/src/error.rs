@@ -631,7 +631,10 @@ mod tests {
         ));
         // Local failures reach the peer as a summary, without paths or addresses.
         for local in one_of_each() {
-            if matches!(local, Error::Io(_) | Error::Connect { .. } | Error::Tls { .. }) {
+            if matches!(
+                local,
+                Error::Io(_) | Error::Connect { .. } | Error::Tls { .. }
+            ) {
                 let (code, message) = local.to_wire();
                 assert_eq!(code, ErrorCode::ResponseUnencodable.to_u16());
                 assert!(!message.contains("/var/secret") && !message.contains("10.0.0.1"));
