@@ -147,6 +147,7 @@ impl Request {
     /// Opens the request stream's buffer now, for a call whose handler is picked later (a
     /// tower layer may make it wait): items that arrive meanwhile are kept, not dropped. The
     /// guard forgets the call's streams when dropped, as a streaming handler's own does.
+    #[cfg(feature = "tower")]
     pub(crate) fn open_input_now(&mut self) -> impl Drop + Send + 'static {
         let wire = &self.reply.wire;
         self.input = Some(wire.streams.open_inbound(self.reply.id, wire.window));
