@@ -131,7 +131,7 @@ impl Service for Layered {
         self.inner.methods()
     }
 
-    fn call(&self, mut request: Request) -> Dispatch {
+    fn call(&self, request: Request) -> Dispatch {
         // The handler is picked only once the stack lets the call in; a request stream's
         // items that arrive before then wait in its buffer.
         let streams = request.open_input_now();

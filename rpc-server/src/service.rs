@@ -93,9 +93,6 @@ pub struct Request {
     context: Context,
     /// Run before the handler, in order; empty (no allocation) without interceptors.
     interceptors: Vec<Arc<dyn ServerInterceptor>>,
-    /// The request stream's buffer, opened before the handler was picked (behind a tower
-    /// layer); `None` otherwise.
-    input: Option<Arc<stream::Inbound>>,
 }
 
 impl fmt::Debug for Request {
@@ -140,7 +137,6 @@ impl Request {
             reply,
             context,
             interceptors: Vec::new(),
-            input: None,
         }
     }
 
@@ -148,9 +144,10 @@ impl Request {
     /// tower layer may make it wait): items that arrive meanwhile are kept, not dropped. The
     /// guard forgets the call's streams when dropped, as a streaming handler's own does.
     #[cfg(feature = "tower")]
-    pub(crate) fn open_input_now(&mut self) -> impl Drop + Send + 'static {
+    pub(crate) fn open_input_now(&self) -> impl Drop + Send + 'static {
+        // The handler's `open_input` finds this buffer in the table.
         let wire = &self.reply.wire;
-        self.input = Some(wire.streams.open_inbound(self.reply.id, wire.window));
+        wire.streams.open_inbound_early(self.reply.id, wire.window);
         self.reply.stream_guard()
     }
 
@@ -243,7 +240,7 @@ impl Request {
 
     /// Like [`dispatch`](Self::dispatch), for a handler whose last argument is the stream
     /// the client sends.
-    pub fn dispatch_streaming_request<Args, In, Out, F, Fut>(mut self, handler: F) -> Dispatch
+    pub fn dispatch_streaming_request<Args, In, Out, F, Fut>(self, handler: F) -> Dispatch
     where
         Args: DeserializeOwned + Send + 'static,
         In: DeserializeOwned + Send + 'static,
@@ -262,7 +259,7 @@ impl Request {
     }
 
     /// Both ways: the handler reads the client's stream and returns its own.
-    pub fn dispatch_bidi<Args, In, Item, F, Fut>(mut self, handler: F) -> Dispatch
+    pub fn dispatch_bidi<Args, In, Item, F, Fut>(self, handler: F) -> Dispatch
     where
         Args: DeserializeOwned + Send + 'static,
         In: DeserializeOwned + Send + 'static,
@@ -301,12 +298,9 @@ impl Request {
 
     /// Starts receiving the client's stream. Done before the dispatch future first runs, so
     /// items that arrive right behind the request find their buffer.
-    fn open_input<In: DeserializeOwned + Send + 'static>(&mut self) -> Stream<In> {
+    fn open_input<In: DeserializeOwned + Send + 'static>(&self) -> Stream<In> {
         let wire = &self.reply.wire;
-        let inbound = match self.input.take() {
-            Some(opened) => opened,
-            None => wire.streams.open_inbound(self.reply.id, wire.window),
-        };
+        let inbound = wire.streams.open_inbound(self.reply.id, wire.window);
         Stream::from_results(Receiver::new(self.reply.id, inbound, wire.queue.clone()))
     }
 
