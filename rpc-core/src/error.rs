@@ -398,7 +398,7 @@ impl Error {
     }
 }
 
-/// What tower's layers fail a call with: [`tower::BoxError`](::tower::BoxError).
+/// What tower's layers fail a call with: [`tower::BoxError`].
 #[cfg(feature = "tower")]
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
