@@ -84,6 +84,53 @@ pub mod tls {
     pub use rustls;
 }
 
+/// tower layers around calls, on both sides (feature `tower`).
+///
+/// **Client**: [`Client::tower`] is a `tower::Service` of [`Call`](crate::tower::Call)s
+/// (method and arguments in, the typed reply out), so tower's layers go around it:
+///
+/// ```no_run
+/// # async fn demo(client: rpc::Client) -> Result<(), rpc::Error> {
+/// use std::time::Duration;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+/// const ADD: rpc::Method = rpc::Method::new("Calculator", "add");
+///
+/// let mut calc = ServiceBuilder::new()
+///     .map_err(rpc::Error::from_tower) // tower's BoxError back to rpc::Error
+///     .timeout(Duration::from_millis(500))
+///     .concurrency_limit(16)
+///     .service(client.tower::<(i64, i64), i64>());
+/// let sum: i64 = calc.ready().await?.call(rpc::tower::Call::new(ADD, (2i64, 3i64))).await?;
+/// # Ok(()) }
+/// ```
+///
+/// **Server**: [`ServerBuilder::layer`] puts a `tower::Layer` around each call of every
+/// service, [`ServerBuilder::serve_layered`] (or [`Layered`](crate::tower::Layered)) around
+/// one service's; the layered stack sees each call as a `tower::Service<rpc::Request>`. A
+/// layer's error reaches the caller typed: tower's timeout as [`Error::DeadlineExceeded`],
+/// its load shed as [`Error::Overloaded`], see [`Error::from_tower`]. No layer, no cost.
+///
+/// ```no_run
+/// # fn demo(svc: impl rpc::Service, admin: impl rpc::Service) {
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+///
+/// let server = rpc::Server::builder()
+///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+///     .serve_layered(svc, ServiceBuilder::new().load_shed().concurrency_limit(64))
+///     .serve(admin);
+/// # }
+/// ```
+#[cfg(feature = "tower")]
+pub mod tower {
+    #[doc(inline)]
+    pub use rpc_client::tower::{Call, ClientService, ResponseFuture};
+    #[doc(inline)]
+    pub use rpc_core::error::BoxError;
+    #[doc(inline)]
+    pub use rpc_server::layer::{Handler, Layered};
+}
+
 /// Lower-level pieces: frames, headers, transports, and the body encoding. Most users never
 /// need these; tools and tests that speak raw frames do.
 ///

@@ -51,10 +51,10 @@ use crate::retry::RetryBudget;
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ClientConfig,
     /// Runs before every call; health checks of a balanced client skip it.
     interceptor: Option<Arc<dyn ClientInterceptor>>,
@@ -62,6 +62,9 @@ struct Inner {
     budget: RetryBudget,
     /// Attempts beyond each call's first, since the client was made.
     retries: AtomicU64,
+    /// Room for calls made through `Client::tower` services, made by the first of them.
+    #[cfg(feature = "tower")]
+    pub(crate) tower_permits: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Where calls go: one endpoint, or a balanced set.
@@ -323,6 +326,8 @@ impl Client {
                 route,
                 budget,
                 retries: AtomicU64::new(0),
+                #[cfg(feature = "tower")]
+                tower_permits: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -22,7 +22,8 @@
 //! | `retry` | the retry budget for calls that may have run |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
-//! | `tls` | TLS and mutual TLS on every dial (feature `tls`) |
+//! | [`tls`] | TLS and mutual TLS on every dial (feature `tls`) |
+//! | [`tower`] | the client as a `tower::Service` of calls (feature `tower`) |
 
 mod balance;
 pub mod call;
@@ -37,6 +38,8 @@ mod retry;
 mod slots;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use call::Call;
 pub use client::{Client, ClientBuilder};

@@ -158,6 +158,14 @@ pub enum Error {
         /// What the server said.
         reason: String,
     },
+    /// A tower layer around the call failed it with an error of its own: not a timeout (that
+    /// is [`DeadlineExceeded`](Error::DeadlineExceeded)) nor a load shed
+    /// ([`Overloaded`](Error::Overloaded)). See [`Error::from_tower`] (feature `tower`).
+    #[error("a tower layer failed the call: {message}")]
+    Layer {
+        /// The layer's error, as text.
+        message: String,
+    },
 }
 
 impl From<io::Error> for Error {
@@ -380,10 +388,20 @@ impl ErrorCode {
 
 impl Error {
     /// Rebuilds the error a server reported for a call to `method`.
+    ///
+    /// A code this version does not know, and [`ErrorCode::ResponseUnencodable`], become
+    /// [`Error::Server`] with that code, which [`to_wire`](Self::to_wire) sends on unchanged:
+    /// a proxy passing the error on keeps its code and message.
     pub fn from_remote(code: u16, message: String, method: &dyn std::fmt::Display) -> Error {
         match ErrorCode::from_u16(code) {
+            // A server that has no such method knows only its id and says so in a sentence;
+            // one passing on a downstream `UnknownMethod` names the method that is missing.
             Some(ErrorCode::UnknownMethod) => Error::UnknownMethod {
-                method: method.to_string(),
+                method: if message.is_empty() || message.contains(char::is_whitespace) {
+                    method.to_string()
+                } else {
+                    message
+                },
             },
             Some(ErrorCode::BadRequest) => Error::BadRequest { reason: message },
             Some(ErrorCode::HandlerPanicked) => Error::HandlerPanicked { message },
@@ -406,10 +424,17 @@ impl Error {
         }
     }
 
-    /// The wire code and detail message that report this error to a peer; the peer rebuilds
-    /// it with [`Error::from_remote`].
-    pub fn to_wire(&self) -> (ErrorCode, String) {
-        match self {
+    /// The wire code (see [`ErrorCode`]) and detail message that report this error to a
+    /// peer; the peer rebuilds it with [`Error::from_remote`].
+    ///
+    /// What a server received from another one goes on with its code and message (a proxy
+    /// passes its backend's failures through), with one exception: a refusal of a call that
+    /// was never run (`Unavailable`) is passed on as `Overloaded`, since the handler passing
+    /// it on did run.
+    pub fn to_wire(&self) -> (u16, String) {
+        let (code, message) = match self {
+            // Its own code, known to this version or not: a failure passed on from upstream.
+            Error::Server { code, message } => return (*code, message.clone()),
             Error::UnknownMethod { method } => (ErrorCode::UnknownMethod, method.clone()),
             Error::BadRequest { reason } => (ErrorCode::BadRequest, reason.clone()),
             Error::HandlerPanicked { message } => (ErrorCode::HandlerPanicked, message.clone()),
@@ -437,7 +462,8 @@ impl Error {
                 )
             }
             other => (ErrorCode::ResponseUnencodable, other.to_string()),
-        }
+        };
+        (code.to_u16(), message)
     }
 
     /// Whether the server may have run (some of) the call: `false` only when it surely did
@@ -523,6 +549,44 @@ fn sizes(message: &str) -> Option<(usize, usize)> {
     }
 }
 
+/// What tower's layers fail a call with: [`tower::BoxError`].
+#[cfg(feature = "tower")]
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(feature = "tower")]
+impl Error {
+    /// The error a tower stack failed a call with (tower's `BoxError`, or the error of a
+    /// layer that keeps its inner service's), as an [`Error`]: an `Error` from the call
+    /// itself comes back as it was; tower's `timeout` layer's `Elapsed` is
+    /// [`DeadlineExceeded`](Error::DeadlineExceeded); the `load_shed` layer's `Overloaded` is
+    /// [`Overloaded`](Error::Overloaded); anything else is [`Error::Layer`] with its text.
+    ///
+    /// ```
+    /// use rpc_core::error::{BoxError, Error};
+    /// let elapsed: BoxError = tower::timeout::error::Elapsed::new().into();
+    /// assert!(matches!(Error::from_tower(elapsed), Error::DeadlineExceeded));
+    /// let own: BoxError = Error::Cancelled.into();
+    /// assert!(matches!(Error::from_tower(own), Error::Cancelled));
+    /// ```
+    pub fn from_tower(err: impl Into<BoxError>) -> Error {
+        let err = match err.into().downcast::<Error>() {
+            Ok(err) => return *err,
+            Err(err) => err,
+        };
+        if err.is::<::tower::timeout::error::Elapsed>() {
+            Error::DeadlineExceeded
+        } else if err.is::<::tower::load_shed::error::Overloaded>() {
+            Error::Overloaded {
+                reason: "load shed: the service is at capacity".into(),
+            }
+        } else {
+            Error::Layer {
+                message: err.to_string(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +639,7 @@ mod tests {
         assert!(matches!(&unrun, Error::Unavailable { reason } if reason == "bye"));
         assert!(!unrun.may_have_run());
         // Passed on by a handler, it is no longer "unrun": that handler ran.
-        assert_eq!(unrun.to_wire().0, ErrorCode::Overloaded);
+        assert_eq!(unrun.to_wire().0, ErrorCode::Overloaded.to_u16());
     }
 
     #[test]
@@ -586,13 +650,13 @@ mod tests {
             max: 16_777_216,
         };
         let (code, message) = err.to_wire();
-        assert_eq!(code, ErrorCode::MessageTooLarge);
-        assert_eq!(code.to_u16(), 9);
+        assert_eq!(code, ErrorCode::MessageTooLarge.to_u16());
+        assert_eq!(code, 9);
         assert!(
             message.contains("20000000") && message.contains("16777216"),
             "{message}"
         );
-        let back = Error::from_remote(code.to_u16(), message, &m);
+        let back = Error::from_remote(code, message, &m);
         assert!(
             matches!(
                 back,
@@ -705,9 +769,150 @@ mod tests {
             },
         ] {
             let (code, message) = err.to_wire();
-            let back = Error::from_remote(code.to_u16(), message, &m);
+            let back = Error::from_remote(code, message, &m);
             assert_eq!(back.to_string(), err.to_string());
             assert!(!back.may_have_run(), "{back}");
+        }
+    }
+
+    /// One of every variant. The match below has no wildcard arm, so a new variant does
+    /// not compile until it is added here (and so covered by the round trip).
+    fn one_of_each() -> Vec<Error> {
+        let io = || SharedIoError::from(Arc::new(io::Error::other("disk on fire at /var/secret")));
+        let all = vec![
+            Error::Connect {
+                endpoint: "10.0.0.1:7000".into(),
+                source: io(),
+            },
+            Error::closed("peer reset"),
+            Error::DeadlineExceeded,
+            Error::Cancelled,
+            Error::UnknownMethod {
+                method: "Backend.gone".into(),
+            },
+            Error::Overloaded {
+                reason: "too many calls".into(),
+            },
+            Error::Unavailable {
+                reason: "shutting down".into(),
+            },
+            Error::BadRequest {
+                reason: "args".into(),
+            },
+            Error::HandlerPanicked {
+                message: "call id 7; see the server log".into(),
+            },
+            Error::Server {
+                code: 999,
+                message: "from a newer version".into(),
+            },
+            Error::Server {
+                code: ErrorCode::ResponseUnencodable.to_u16(),
+                message: "reply too big".into(),
+            },
+            Error::Protocol(ProtocolError::UnexpectedMessage { kind: "ping" }),
+            Error::MessageTooLarge { len: 10, max: 5 },
+            Error::Codec(CodecError::Encode {
+                reason: "no".into(),
+            }),
+            Error::Io(io()),
+            Error::Tls {
+                endpoint: "example.invalid:443".into(),
+                source: TlsError::NotTls,
+            },
+            Error::Unauthenticated {
+                reason: "no token".into(),
+            },
+            Error::PermissionDenied {
+                reason: "read only".into(),
+            },
+            Error::Layer {
+                message: "rate limiter broke".into(),
+            },
+            Error::SignatureMismatch {
+                method: "Backend.add".into(),
+                detail: "the arguments differ".into(),
+            },
+        ];
+        for err in &all {
+            match err {
+                Error::Connect { .. }
+                | Error::ConnectionClosed { .. }
+                | Error::DeadlineExceeded
+                | Error::Cancelled
+                | Error::UnknownMethod { .. }
+                | Error::Overloaded { .. }
+                | Error::Unavailable { .. }
+                | Error::BadRequest { .. }
+                | Error::HandlerPanicked { .. }
+                | Error::Server { .. }
+                | Error::Protocol(_)
+                | Error::MessageTooLarge { .. }
+                | Error::Codec(_)
+                | Error::Io(_)
+                | Error::Tls { .. }
+                | Error::Unauthenticated { .. }
+                | Error::PermissionDenied { .. }
+                | Error::Layer { .. }
+                | Error::SignatureMismatch { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_error_survives_any_number_of_hops() {
+        let m = crate::Method::new("Proxy", "forward");
+        for err in one_of_each() {
+            // What the first server sends, what its caller (a proxy) rebuilds, and what the
+            // proxy sends on when it returns that error: the same code and message.
+            let first = err.to_wire();
+            let rebuilt = Error::from_remote(first.0, first.1.clone(), &m);
+            let second = rebuilt.to_wire();
+            assert_eq!(second, first, "{err:?} changed on the second hop");
+            let again = Error::from_remote(second.0, second.1, &m);
+            assert_eq!(again.to_string(), rebuilt.to_string(), "{err:?}");
+            // A variant with a code of its own comes back as itself (an unrun refusal comes
+            // back as Overloaded: whoever passes it on has run).
+            let own_code = !matches!(
+                ErrorCode::from_u16(first.0),
+                None | Some(ErrorCode::ResponseUnencodable)
+            );
+            if own_code && !matches!(err, Error::Unavailable { .. }) {
+                assert_eq!(rebuilt.to_string(), err.to_string(), "{err:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn server_errors_keep_their_code() {
+        let m = crate::Method::new("Proxy", "forward");
+        let err = Error::from_remote(4242, "newer".into(), &m);
+        assert_eq!(err.to_wire(), (4242, "newer".to_string()));
+        // A backend's missing method is named as the backend's, not the proxy's.
+        let missing = Error::UnknownMethod {
+            method: "Backend.gone".into(),
+        };
+        let (code, message) = missing.to_wire();
+        assert!(matches!(
+            Error::from_remote(code, message, &m),
+            Error::UnknownMethod { method } if method == "Backend.gone"
+        ));
+        // The server's own refusal knows only the id: the caller names its method.
+        assert!(matches!(
+            Error::from_remote(code, "no method with id 0x1".into(), &m),
+            Error::UnknownMethod { method } if method == "Proxy.forward"
+        ));
+        // Local failures reach the peer as a summary, without paths or addresses.
+        for local in one_of_each() {
+            if matches!(
+                local,
+                Error::Io(_) | Error::Connect { .. } | Error::Tls { .. }
+            ) {
+                let (code, message) = local.to_wire();
+                assert_eq!(code, ErrorCode::ResponseUnencodable.to_u16());
+                assert!(!message.contains("/var/secret") && !message.contains("10.0.0.1"));
+            }
         }
     }
 

@@ -151,7 +151,7 @@ impl Status {
     /// [`Error::from_remote`].
     pub fn from_error(err: &Error) -> Status {
         let (code, message) = err.to_wire();
-        Status::refusal(code, message)
+        Status::Error { code, message }
     }
 
     /// A failed status with an explicit code: how a server refuses a request itself.

@@ -141,15 +141,25 @@ pub struct StreamTable {
 struct TableState {
     inbound: HashMap<u64, Arc<Inbound>>,
     outbound: HashMap<u64, Arc<Outbound>>,
+    /// Streams opened before their reader, kept for it (also once they ended); usually empty.
+    early: HashMap<u64, Arc<Inbound>>,
     closed: Option<Error>,
 }
 
 impl StreamTable {
-    /// Starts receiving call `id`'s stream, with a window of `window` bytes.
+    /// Starts receiving call `id`'s stream, with a window of `window` bytes; if it was
+    /// opened early ([`open_inbound_early`](Self::open_inbound_early)), returns that buffer,
+    /// with what it holds (and its end, if that arrived).
     pub fn open_inbound(&self, id: u64, window: usize) -> Arc<Inbound> {
+        let mut state = lock(&self.state);
+        if !state.early.is_empty() {
+            if let Some(early) = state.early.remove(&id) {
+                return early;
+            }
+        }
+        // Counted once per call: an early buffer was counted when it opened.
         self.inbound_opened.fetch_add(1, Ordering::Relaxed);
         let inbound = Arc::new(Inbound::new(window));
-        let mut state = lock(&self.state);
         match &state.closed {
             Some(err) => inbound.finish(Err(err.clone())),
             None => {
@@ -157,6 +167,15 @@ impl StreamTable {
             }
         }
         inbound
+    }
+
+    /// Starts receiving call `id`'s stream before its reader exists (a server does, for a call
+    /// that waits behind a tower layer before its handler is picked): what arrives meanwhile
+    /// is kept for the [`open_inbound`](Self::open_inbound) that comes next, if any. The
+    /// buffer goes when the call's streams are [removed](Self::remove).
+    pub fn open_inbound_early(&self, id: u64, window: usize) {
+        let inbound = self.open_inbound(id, window);
+        lock(&self.state).early.insert(id, inbound);
     }
 
     /// Starts sending call `id`'s stream; the peer's window starts at `window` bytes.
@@ -187,6 +206,9 @@ impl StreamTable {
     pub fn remove(&self, id: u64) {
         let (inbound, outbound) = {
             let mut state = lock(&self.state);
+            if !state.early.is_empty() {
+                state.early.remove(&id);
+            }
             (state.inbound.remove(&id), state.outbound.remove(&id))
         };
         if let Some(inbound) = inbound {
@@ -292,6 +314,7 @@ impl StreamTable {
         let (inbound, outbound) = {
             let mut state = lock(&self.state);
             state.closed.get_or_insert(err.clone());
+            state.early.clear();
             (
                 std::mem::take(&mut state.inbound),
                 std::mem::take(&mut state.outbound),

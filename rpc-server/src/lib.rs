@@ -18,7 +18,8 @@
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `admission` | which requests run now, wait, or are refused: in-flight limit, stream cap, memory budgets |
 //! | `stats` | live counters and the memory accounting: connections, calls in flight, bytes held |
-//! | `tls` | TLS and mutual TLS on accepted connections (feature `tls`) |
+//! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
+//! | [`layer`] | tower layers around each call, server-wide or per service (feature `tower`) |
 
 mod admission;
 mod call;
@@ -28,6 +29,8 @@ mod connection;
 mod health;
 mod idle;
 pub mod intercept;
+#[cfg(feature = "tower")]
+pub mod layer;
 mod listener;
 mod reflection;
 mod router;

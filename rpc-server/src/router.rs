@@ -74,6 +74,27 @@ impl Router {
         }
     }
 
+    /// Replaces each service with `wrap(service)`, once per service: all the methods of one
+    /// service share the wrapped one.
+    #[cfg(feature = "tower")]
+    pub(crate) fn wrap_services(&mut self, wrap: &dyn Fn(Arc<dyn Service>) -> Arc<dyn Service>) {
+        let mut wrapped: Vec<(Arc<dyn Service>, Arc<dyn Service>)> = Vec::new();
+        for route in self.routes.values_mut() {
+            let known = wrapped
+                .iter()
+                .find(|(original, _)| Arc::ptr_eq(original, &route.service));
+            let new = match known {
+                Some((_, new)) => new.clone(),
+                None => {
+                    let new = wrap(route.service.clone());
+                    wrapped.push((route.service.clone(), new.clone()));
+                    new
+                }
+            };
+            route.service = new;
+        }
+    }
+
     pub(crate) fn get(&self, id: MethodId) -> Option<&Route> {
         self.routes.get(&id)
     }

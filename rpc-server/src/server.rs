@@ -45,6 +45,9 @@ pub struct ServerBuilder {
     tls: Option<crate::tls::ServerTls>,
     /// Server-wide, in the order added.
     interceptors: Vec<Arc<dyn ServerInterceptor>>,
+    /// Server-wide tower layers, in the order added (see `ServerBuilder::layer`).
+    #[cfg(feature = "tower")]
+    pub(crate) layers: Vec<crate::layer::WrapAll>,
 }
 
 impl ServerBuilder {
@@ -311,7 +314,13 @@ impl ServerBuilder {
         if router.is_empty() {
             tracing::warn!("server hosts no service: every call will fail with UnknownMethod; add one with .serve(..)");
         }
-        // The first added must run first, so it is wrapped last (outermost).
+        // Layers wrap each service once (one stack per service, not per method), so before
+        // the interceptors, which wrap each method's route. The first added runs first, so
+        // it is wrapped last (outermost); the same for interceptors.
+        #[cfg(feature = "tower")]
+        for wrap in self.layers.iter().rev() {
+            router.wrap_services(wrap);
+        }
         for interceptor in self.interceptors.iter().rev() {
             router.intercept_all(interceptor);
         }

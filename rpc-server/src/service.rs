@@ -126,7 +126,7 @@ impl fmt::Debug for Request {
 /// Made only by [`Request`]'s methods. The server polls it (under the call's deadline,
 /// catching panics); it resolves once the reply is queued, or with the error the server
 /// sends instead.
-pub struct Dispatch(Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>);
+pub struct Dispatch(pub(crate) Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>);
 
 impl fmt::Debug for Dispatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,6 +154,17 @@ impl Request {
             context,
             interceptors: Vec::new(),
         }
+    }
+
+    /// Opens the request stream's buffer now, for a call whose handler is picked later (a
+    /// tower layer may make it wait): items that arrive meanwhile are kept, not dropped. The
+    /// guard forgets the call's streams when dropped, as a streaming handler's own does.
+    #[cfg(feature = "tower")]
+    pub(crate) fn open_input_now(&self) -> impl Drop + Send + 'static {
+        // The handler's `open_input` finds this buffer in the table.
+        let wire = &self.reply.wire;
+        wire.streams.open_inbound_early(self.reply.id, wire.window);
+        self.reply.stream_guard()
     }
 
     /// Has `interceptor` run before the handler, after those already added.
@@ -191,6 +202,37 @@ impl Request {
         gated(interceptors, context, async move {
             let args: Args = decode_args(method, body)?;
             let out = handler(args).await;
+            reply.ok(out).await
+        })
+    }
+
+    /// Like [`dispatch`](Self::dispatch), for a handler that may fail the call itself: an
+    /// `Err` is sent as the call's framework error, with its own code and message. This is
+    /// how a proxy or gateway passes on what its downstream call failed with: the caller
+    /// sees the downstream `Overloaded`, `Unauthenticated`, or a code this version does not
+    /// know, as if it had called the downstream service itself. (A downstream refusal of a
+    /// call it never ran, [`Error::Unavailable`], goes on as `Overloaded`: this handler ran.)
+    ///
+    /// ```
+    /// /// Forwards `Gateway.get(key)` to a backend's `Store.get`.
+    /// fn forward(request: rpc::Request, backend: rpc::Client) -> rpc::Dispatch {
+    ///     const GET: rpc::Method = rpc::Method::new("Store", "get");
+    ///     request.dispatch_fallible(move |(key,): (String,)| async move {
+    ///         backend.call::<_, Option<u64>>(GET, (key,)).await
+    ///     })
+    /// }
+    /// ```
+    pub fn dispatch_fallible<Args, Out, F, Fut>(self, handler: F) -> Dispatch
+    where
+        Args: DeserializeOwned + Send + 'static,
+        F: FnOnce(Args) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Out, Error>> + Send + 'static,
+        Out: Serialize + Send + 'static,
+    {
+        let (method, body, reply, context, interceptors) = self.into_parts();
+        gated(interceptors, context, async move {
+            let args: Args = decode_args(method, body)?;
+            let out = handler(args).await?;
             reply.ok(out).await
         })
     }
