@@ -11,6 +11,7 @@ use futures::StreamExt;
 use rpc::protocol::message::Header;
 use support::{eventually, start, within, Raw};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 #[rpc::service]
 trait Hold {
@@ -74,6 +75,24 @@ impl Hold for HoldImpl {
     }
 }
 
+/// A server with `builder`'s limits hosting a fresh [`HoldImpl`], and a client of it.
+async fn hold_server(builder: rpc::ServerBuilder) -> (HoldImpl, support::Running, HoldClient) {
+    let service = HoldImpl::new();
+    let server = start(builder.serve(service.clone().into_service())).await;
+    let client = HoldClient::new(support::connect_pinned(server.addr).await);
+    (service, server, client)
+}
+
+/// `n` calls to `wait`, each in a task of its own.
+fn waits(client: &HoldClient, n: usize) -> Vec<JoinHandle<Result<u32, rpc::Error>>> {
+    (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.wait().await })
+        })
+        .collect()
+}
+
 fn everything_released(handle: &rpc::ServerHandle) -> bool {
     let held = handle.accounting();
     held.connections == 0
@@ -86,20 +105,9 @@ fn everything_released(handle: &rpc::ServerHandle) -> bool {
 
 #[tokio::test]
 async fn a_client_that_fills_the_in_flight_limit_and_leaves_releases_everything() {
-    let service = HoldImpl::new();
-    let server = start(
-        rpc::Server::builder()
-            .max_in_flight_per_connection(4)
-            .serve(service.clone().into_service()),
-    )
-    .await;
-    let client = HoldClient::new(support::connect_pinned(server.addr).await);
-    let calls: Vec<_> = (0..10)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.wait().await })
-        })
-        .collect();
+    let (service, server, client) =
+        hold_server(rpc::Server::builder().max_in_flight_per_connection(4)).await;
+    let calls = waits(&client, 10);
     eventually("four calls run and six wait", || {
         let held = server.handle.accounting();
         held.in_flight == 4 && held.parked == 6
@@ -161,20 +169,9 @@ async fn a_raw_client_at_the_limit_is_seen_closing_and_cancelling() {
 #[tokio::test]
 async fn waiting_requests_run_in_turn_and_shed_ones_are_refused_at_once() {
     // Wait (the default): every call succeeds, never more than two at a time.
-    let service = HoldImpl::new();
-    let server = start(
-        rpc::Server::builder()
-            .max_in_flight_per_connection(2)
-            .serve(service.clone().into_service()),
-    )
-    .await;
-    let client = HoldClient::new(support::connect_pinned(server.addr).await);
-    let calls: Vec<_> = (0..6)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.wait().await })
-        })
-        .collect();
+    let (service, server, client) =
+        hold_server(rpc::Server::builder().max_in_flight_per_connection(2)).await;
+    let calls = waits(&client, 6);
     eventually("two run, four wait", || {
         server.handle.accounting().parked == 4
     })
@@ -185,21 +182,13 @@ async fn waiting_requests_run_in_turn_and_shed_ones_are_refused_at_once() {
     }
 
     // Shed: the third call is refused while two run, and says why.
-    let service = HoldImpl::new();
-    let server = start(
+    let (service, server, client) = hold_server(
         rpc::Server::builder()
             .max_in_flight_per_connection(2)
-            .overload(rpc::Overload::Shed)
-            .serve(service.clone().into_service()),
+            .overload(rpc::Overload::Shed),
     )
     .await;
-    let client = HoldClient::new(support::connect_pinned(server.addr).await);
-    let running: Vec<_> = (0..2)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.wait().await })
-        })
-        .collect();
+    let running = waits(&client, 2);
     eventually("two calls run", || {
         server.handle.accounting().in_flight == 2
     })
@@ -221,14 +210,8 @@ async fn waiting_requests_run_in_turn_and_shed_ones_are_refused_at_once() {
 
 #[tokio::test]
 async fn the_stream_cap_holds_back_client_streams_but_not_unary_calls() {
-    let service = HoldImpl::new();
-    let server = start(
-        rpc::Server::builder()
-            .max_streams_per_connection(1)
-            .serve(service.clone().into_service()),
-    )
-    .await;
-    let client = HoldClient::new(support::connect_pinned(server.addr).await);
+    let (service, server, client) =
+        hold_server(rpc::Server::builder().max_streams_per_connection(1)).await;
     let uploads: Vec<_> = (0..3)
         .map(|_| {
             let client = client.clone();
