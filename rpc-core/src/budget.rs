@@ -40,31 +40,37 @@ impl Budget {
     }
 
     /// The limit.
+    #[inline]
     pub fn limit(&self) -> usize {
         self.limit
     }
 
     /// Bytes in use now.
+    #[inline]
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Whether `bytes` more fit under the limit.
+    #[inline]
     pub fn has_room(&self, bytes: usize) -> bool {
         self.used().saturating_add(bytes) <= self.limit
     }
 
     /// Whether the limit is reached: nothing more may be added until bytes are given back.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.used() >= self.limit
     }
 
     /// Counts `bytes` as in use, room or not (the caller checked, or must not wait).
+    #[inline]
     pub fn take(&self, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Gives back `bytes` taken earlier, and wakes whoever waits for room.
+    #[inline]
     pub fn give(&self, bytes: usize) {
         if bytes == 0 {
             return;

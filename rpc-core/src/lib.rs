@@ -61,7 +61,7 @@ pub mod transport;
 pub mod writer;
 
 pub use codec::{Bincode, Codec, CodecError};
-pub use context::Context;
+pub use context::{Context, Peer};
 pub use error::{Error, ProtocolError};
 pub use extensions::Extensions;
 pub use metadata::Metadata;

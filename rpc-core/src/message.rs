@@ -190,7 +190,7 @@ pub fn encode_frame(
     let prefix = u32::try_from(len)
         .ok()
         .filter(|_| len <= max_frame_len)
-        .ok_or(Error::MessageTooLarge {
+        .ok_or_else(|| Error::MessageTooLarge {
             len,
             max: max_frame_len,
         })?;

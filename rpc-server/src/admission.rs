@@ -63,6 +63,7 @@ impl Account {
     }
 
     /// Whether `bytes` more fit both this connection's budget and the server's.
+    #[inline]
     pub(crate) fn has_room(&self, bytes: usize) -> bool {
         self.inbound.has_room(bytes) && self.counters.inbound.has_room(bytes)
     }

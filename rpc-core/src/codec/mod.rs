@@ -130,13 +130,76 @@ pub struct Bincode;
 /// The bincode limit is at least this many times the input (see the module docs).
 const EXPANSION: usize = 16;
 
-/// Lets bincode append straight into a `BytesMut`, with no intermediate buffer.
-struct BytesWriter<'a>(&'a mut BytesMut);
+/// Lets bincode append into a `BytesMut` through a small buffer on the stack.
+///
+/// bincode writes every integer, and a varint's tag, on its own. Appending each to the
+/// `BytesMut` cost a call and a `memcpy` apiece (about 40 instructions a write, several
+/// writes a message); here the usual sizes become plain stores into `scratch`, and the
+/// `BytesMut` gets one copy per [`SCRATCH`] bytes.
+struct BytesWriter<'a> {
+    dst: &'a mut BytesMut,
+    scratch: [u8; SCRATCH],
+    len: usize,
+}
+
+/// Bytes gathered before they go to the `BytesMut`.
+const SCRATCH: usize = 64;
+
+impl<'a> BytesWriter<'a> {
+    #[inline]
+    fn new(dst: &'a mut BytesMut) -> Self {
+        BytesWriter {
+            dst,
+            scratch: [0; SCRATCH],
+            len: 0,
+        }
+    }
+
+    /// Appends what is gathered to the `BytesMut`.
+    #[inline]
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.dst.put_slice(&self.scratch[..self.len]);
+            self.len = 0;
+        }
+    }
+
+    /// Copies `bytes`, `N` long, into the scratch buffer (a copy of a known length: a store),
+    /// or to the `BytesMut` if the buffer has no room.
+    #[inline(always)]
+    fn gather<const N: usize>(&mut self, bytes: &[u8]) {
+        match (
+            self.scratch.get_mut(self.len..self.len + N),
+            <&[u8; N]>::try_from(bytes),
+        ) {
+            (Some(to), Ok(from)) => {
+                to.copy_from_slice(from);
+                self.len += N;
+            }
+            _ => self.pass(bytes),
+        }
+    }
+
+    /// Appends `bytes` to the `BytesMut` after what is gathered.
+    fn pass(&mut self, bytes: &[u8]) {
+        self.flush();
+        self.dst.put_slice(bytes);
+    }
+}
 
 impl bincode::enc::write::Writer for BytesWriter<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.put_slice(bytes);
+        if self.len + bytes.len() > SCRATCH {
+            self.flush();
+        }
+        match bytes.len() {
+            1 => self.gather::<1>(bytes),
+            2 => self.gather::<2>(bytes),
+            4 => self.gather::<4>(bytes),
+            8 => self.gather::<8>(bytes),
+            _ => self.pass(bytes),
+        }
         Ok(())
     }
 }
@@ -149,11 +212,10 @@ impl Codec for Bincode {
         dst: &mut BytesMut,
     ) -> Result<(), CodecError> {
         let start = dst.len();
-        let result = bincode::serde::encode_into_writer(
-            value,
-            BytesWriter(dst),
-            bincode::config::standard(),
-        );
+        let mut writer = BytesWriter::new(dst);
+        let result =
+            bincode::serde::encode_into_writer(value, &mut writer, bincode::config::standard());
+        writer.flush();
         result.map_err(|err| {
             dst.truncate(start);
             CodecError::Encode {
@@ -224,6 +286,29 @@ mod tests {
         Bincode.encode(&value, &mut buf).expect("encode");
         let back: T = Bincode.decode(&buf).expect("decode");
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn gathered_writes_give_the_bytes_bincode_gives() {
+        // Integers of every width around the scratch buffer's edge, strings shorter and
+        // longer than it: the bytes and their order must be bincode's own.
+        let long = "x".repeat(3 * SCRATCH + 5);
+        let value = (
+            (0..40u64).map(|i| i * 997).collect::<Vec<_>>(),
+            "short",
+            u64::MAX,
+            -3i16,
+            long,
+            (1u8, 70_000u32, 1.5f64, 'é'),
+            vec![u128::MAX; 5],
+        );
+        // Appended after bytes already there, as a frame's body is.
+        let mut buf = BytesMut::from(&b"head"[..]);
+        Bincode.encode(&value, &mut buf).expect("encode");
+        let plain = bincode::serde::encode_to_vec(&value, bincode::config::standard())
+            .expect("bincode encodes it");
+        assert_eq!(&buf[..4], b"head");
+        assert_eq!(&buf[4..], &plain[..]);
     }
 
     /// A byte buffer that asks for an owned buffer, as `serde_bytes::ByteBuf` does.
