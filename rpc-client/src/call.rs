@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::connection::{Connection, Reply, SWEEP_MIN};
+use crate::permits::Permits;
 
 /// A call to a remote method, returned by the generated stub methods.
 ///
@@ -419,7 +420,7 @@ impl Drop for Sent {
         if self.inbound.is_some() && !self.stream_taken {
             self.conn.streams().remove(self.id);
         }
-        self.conn.permits.add_permits(1);
+        self.conn.permits.release();
     }
 }
 
@@ -434,6 +435,15 @@ impl Sent {
         }
         std::task::ready!(self.timer.poll_expired(cx));
         Poll::Ready(Err(Error::DeadlineExceeded))
+    }
+}
+
+/// A permit taken for an attempt that has not started yet: given back if it never does.
+struct Held<'a>(&'a Permits);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -467,11 +477,17 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
     /// for what is missing or reports why it cannot be had.
     fn start_now(&mut self, now: Instant) -> Option<Sent> {
         let conn = self.request.client.usable_connection()?;
-        let permit = conn.permits.try_acquire().ok()?;
-        let sent = self.queue(&conn, now).ok()??;
-        // Given back by `Sent` when the attempt ends.
-        permit.forget();
-        Some(sent)
+        if !conn.permits.try_acquire() {
+            return None;
+        }
+        match self.queue(&conn, now) {
+            // Given back by `Sent` when the attempt ends.
+            Ok(Some(sent)) => Some(sent),
+            _ => {
+                conn.permits.release();
+                None
+            }
+        }
     }
 
     /// Starts an attempt, waiting (under the call's deadline) for a connection, a permit
@@ -482,13 +498,12 @@ impl<Args: Serialize, Out> Plan<Args, Out> {
         let conn = Deadline::new(Box::pin(client.connection()), deadline).await??;
         // Bounded in-flight calls per connection: wait for room rather than queue without
         // bound.
-        let permit = Deadline::new(Box::pin(conn.permits.acquire()), deadline)
-            .await?
-            .map_err(|_| Error::closed("the connection is closing"))?;
+        Deadline::new(Box::pin(conn.permits.acquire()), deadline).await?;
+        // Given back by `Sent` when the attempt ends, or here if it never starts.
+        let permit = Held(&conn.permits);
         loop {
             if let Some(sent) = self.queue(&conn, Instant::now())? {
-                // Given back by `Sent` when the attempt ends.
-                permit.forget();
+                std::mem::forget(permit);
                 return Ok(sent);
             }
             Deadline::new(Box::pin(conn.queue.ready()), deadline).await??;

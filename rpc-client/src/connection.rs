@@ -22,11 +22,12 @@ use rpc_core::stream::StreamTable;
 use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
 use rpc_core::{Error, ProtocolError, Transport};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::config::ClientConfig;
+use crate::permits::Permits;
 pub(crate) use crate::slots::Reply;
 use crate::slots::{Removed, Slots};
 
@@ -40,7 +41,7 @@ pub(crate) const SWEEP_MIN: Duration = Duration::from_secs(1);
 
 pub(crate) struct Connection {
     pub(crate) queue: Arc<WriteQueue>,
-    pub(crate) permits: Semaphore,
+    pub(crate) permits: Permits,
     /// The permits there are when no call is in flight.
     max_in_flight: usize,
     shared: Arc<Shared>,
@@ -106,7 +107,7 @@ impl Connection {
         let task = AbortOnDrop::spawn(drive(shared.clone(), frames, writer, keepalive));
         Ok(Connection {
             queue,
-            permits: Semaphore::new(config.max_in_flight.max(1)),
+            permits: Permits::new(config.max_in_flight.max(1)),
             max_in_flight: config.max_in_flight.max(1),
             shared,
             _task: task,
@@ -158,7 +159,7 @@ impl Connection {
     /// Calls holding a permit (sent and not yet settled): a lock-free load estimate.
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        self.max_in_flight - self.permits.available_permits()
+        self.max_in_flight - self.permits.available()
     }
 
     /// Calls waiting for their reply.

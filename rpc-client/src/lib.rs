@@ -34,6 +34,7 @@ mod connection;
 pub mod discover;
 pub mod endpoint;
 pub mod intercept;
+mod permits;
 mod retry;
 mod slots;
 #[cfg(feature = "tls")]

@@ -187,13 +187,16 @@ pub fn encode_frame(
     header.encode(frame.buf)?;
     body(frame.buf)?;
     let len = frame.buf.len() - frame.start - PREFIX_LEN;
-    let prefix = u32::try_from(len)
-        .ok()
-        .filter(|_| len <= max_frame_len)
-        .ok_or_else(|| Error::MessageTooLarge {
-            len,
-            max: max_frame_len,
-        })?;
+    // A match, not `ok_or`: an error built eagerly is also dropped on every good frame.
+    let prefix = match u32::try_from(len) {
+        Ok(prefix) if len <= max_frame_len => prefix,
+        _ => {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: max_frame_len,
+            })
+        }
+    };
     let start = frame.start;
     frame.buf[start..start + PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
     frame.commit();
