@@ -219,24 +219,21 @@ pub fn measure(setup: Setup, opts: &Options) -> Option<Sample> {
         servers.push(server);
         addrs.push(format!("127.0.0.1:{port}"));
     }
-    let mut client = Proc::start(
-        &[
-            "client".into(),
-            "--system".into(),
-            System::Rpc.name().into(),
-            "--workload".into(),
-            NAME.into(),
-            "--policy".into(),
-            setup.policy.name().into(),
-            "--addrs".into(),
-            addrs.join(","),
-            "--warm".into(),
-            opts.warm.to_string(),
-            "--secs".into(),
-            opts.secs.to_string(),
-        ],
-        false,
-    );
+    let mut client = Proc::start(&[
+        "client".into(),
+        "--system".into(),
+        System::Rpc.name().into(),
+        "--workload".into(),
+        NAME.into(),
+        "--policy".into(),
+        setup.policy.name().into(),
+        "--addrs".into(),
+        addrs.join(","),
+        "--warm".into(),
+        opts.warm.to_string(),
+        "--secs".into(),
+        opts.secs.to_string(),
+    ]);
     let dog = client.watchdog(Duration::from_secs_f64(opts.warm + opts.secs + 60.0));
     let served = |servers: &mut Vec<Proc>| -> Option<Vec<u64>> {
         servers.iter_mut().map(served_now).collect()

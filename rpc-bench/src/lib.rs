@@ -50,6 +50,12 @@ impl System {
     pub fn parse(s: &str) -> Option<System> {
         System::ALL.into_iter().find(|sys| sys.name() == s)
     }
+
+    /// Whether the system runs the stream workloads ([`BenchStreams`]): tarpc has no
+    /// streams, and `rpc-tls` is measured for `pipe` and `bulk` only.
+    pub fn has_streams(self) -> bool {
+        matches!(self, System::Rpc | System::Floor)
+    }
 }
 
 /// The client side of one connection, as each system exposes it. Clones share the
@@ -69,6 +75,41 @@ pub trait BenchConn: Clone + Send + Sync + 'static {
 
     /// `hold(ms) -> ms`: the server replies after `ms` milliseconds (memory tests).
     fn hold(&self, ms: u64) -> impl Future<Output = Result<u64, String>> + Send;
+}
+
+/// What the receiver of a client stream counted, returned when the stream ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Uploaded {
+    /// Items received.
+    pub items: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Items that were not the expected next item ([`load::item_ok`]).
+    pub wrong: u64,
+}
+
+/// Streams inside one connection, as each system that has them exposes them. Clones share
+/// the connection.
+///
+/// Items are `size` bytes: item `n` (from 0) carries `n` in its first 8 bytes
+/// (little-endian) and [`load::payload`]'s bytes after them, so both ends check every item.
+pub trait BenchStreams: Clone + Send + Sync + 'static {
+    /// A received item.
+    type Item: AsRef<[u8]> + Send;
+    /// A server stream as the client reads it.
+    type Items: futures::Stream<Item = Result<Self::Item, String>> + Send + Unpin + 'static;
+
+    /// Opens one connection.
+    fn connect(addr: SocketAddr) -> impl Future<Output = Result<Self, String>> + Send;
+
+    /// Asks for an endless server stream of `size`-byte items; dropping it cancels it.
+    fn download(&self, size: usize) -> impl Future<Output = Result<Self::Items, String>> + Send;
+
+    /// Sends `items` as a client stream until it ends; the server checks and counts them and
+    /// answers with its count.
+    fn upload<S>(&self, items: S) -> impl Future<Output = Result<Uploaded, String>> + Send
+    where
+        S: futures::Stream<Item = Vec<u8>> + Send + 'static;
 }
 
 /// The runtime every bench process runs on: tokio's multi-thread runtime with its defaults,

@@ -1,8 +1,9 @@
 //! `rpc-bench`: run with no subcommand to benchmark rpc, tarpc and floor (see README.md).
 //!
 //! ```text
-//! rpc-bench [--secs 3] [--warm 1] [--reps 3] [--workloads lat,pipe,conns,bulk,balanced,mem]
-//!           [--systems rpc,tarpc,floor] [--allocs] [--no-save]
+//! rpc-bench [--secs 3] [--warm 1] [--reps 3]
+//!           [--workloads lat,pipe,conns,bulk,stream,stream-small,balanced,mem]
+//!           [--systems rpc,tarpc,floor,rpc-tls] [--no-save]
 //! rpc-bench server --system S [--slow-ms N]         (internal)
 //! rpc-bench client --system S --workload W --addr A [--warm 1] [--secs 3]   (internal)
 //! rpc-bench client --system rpc --workload balanced --policy one|p2c|rr --addrs A,B,C
@@ -23,9 +24,6 @@ use rpc_bench::{alloc, System};
 static GLOBAL: alloc::Counting = alloc::Counting;
 
 fn main() {
-    if std::env::var_os("RPC_BENCH_ALLOCS").is_some() {
-        alloc::enable();
-    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| -> Option<String> {
         args.iter()
@@ -103,8 +101,8 @@ fn main() {
                     } else if w == balanced::NAME {
                         run_balanced = true;
                     } else {
-                        workloads.push(
-                            Workload::parse(w)
+                        workloads.extend(
+                            Workload::parse_group(w)
                                 .unwrap_or_else(|| usage(&format!("unknown workload {w}"))),
                         );
                     }
@@ -129,7 +127,6 @@ fn main() {
                 systems,
                 mem,
                 balanced: run_balanced,
-                allocs: has("--allocs"),
                 save: !has("--no-save"),
                 command: std::iter::once("cargo run -p rpc-bench --release --".to_string())
                     .chain(args.iter().cloned())
@@ -138,6 +135,9 @@ fn main() {
                     .trim_end_matches(" --")
                     .to_string(),
             };
+            if has("--allocs") {
+                eprintln!("note: --allocs is no longer needed: allocations are always counted");
+            }
             let fds = rpc_bench::raise_fd_limit();
             if opts.mem && fds < rpc_bench::mem::IDLE_CONNS as u64 + 1000 {
                 eprintln!("warning: open-file limit is {fds}; the 10,000-connection test may fail (raise `ulimit -Hn`)");
@@ -160,8 +160,10 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: rpc-bench [--secs 3] [--warm 1] [--reps 3] \
-         [--workloads lat,pipe,conns,bulk,balanced,mem] \
-         [--systems rpc,tarpc,floor] [--allocs] [--no-save]"
+         [--workloads lat,pipe,conns,bulk,stream,stream-small,balanced,mem] \
+         [--systems rpc,tarpc,floor,rpc-tls] [--no-save]\n\
+         (stream = stream-down,stream-up: 64 KiB items; \
+         stream-small = stream-small-down,stream-small-up: 32-byte items)"
     );
     std::process::exit(if problem.is_empty() { 0 } else { 2 });
 }

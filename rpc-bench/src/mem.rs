@@ -46,7 +46,7 @@ impl MemResult {
 pub fn measure(system: System) -> Option<MemResult> {
     let mut r = MemResult::default();
     {
-        let (server, port) = start_server(system, false);
+        let (server, port) = start_server(system);
         std::thread::sleep(Duration::from_millis(300));
         r.base = proc_stat::rss_bytes(server.pid());
         let mut client = memclient(system, port, IDLE_CONNS, 0);
@@ -57,7 +57,7 @@ pub fn measure(system: System) -> Option<MemResult> {
         dog.disarm();
     }
     {
-        let (server, port) = start_server(system, false);
+        let (server, port) = start_server(system);
         let mut client = memclient(system, port, INFLIGHT_CONNS, INFLIGHT_CALLS);
         let dog = client.watchdog(Duration::from_secs(120));
         expect(&mut client, "READY")?;
@@ -78,20 +78,17 @@ pub fn measure(system: System) -> Option<MemResult> {
 }
 
 fn memclient(system: System, port: u16, conns: usize, calls: usize) -> Proc {
-    Proc::start(
-        &[
-            "memclient".into(),
-            "--system".into(),
-            system.name().into(),
-            "--addr".into(),
-            format!("127.0.0.1:{port}"),
-            "--conns".into(),
-            conns.to_string(),
-            "--calls".into(),
-            calls.to_string(),
-        ],
-        false,
-    )
+    Proc::start(&[
+        "memclient".into(),
+        "--system".into(),
+        system.name().into(),
+        "--addr".into(),
+        format!("127.0.0.1:{port}"),
+        "--conns".into(),
+        conns.to_string(),
+        "--calls".into(),
+        calls.to_string(),
+    ])
 }
 
 fn expect(p: &mut Proc, word: &str) -> Option<String> {

@@ -32,8 +32,6 @@ pub struct Options {
     pub mem: bool,
     /// Whether to run the `balanced` workload (one client over three servers; rpc only).
     pub balanced: bool,
-    /// Whether to count allocations (slower; separate from the throughput table).
-    pub allocs: bool,
     /// Whether to save the table under `results/`.
     pub save: bool,
     /// The command line, for the report.
@@ -49,9 +47,9 @@ pub struct Sample {
     pub client_cpu_ns: u64,
     /// CPU of the server process during the measuring window.
     pub server_cpu_ns: u64,
-    /// Client allocations during the window (with `--allocs`).
+    /// Client allocations during the window.
     pub client_allocs: Option<u64>,
-    /// Server allocations during the window (with `--allocs`).
+    /// Server allocations during the window.
     pub server_allocs: Option<u64>,
 }
 
@@ -67,16 +65,13 @@ pub struct Proc {
 
 impl Proc {
     /// Starts this executable with `args`.
-    pub fn start(args: &[String], allocs: bool) -> Proc {
+    pub fn start(args: &[String]) -> Proc {
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(exe);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if allocs {
-            cmd.env("RPC_BENCH_ALLOCS", "1");
-        }
         let mut child = cmd.spawn().expect("spawn child");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
@@ -147,21 +142,17 @@ impl Watchdog {
 }
 
 /// Starts a server of `system` and returns it with its port.
-pub fn start_server(system: System, allocs: bool) -> (Proc, u16) {
-    let mut server = Proc::start(
-        &["server".into(), "--system".into(), system.name().into()],
-        allocs,
-    );
+pub fn start_server(system: System) -> (Proc, u16) {
+    let mut server = Proc::start(&["server".into(), "--system".into(), system.name().into()]);
     let port = announced_port(&mut server);
     (server, port)
 }
 
-/// Starts a server of `system` with `extra` arguments (allocations not counted) and
-/// returns it with its port.
+/// Starts a server of `system` with `extra` arguments and returns it with its port.
 pub fn start_server_with(system: System, extra: &[String]) -> (Proc, u16) {
     let mut args = vec!["server".into(), "--system".into(), system.name().into()];
     args.extend_from_slice(extra);
-    let mut server = Proc::start(&args, false);
+    let mut server = Proc::start(&args);
     let port = announced_port(&mut server);
     (server, port)
 }
@@ -186,23 +177,20 @@ fn server_allocs(server: &mut Proc) -> Option<u64> {
 
 /// Runs one (system, workload) measurement with fresh server and client processes.
 pub fn measure(system: System, workload: Workload, opts: &Options) -> Option<Sample> {
-    let (mut server, port) = start_server(system, opts.allocs);
-    let mut client = Proc::start(
-        &[
-            "client".into(),
-            "--system".into(),
-            system.name().into(),
-            "--workload".into(),
-            workload.name().into(),
-            "--addr".into(),
-            format!("127.0.0.1:{port}"),
-            "--warm".into(),
-            opts.warm.to_string(),
-            "--secs".into(),
-            opts.secs.to_string(),
-        ],
-        opts.allocs,
-    );
+    let (mut server, port) = start_server(system);
+    let mut client = Proc::start(&[
+        "client".into(),
+        "--system".into(),
+        system.name().into(),
+        "--workload".into(),
+        workload.name().into(),
+        "--addr".into(),
+        format!("127.0.0.1:{port}"),
+        "--warm".into(),
+        opts.warm.to_string(),
+        "--secs".into(),
+        opts.secs.to_string(),
+    ]);
     let dog = client.watchdog(Duration::from_secs_f64(opts.warm + opts.secs + 60.0));
     let (spid, cpid) = (server.pid(), client.pid());
     let mut start = None;
@@ -211,15 +199,11 @@ pub fn measure(system: System, workload: Workload, opts: &Options) -> Option<Sam
     while let Some(line) = client.line() {
         if let Some(n) = line.strip_prefix("WARM ") {
             let cpu = (proc_stat::cpu_ns(spid), proc_stat::cpu_ns(cpid));
-            let allocs = opts
-                .allocs
-                .then(|| (server_allocs(&mut server), n.parse::<u64>().ok()));
+            let allocs = (server_allocs(&mut server), n.parse::<u64>().ok());
             start = Some((cpu, allocs));
         } else if let Some(n) = line.strip_prefix("END ") {
             let cpu = (proc_stat::cpu_ns(spid), proc_stat::cpu_ns(cpid));
-            let allocs = opts
-                .allocs
-                .then(|| (server_allocs(&mut server), n.parse::<u64>().ok()));
+            let allocs = (server_allocs(&mut server), n.parse::<u64>().ok());
             end = Some((cpu, allocs));
         } else if line.starts_with("RESULT ") {
             result = LoadResult::parse(&line);
@@ -236,10 +220,7 @@ pub fn measure(system: System, workload: Workload, opts: &Options) -> Option<Sam
         return None;
     };
     let diff = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
-    let (sa, ca) = match (a0, a1) {
-        (Some((s0, cl0)), Some((s1, cl1))) => (diff(s0, s1), diff(cl0, cl1)),
-        _ => (None, None),
-    };
+    let (sa, ca) = (diff(a0.0, a1.0), diff(a0.1, a1.1));
     drop(client);
     drop(server);
     Some(Sample {
@@ -261,14 +242,19 @@ pub fn run(opts: &Options) -> String {
         }
     }
     for &workload in &opts.workloads {
-        // TLS is compared with plaintext where bytes dominate (bulk) and where calls do
-        // (pipe).
-        let systems: Vec<System> = opts
-            .systems
-            .iter()
-            .copied()
-            .filter(|&s| s != System::RpcTls || matches!(workload, Workload::Pipe | Workload::Bulk))
-            .collect();
+        let systems = systems_of(workload, &opts.systems);
+        if systems.len() < opts.systems.len() {
+            eprintln!(
+                "[{}] not for: {}",
+                workload.name(),
+                opts.systems
+                    .iter()
+                    .filter(|s| !systems.contains(s))
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         for rep in 0..opts.reps {
             // Interleave systems; rotate the order each repetition.
             for k in 0..systems.len() {
@@ -283,11 +269,14 @@ pub fn run(opts: &Options) -> String {
                 match measure(system, workload, opts) {
                     Some(s) => {
                         eprintln!(
-                            "{:>10.0} calls/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu {:.2} us/call  err {} wrong {}",
+                            "{:>10.0} calls/s  {:>6.0} MB/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu {:.2} us/call  allocs/call {:.2} + {:.2}  err {} wrong {}",
                             calls_per_s(&s),
+                            mb_per_s(&s),
                             s.load.p50_ns as f64 / 1e3,
                             s.load.p99_ns as f64 / 1e3,
                             cpu_us_per_call(&s),
+                            client_allocs_per_call(&s),
+                            server_allocs_per_call(&s),
                             s.load.errors,
                             s.load.wrong
                         );
@@ -329,6 +318,23 @@ pub fn run(opts: &Options) -> String {
     report(opts, &samples, &balanced, &mem_results)
 }
 
+/// The systems of `systems` that run `workload`: TLS is compared with plaintext where bytes
+/// dominate (bulk) and where calls do (pipe); the stream workloads are for the systems that
+/// have streams.
+pub fn systems_of(workload: Workload, systems: &[System]) -> Vec<System> {
+    systems
+        .iter()
+        .copied()
+        .filter(|&s| {
+            if workload.stream().is_some() {
+                s.has_streams()
+            } else {
+                s != System::RpcTls || matches!(workload, Workload::Pipe | Workload::Bulk)
+            }
+        })
+        .collect()
+}
+
 fn calls_per_s(s: &Sample) -> f64 {
     s.load.calls as f64 / (s.load.elapsed_ns as f64 / 1e9)
 }
@@ -339,6 +345,14 @@ fn mb_per_s(s: &Sample) -> f64 {
 
 fn cpu_us_per_call(s: &Sample) -> f64 {
     (s.client_cpu_ns + s.server_cpu_ns) as f64 / 1e3 / s.load.calls.max(1) as f64
+}
+
+fn client_allocs_per_call(s: &Sample) -> f64 {
+    s.client_allocs.unwrap_or(0) as f64 / s.load.calls.max(1) as f64
+}
+
+fn server_allocs_per_call(s: &Sample) -> f64 {
+    s.server_allocs.unwrap_or(0) as f64 / s.load.calls.max(1) as f64
 }
 
 /// (median, min, max) of `v`; `None` if empty.
@@ -373,7 +387,7 @@ pub(crate) fn fmt_num(x: f64) -> String {
 
 type Metric = (&'static str, fn(&Sample) -> f64);
 
-fn metrics(workload: Workload, allocs: bool) -> Vec<Metric> {
+fn metrics(workload: Workload) -> Vec<Metric> {
     let mut m: Vec<Metric> = match workload {
         Workload::Lat | Workload::Pipe => vec![
             ("calls/s (higher is better)", calls_per_s),
@@ -385,15 +399,22 @@ fn metrics(workload: Workload, allocs: bool) -> Vec<Metric> {
             ("MB/s (higher is better)", mb_per_s),
             ("p50 ms", |s| s.load.p50_ns as f64 / 1e6),
         ],
+        Workload::StreamDown | Workload::StreamUp => vec![
+            ("MB/s (higher is better)", mb_per_s),
+            ("items/s", calls_per_s),
+        ],
+        Workload::SmallDown | Workload::SmallUp => {
+            vec![("items/s (higher is better)", calls_per_s)]
+        }
     };
-    m.push(("CPU us/call, both processes", cpu_us_per_call));
-    if allocs {
-        m.push(("allocs/call, client", |s| {
-            s.client_allocs.unwrap_or(0) as f64 / s.load.calls.max(1) as f64
-        }));
-        m.push(("allocs/call, server", |s| {
-            s.server_allocs.unwrap_or(0) as f64 / s.load.calls.max(1) as f64
-        }));
+    if workload.stream().is_some() {
+        m.push(("CPU us/item, both processes", cpu_us_per_call));
+        m.push(("allocs/item, client", client_allocs_per_call));
+        m.push(("allocs/item, server", server_allocs_per_call));
+    } else {
+        m.push(("CPU us/call, both processes", cpu_us_per_call));
+        m.push(("allocs/call, client", client_allocs_per_call));
+        m.push(("allocs/call, server", server_allocs_per_call));
     }
     m
 }
@@ -459,21 +480,25 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
         if tls { "---|---|" } else { "" }
     );
     for &w in &opts.workloads {
-        for (name, f) in metrics(w, opts.allocs) {
+        let runs = systems_of(w, &System::ALL);
+        for (name, f) in metrics(w) {
             let cell = |sys: System| -> (String, Option<f64>) {
                 match median_of(samples, w, sys, f).filter(|_| has(sys)) {
                     Some((med, lo, hi)) => (
                         format!("{} ({}-{})", fmt_num(med), fmt_num(lo), fmt_num(hi)),
                         Some(med),
                     ),
+                    // A system without this workload (tarpc has no streams).
+                    None if has(sys) && !runs.contains(&sys) => ("n/a".into(), None),
                     None => ("-".into(), None),
                 }
             };
             let (r, rv) = cell(System::Rpc);
             let (t, tv) = cell(System::Tarpc);
             let (fl, fv) = cell(System::Floor);
+            // No ratio to a figure shown as 0.00 (no allocations per call, say).
             let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 1e-6 => format!("{:.2}x", a / b),
+                (Some(a), Some(b)) if b >= 0.005 => format!("{:.2}x", a / b),
                 _ => "-".into(),
             };
             let tls_cells = if tls {
@@ -500,7 +525,7 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
     // Errors and wrong replies, summed over all runs.
     let mut bad = Vec::new();
     for &w in &opts.workloads {
-        for &sys in &opts.systems {
+        for sys in systems_of(w, &opts.systems) {
             let (mut calls, mut e, mut wr) = (0u64, 0u64, 0u64);
             for (_, _, s) in samples.iter().filter(|(sw, ss, _)| *sw == w && *ss == sys) {
                 calls += s.load.calls;
@@ -508,10 +533,15 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
                 wr += s.load.wrong;
             }
             bad.push(format!(
-                "{} {}: {} correct calls measured, {} errors, {} wrong",
+                "{} {}: {} correct {} measured, {} errors, {} wrong",
                 w.name(),
                 sys.name(),
                 calls,
+                if w.stream().is_some() {
+                    "items"
+                } else {
+                    "calls"
+                },
                 e,
                 wr
             ));

@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_bytes::ByteBuf;
 
-use crate::BenchConn;
+use crate::load::{item_ok, make_item, payload};
+use crate::{BenchConn, BenchStreams, Uploaded};
 
 /// The benchmark service. `echo` takes `serde_bytes::ByteBuf`, serde's byte-buffer fast
 /// path (`Vec<u8>` would go through the sequence path one byte at a time).
@@ -37,19 +39,75 @@ impl Bench for Impl {
     }
 }
 
+/// The largest stream item [`Streams::download`] makes; a larger `size` is cut to it.
+pub const MAX_ITEM: usize = 1 << 20;
+
+/// The stream workloads' service, served next to [`Bench`] by the same server. Items are
+/// `serde_bytes::ByteBuf` for the same reason as `echo`'s argument.
+#[rpc::service]
+pub trait Streams {
+    /// An endless stream of `size`-byte items (at least 8, at most [`MAX_ITEM`]); item `n`
+    /// is [`make_item`]`(n, ..)`.
+    async fn download(&self, size: u64) -> rpc::Stream<ByteBuf>;
+    /// Reads a stream of items until it ends, checking that item `n` is
+    /// [`make_item`]`(n, ..)`, and answers with what it counted.
+    async fn upload(&self, items: rpc::Stream<ByteBuf>) -> Uploaded;
+}
+
+/// The implementation of [`Streams`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamsImpl;
+
+impl Streams for StreamsImpl {
+    async fn download(&self, size: u64) -> rpc::Stream<ByteBuf> {
+        let size = usize::try_from(size).unwrap_or(MAX_ITEM).clamp(8, MAX_ITEM);
+        let template = payload(size);
+        let mut n = 0;
+        // The API takes each item owned: one buffer and one copy of the payload per item.
+        rpc::Stream::new(futures::stream::repeat_with(move || {
+            let item = make_item(n, &template);
+            n += 1;
+            ByteBuf::from(item)
+        }))
+    }
+
+    async fn upload(&self, mut items: rpc::Stream<ByteBuf>) -> Uploaded {
+        let mut got = Uploaded::default();
+        let mut template = Vec::new();
+        while let Some(Ok(item)) = items.next().await {
+            if template.len() != item.len() {
+                template = payload(item.len());
+            }
+            if !item_ok(got.items, &template, &item) {
+                got.wrong += 1;
+            }
+            got.items += 1;
+            got.bytes += item.len() as u64;
+        }
+        got
+    }
+}
+
 /// The server a user would write. `max_connections` is raised for the 10,000-connection
 /// memory test; everything else is the default configuration.
 pub async fn serve() -> Result<(), String> {
-    let server = rpc::Server::builder()
-        .max_connections(30_000)
-        .serve(Impl.into_service())
-        .bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = bind().await?;
     let addr = server.local_addr().ok_or("no tcp address")?;
     println!("PORT {}", addr.port());
     server.run().await;
     Ok(())
+}
+
+/// [`serve`]'s server, bound to 127.0.0.1 on a port the OS picks: [`Bench`] and
+/// [`Streams`], default configuration except `max_connections(30_000)`.
+pub async fn bind() -> Result<rpc::Server, String> {
+    rpc::Server::builder()
+        .max_connections(30_000)
+        .serve(Impl.into_service())
+        .serve(StreamsImpl.into_service())
+        .bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Calls served by this process's [`Balanced`] server (the orchestrator asks for it with a
@@ -128,6 +186,40 @@ impl BenchConn for BenchClient {
 
     async fn hold(&self, ms: u64) -> Result<u64, String> {
         BenchClient::hold(self, ms).await.map_err(|e| e.to_string())
+    }
+}
+
+impl BenchStreams for StreamsClient {
+    type Item = ByteBuf;
+    type Items = futures::stream::Map<
+        rpc::Stream<ByteBuf>,
+        fn(Result<ByteBuf, rpc::Error>) -> Result<ByteBuf, String>,
+    >;
+
+    async fn connect(addr: SocketAddr) -> Result<Self, String> {
+        StreamsClient::connect(addr)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn download(&self, size: usize) -> Result<Self::Items, String> {
+        let items = StreamsClient::download(self, size as u64)
+            .no_deadline()
+            .await
+            .map_err(|e| e.to_string())?;
+        let to_string: fn(Result<ByteBuf, rpc::Error>) -> Result<ByteBuf, String> =
+            |item| item.map_err(|e| e.to_string());
+        Ok(items.map(to_string))
+    }
+
+    async fn upload<S>(&self, items: S) -> Result<Uploaded, String>
+    where
+        S: futures::Stream<Item = Vec<u8>> + Send + 'static,
+    {
+        StreamsClient::upload(self, rpc::Stream::new(items.map(ByteBuf::from)))
+            .no_deadline()
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
