@@ -27,7 +27,7 @@
 //! [`Inbound`] buffer and credit to the right [`Outbound`] sender; both ends of a connection
 //! use the same machinery.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -43,6 +43,7 @@ use serde::Serialize;
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, ProtocolError};
 use crate::frame::PREFIX_LEN;
+use crate::ids::PeerIdMap;
 use crate::message::{Header, Status, STREAM_ITEM_HEADER_LEN};
 use crate::sync::lock;
 use crate::writer::WriteQueue;
@@ -139,10 +140,11 @@ pub struct StreamTable {
 
 #[derive(Debug, Default)]
 struct TableState {
-    inbound: HashMap<u64, Arc<Inbound>>,
-    outbound: HashMap<u64, Arc<Outbound>>,
+    /// By call id: on a server, ids the peer picked (hence the keyed hash).
+    inbound: PeerIdMap<u64, Arc<Inbound>>,
+    outbound: PeerIdMap<u64, Arc<Outbound>>,
     /// Streams opened before their reader, kept for it (also once they ended); usually empty.
-    early: HashMap<u64, Arc<Inbound>>,
+    early: PeerIdMap<u64, Arc<Inbound>>,
     closed: Option<Error>,
 }
 

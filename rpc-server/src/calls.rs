@@ -6,12 +6,12 @@
 //! table only grows as far as `ServerConfig::max_in_flight_per_connection`: requests beyond
 //! it are parked or refused (see [`admission`](crate::admission)).
 
-use std::collections::HashMap;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use rpc_core::ids::PeerIdMap;
 use rpc_core::Error;
 
 use crate::call::Running;
@@ -23,7 +23,7 @@ pub(crate) struct CallTable {
     /// Polled together: the connection's task is woken when any of them can move.
     calls: FuturesUnordered<Abortable<Running>>,
     /// How to stop each call, for `Cancel`.
-    by_id: HashMap<u64, AbortHandle>,
+    by_id: PeerIdMap<u64, AbortHandle>,
 }
 
 /// A call that ended: its request id, and the error to send for it if it did not reply.
