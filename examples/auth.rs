@@ -52,10 +52,7 @@ impl Notes for Arc<NoteBook> {
     }
 
     async fn list(&self) -> Vec<String> {
-        self.notes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

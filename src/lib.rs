@@ -44,7 +44,7 @@ pub use rpc_core::stream::Stream;
 #[doc(inline)]
 pub use rpc_core::{
     Context, Error, Extensions, Metadata, Method, MethodId, PeerAddr, PeerIdentity, ProtocolError,
-    TlsError,
+    TlsError, TraceContext,
 };
 #[doc(inline)]
 pub use rpc_server::{
@@ -87,5 +87,8 @@ pub mod tls {
 /// server and the client decode, not as a point where another encoding plugs in.
 pub mod protocol {
     #[doc(inline)]
-    pub use rpc_core::{codec, frame, message, preamble, transport, Bincode, Codec, Transport};
+    pub use rpc_core::{
+        codec, frame, message, observe, preamble, trace_context, transport, Bincode, Codec,
+        Transport,
+    };
 }

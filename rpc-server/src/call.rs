@@ -21,6 +21,7 @@ use rpc_core::task::AbortOnDrop;
 use rpc_core::Error;
 use tokio::time::Instant;
 
+use crate::observe::ServerCall;
 use crate::service::Dispatch;
 use crate::stats::CallGuard;
 
@@ -35,6 +36,8 @@ pub(crate) struct CallTask {
     in_flight: Option<CallGuard>,
     /// Whether a panic's message goes to the caller (`ServerConfig::expose_panic_messages`).
     expose_panics: bool,
+    /// The call's span and metrics.
+    observe: ServerCall,
 }
 
 impl CallTask {
@@ -43,6 +46,7 @@ impl CallTask {
         dispatch: Dispatch,
         deadline: Option<Instant>,
         expose_panics: bool,
+        observe: ServerCall,
     ) -> Self {
         CallTask {
             id,
@@ -50,6 +54,7 @@ impl CallTask {
             timer: Timer::new(deadline),
             in_flight: None,
             expose_panics,
+            observe,
         }
     }
 
@@ -65,6 +70,7 @@ impl Future for CallTask {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the handler lives in a Box).
         let this = self.get_mut();
+        let entered = this.observe.span().enter();
         let failure = match Pin::new(&mut this.handler).poll(cx) {
             Poll::Ready(Ok(Ok(()))) => None,
             Poll::Ready(Ok(Err(err))) => Some(err),
@@ -75,6 +81,8 @@ impl Future for CallTask {
                 Some(Error::DeadlineExceeded)
             }
         };
+        drop(entered);
+        this.observe.finish(failure.as_ref());
         Poll::Ready((this.id, failure))
     }
 }

@@ -42,6 +42,7 @@ use tokio_util::codec::FramedRead;
 use crate::call::{CallTask, Running, SpawnedCall};
 use crate::calls::CallTable;
 use crate::idle::IdleTimer;
+use crate::observe::{count_bytes, ConnectionObserved, ServerCall};
 use crate::router::RunOn;
 use crate::server::Shared;
 use crate::service::{Reply, Request, Wire};
@@ -52,6 +53,7 @@ use crate::stats::{CallGuard, ConnectionGuard};
 /// answering keepalive pings, or the server shuts down.
 pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     let _open = ConnectionGuard::new(shared.counters.clone());
+    let _observed = ConnectionObserved::new();
     let peer = stream.peer();
     // Verified by the TLS handshake, if any; shared by every call's context.
     let identity = stream.peer_identity().map(Arc::new);
@@ -67,6 +69,7 @@ pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     // under load one thread can write replies while another reads and runs calls; this task
     // owns it, and dropping the connection aborts it.
     let (reader, writer) = stream.into_split();
+    let (reader, writer) = count_bytes(reader, writer);
     let mut connection = Connection::new(reader, shared, peer.clone(), identity);
     let wire = connection.wire.clone();
     let mut write = AbortOnDrop::spawn({
@@ -370,13 +373,24 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             // A deadline too far to represent is no deadline (the peer chose the number).
             .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
+        let (observe, trace) = ServerCall::start(method, id, &self.peer, &request.metadata, now);
         let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata)
-            .with_peer_identity(self.identity.clone());
+            .with_peer_identity(self.identity.clone())
+            .with_trace(trace);
         let reply = Reply::new(self.wire.clone(), id);
-        let dispatch = route
-            .service
-            .call(Request::new(method, body, reply, context));
-        let mut call = CallTask::new(id, dispatch, deadline, config.expose_panic_messages);
+        // The service picks its handler inside the call's span.
+        let dispatch = observe.span().in_scope(|| {
+            route
+                .service
+                .call(Request::new(method, body, reply, context))
+        });
+        let mut call = CallTask::new(
+            id,
+            dispatch,
+            deadline,
+            config.expose_panic_messages,
+            observe,
+        );
         let running = match route.run {
             RunOn::Connection => {
                 // Most calls finish right here, costing no timer, no set entry, no wake-up

@@ -16,6 +16,7 @@
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `stats` | live counters: connections, calls in flight |
+//! | `observe` | each call's span, and metrics of calls, connections, bytes, stream items (feature `metrics`) |
 //! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
 
 mod call;
@@ -26,6 +27,7 @@ mod health;
 mod idle;
 pub mod intercept;
 mod listener;
+mod observe;
 mod router;
 pub mod server;
 pub mod service;
