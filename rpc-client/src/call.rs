@@ -186,7 +186,7 @@ impl<Args, Out> Call<Args, Out> {
         };
         Call {
             state: State::Direct { plan, sent: None },
-            observe: ClientCall::idle(method),
+            observe: ClientCall::idle(),
         }
     }
 
@@ -749,7 +749,7 @@ where
         let State::Waiting(attempts) = &mut self.state else {
             return Poll::Ready(Err(Error::Cancelled));
         };
-        let _entered = self.observe.span().enter();
+        let _entered = self.observe.enter();
         let outcome = std::task::ready!(attempts.as_mut().poll(cx));
         self.state = State::Done;
         Poll::Ready(outcome)

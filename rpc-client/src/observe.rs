@@ -23,10 +23,22 @@ use tokio::time::Instant;
 use tracing::field::{display, Empty};
 use tracing::Span;
 
-/// One call as spans and metrics see it: from its first poll to its result.
-pub(crate) struct ClientCall {
+/// Whether INFO spans can be recorded at all: the cheap check before anything else. A span
+/// the level filter rules out is `Span::none()` from the start, never a disabled span (which
+/// costs a `log` record and a drop hook when the `tracing/log` feature is on somewhere).
+#[inline]
+fn spans_enabled() -> bool {
+    tracing::Level::INFO <= tracing::level_filters::STATIC_MAX_LEVEL
+        && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+}
+
+/// One call as spans and metrics see it: from its first poll to its result. `None` (one
+/// word, nothing to drop) when no span is recorded and metrics are off.
+pub(crate) struct ClientCall(Option<Box<Observed>>);
+
+struct Observed {
     span: Span,
-    start: Option<Instant>,
+    start: Instant,
     #[cfg(feature = "metrics")]
     method: Method,
     done: bool,
@@ -35,35 +47,44 @@ pub(crate) struct ClientCall {
 impl ClientCall {
     /// A call not polled yet: nothing is open, nothing is counted.
     #[inline]
-    pub(crate) fn idle(method: Method) -> Self {
-        let _ = method;
-        ClientCall {
-            span: Span::none(),
-            start: None,
-            #[cfg(feature = "metrics")]
-            method,
-            done: true,
-        }
+    pub(crate) fn idle() -> Self {
+        ClientCall(None)
     }
 
     /// Opens the call's span, counts it started, and adds `traceparent` to `metadata` when
     /// the call belongs to a trace.
     #[inline]
     pub(crate) fn start(method: Method, metadata: &mut Metadata, now: Instant) -> Self {
-        let span = tracing::info_span!(
-            target: "rpc_client",
-            "rpc.client",
-            rpc.service = method.service(),
-            rpc.method = method.name(),
-            call_id = Empty,
-            peer = Empty,
-            trace_id = Empty,
-            span_id = Empty,
-            parent_id = Empty,
-            outcome = Empty,
-            duration_us = Empty,
-            items_received = Empty,
-        );
+        if !spans_enabled() && !cfg!(feature = "metrics") {
+            if let Some(trace) = TraceContext::current() {
+                metadata.insert(TRACEPARENT, trace.child().to_string());
+            }
+            return ClientCall(None);
+        }
+        Self::observed(method, metadata, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn observed(method: Method, metadata: &mut Metadata, now: Instant) -> Self {
+        let span = if spans_enabled() {
+            tracing::info_span!(
+                target: "rpc_client",
+                "rpc.client",
+                rpc.service = method.service(),
+                rpc.method = method.name(),
+                call_id = Empty,
+                peer = Empty,
+                trace_id = Empty,
+                span_id = Empty,
+                parent_id = Empty,
+                outcome = Empty,
+                duration_us = Empty,
+                items_received = Empty,
+            )
+        } else {
+            Span::none()
+        };
         if let Some(trace) = rpc_core::observe::client_span_trace(&span) {
             if !span.is_disabled() {
                 span.record(
@@ -82,46 +103,49 @@ impl ClientCall {
         }
         #[cfg(feature = "metrics")]
         metrics_impl::started(method);
-        ClientCall {
+        ClientCall(Some(Box::new(Observed {
             span,
-            start: Some(now),
+            start: now,
             #[cfg(feature = "metrics")]
             method,
             done: false,
-        }
+        })))
     }
 
-    /// The call's span, to enter while the call is polled.
+    /// Enters the call's span, if it has one, until the guard drops.
     #[inline]
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
+        self.0.as_ref().map(|observed| observed.span.enter())
     }
 
     /// Records the connection and request id an attempt went out on.
     #[inline]
     pub(crate) fn sent(&self, peer: &PeerAddr, id: u64) {
-        if !self.span.is_disabled() {
-            self.span.record("peer", display(peer));
-            self.span.record("call_id", id);
+        if let Some(observed) = &self.0 {
+            if !observed.span.is_disabled() {
+                observed.span.record("peer", display(peer));
+                observed.span.record("call_id", id);
+            }
         }
     }
 
     /// Records how the call ended.
     #[inline]
     pub(crate) fn finish(&mut self, failure: Option<&Error>) {
-        if !self.done {
-            self.end(failure.map_or(OK, outcome));
+        if let Some(observed) = &mut self.0 {
+            observed.end(failure.map_or(OK, outcome));
         }
     }
+}
 
+impl Observed {
     fn end(&mut self, name: &'static str) {
-        self.done = true;
-        let observed = !self.span.is_disabled();
-        if !observed && !cfg!(feature = "metrics") {
+        if self.done {
             return;
         }
-        let elapsed = self.start.map(|start| start.elapsed()).unwrap_or_default();
-        if observed {
+        self.done = true;
+        let elapsed = self.start.elapsed();
+        if !self.span.is_disabled() {
             self.span.record("outcome", name);
             self.span.record(
                 "duration_us",
@@ -133,18 +157,19 @@ impl ClientCall {
     }
 }
 
-impl Drop for ClientCall {
+impl Drop for Observed {
     fn drop(&mut self) {
         // Dropped unfinished: the caller stopped waiting.
-        if !self.done {
-            self.end(CANCELLED);
-        }
+        self.end(CANCELLED);
     }
 }
 
 /// Records the connection and request id of an attempt on the current span: the call's,
 /// on the path that waits (see [`ClientCall::sent`]).
 pub(crate) fn sent_in_current(peer: &PeerAddr, id: u64) {
+    if !spans_enabled() {
+        return;
+    }
     let span = Span::current();
     if !span.is_disabled() {
         span.record("peer", display(peer));
@@ -160,10 +185,10 @@ pub(crate) fn count_items<T: Send + 'static>(
     method: Method,
     direction: &'static str,
 ) -> Stream<T> {
-    let span = Span::current();
-    if span.is_disabled() && !cfg!(feature = "metrics") {
+    if !spans_enabled() && !cfg!(feature = "metrics") {
         return items;
     }
+    let span = Span::current();
     let _ = method;
     Stream::from_results(Counting {
         inner: items,

@@ -148,3 +148,49 @@ mod counted {
         }
     }
 }
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use crate::TraceContext;
+
+    /// Makes the OpenTelemetry span behind `span` a child of the caller's span `parent`
+    /// (when the call carried one) and returns its ids; `None` when no OpenTelemetry layer
+    /// records `span`.
+    pub(super) fn continue_remote(
+        span: &tracing::Span,
+        parent: Option<TraceContext>,
+    ) -> Option<TraceContext> {
+        if let Some(parent) = parent {
+            let remote = SpanContext::new(
+                TraceId::from_bytes(parent.trace_id().to_be_bytes()),
+                SpanId::from_bytes(parent.span_id().to_be_bytes()),
+                TraceFlags::new(parent.flags()),
+                true,
+                TraceState::default(),
+            );
+            // Fails only when no OpenTelemetry layer records the span.
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        span_trace(span)
+    }
+
+    /// The ids OpenTelemetry gave the span behind `span`, if a layer records it.
+    pub(super) fn span_trace(span: &tracing::Span) -> Option<TraceContext> {
+        let context = span.context();
+        let otel_span = context.span();
+        let ids = otel_span.span_context();
+        if !ids.is_valid() {
+            return None;
+        }
+        TraceContext::from_parts(
+            u128::from_be_bytes(ids.trace_id().to_bytes()),
+            u64::from_be_bytes(ids.span_id().to_bytes()),
+            ids.trace_flags().to_u8(),
+        )
+    }
+}

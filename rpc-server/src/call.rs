@@ -70,7 +70,7 @@ impl Future for CallTask {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the handler lives in a Box).
         let this = self.get_mut();
-        let entered = this.observe.span().enter();
+        let entered = this.observe.enter();
         let failure = match Pin::new(&mut this.handler).poll(cx) {
             Poll::Ready(Ok(Ok(()))) => None,
             Poll::Ready(Ok(Err(err))) => Some(err),

@@ -379,7 +379,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             .with_trace(trace);
         let reply = Reply::new(self.wire.clone(), id);
         // The service picks its handler inside the call's span.
-        let dispatch = observe.span().in_scope(|| {
+        let dispatch = observe.in_scope(|| {
             route
                 .service
                 .call(Request::new(method, body, reply, context))

@@ -33,8 +33,20 @@ fn record_trace(span: &Span, trace: &TraceContext, parent: Option<&TraceContext>
     }
 }
 
-/// One call as spans and metrics see it: from the request read to the reply queued.
-pub(crate) struct ServerCall {
+/// Whether INFO spans can be recorded at all: the cheap check before anything else. A span
+/// the level filter rules out is `Span::none()` from the start, never a disabled span (which
+/// costs a `log` record and a drop hook when the `tracing/log` feature is on somewhere).
+#[inline]
+pub(crate) fn spans_enabled() -> bool {
+    tracing::Level::INFO <= tracing::level_filters::STATIC_MAX_LEVEL
+        && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+}
+
+/// One call as spans and metrics see it: from the request read to the reply queued. `None`
+/// (one word, nothing to drop) when no span is recorded and metrics are off.
+pub(crate) struct ServerCall(Option<Box<Observed>>);
+
+struct Observed {
     span: Span,
     start: Instant,
     #[cfg(feature = "metrics")]
@@ -54,22 +66,41 @@ impl ServerCall {
         metadata: &Metadata,
         now: Instant,
     ) -> (Self, Option<TraceContext>) {
-        let span = tracing::info_span!(
-            target: "rpc_server",
-            "rpc.server",
-            rpc.service = method.service(),
-            rpc.method = method.name(),
-            call_id = id,
-            peer = %peer,
-            trace_id = Empty,
-            span_id = Empty,
-            parent_id = Empty,
-            outcome = Empty,
-            duration_us = Empty,
-            items_sent = Empty,
-            items_received = Empty,
-        );
         let parent = TraceContext::from_metadata(metadata);
+        if !spans_enabled() && !cfg!(feature = "metrics") {
+            return (ServerCall(None), parent.map(|parent| parent.child()));
+        }
+        Self::observed(method, id, peer, parent, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn observed(
+        method: Method,
+        id: u64,
+        peer: &PeerAddr,
+        parent: Option<TraceContext>,
+        now: Instant,
+    ) -> (Self, Option<TraceContext>) {
+        let span = if spans_enabled() {
+            tracing::info_span!(
+                target: "rpc_server",
+                "rpc.server",
+                rpc.service = method.service(),
+                rpc.method = method.name(),
+                call_id = id,
+                peer = %peer,
+                trace_id = Empty,
+                span_id = Empty,
+                parent_id = Empty,
+                outcome = Empty,
+                duration_us = Empty,
+                items_sent = Empty,
+                items_received = Empty,
+            )
+        } else {
+            Span::none()
+        };
         let trace = if span.is_disabled() {
             parent.map(|parent| parent.child())
         } else {
@@ -79,37 +110,48 @@ impl ServerCall {
         };
         #[cfg(feature = "metrics")]
         metrics_impl::started(method);
-        let call = ServerCall {
+        let observed = Observed {
             span,
             start: now,
             #[cfg(feature = "metrics")]
             method,
             done: false,
         };
-        (call, trace)
+        (ServerCall(Some(Box::new(observed))), trace)
     }
 
-    /// The call's span, to enter while the handler is polled.
+    /// Runs `f` inside the call's span, if it has one.
     #[inline]
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(observed) => observed.span.in_scope(f),
+            None => f(),
+        }
+    }
+
+    /// Enters the call's span, if it has one, until the guard drops.
+    #[inline]
+    pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
+        self.0.as_ref().map(|observed| observed.span.enter())
     }
 
     /// Records how the call ended: `failure` is `None` when the handler's reply was queued.
     #[inline]
     pub(crate) fn finish(&mut self, failure: Option<&Error>) {
-        let name = failure.map_or(OK, outcome);
-        self.end(name);
+        if let Some(observed) = &mut self.0 {
+            observed.end(failure.map_or(OK, outcome));
+        }
     }
+}
 
+impl Observed {
     fn end(&mut self, name: &'static str) {
-        self.done = true;
-        let observed = !self.span.is_disabled();
-        if !observed && !cfg!(feature = "metrics") {
+        if self.done {
             return;
         }
+        self.done = true;
         let elapsed = self.start.elapsed();
-        if observed {
+        if !self.span.is_disabled() {
             self.span.record("outcome", name);
             self.span.record(
                 "duration_us",
@@ -121,12 +163,10 @@ impl ServerCall {
     }
 }
 
-impl Drop for ServerCall {
+impl Drop for Observed {
     fn drop(&mut self) {
         // Dropped unfinished: the client cancelled, or the connection went away.
-        if !self.done {
-            self.end(CANCELLED);
-        }
+        self.end(CANCELLED);
     }
 }
 
@@ -138,10 +178,10 @@ pub(crate) fn count_items<T: Send + 'static>(
     method: Method,
     direction: &'static str,
 ) -> Stream<T> {
-    let span = Span::current();
-    if span.is_disabled() && !cfg!(feature = "metrics") {
+    if !spans_enabled() && !cfg!(feature = "metrics") {
         return items;
     }
+    let span = Span::current();
     let _ = method;
     Stream::from_results(Counting {
         inner: items,
