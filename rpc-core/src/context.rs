@@ -50,8 +50,9 @@ pub struct Context {
     /// Shared by every call of the connection.
     identity: Option<Arc<PeerIdentity>>,
     extensions: Extensions,
-    /// The server's span of this call in its trace (see [`TraceContext`]).
-    trace: Option<TraceContext>,
+    /// The server's span of this call in its trace (see [`TraceContext`]). Boxed: one word
+    /// in a context that every call moves several times, and most calls have none.
+    trace: Option<Box<TraceContext>>,
 }
 
 impl Context {
@@ -85,7 +86,7 @@ impl Context {
     /// Places the call in a trace; the server does this for every call that carries a
     /// `traceparent`, and for every call whose span is recorded.
     pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
-        self.trace = trace;
+        self.trace = trace.map(Box::new);
         self
     }
 
@@ -93,7 +94,7 @@ impl Context {
     /// handler makes carry it on as their parent. `None` when the caller sent no
     /// (well-formed) `traceparent` and the server records no span for the call.
     pub fn trace(&self) -> Option<TraceContext> {
-        self.trace
+        self.trace.as_deref().copied()
     }
 
     /// A copy of the context of the call being served, or `None` outside a handler.

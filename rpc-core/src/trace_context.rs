@@ -43,8 +43,8 @@ pub const TRACEPARENT: &str = "traceparent";
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceContext {
-    // Two halves rather than a `u128`, and a non-zero span id: `Option<TraceContext>` in
-    // every call's `Context` is 32 bytes, aligned to 8 (a `u128` would make it 48, aligned to 16).
+    // Two halves rather than a `u128` (aligned to 8, not 16), and a non-zero span id (an
+    // `Option<TraceContext>` is no larger than a `TraceContext`).
     trace_hi: u64,
     trace_lo: u64,
     span_id: NonZeroU64,
