@@ -691,6 +691,7 @@ where
     Args: Serialize + Send + 'static,
     Out: Send + 'static,
 {
+    #[inline]
     fn poll_call(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Out, Error>> {
         let this = self;
         let State::Direct { plan, sent } = &mut this.state else {

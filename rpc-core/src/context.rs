@@ -86,6 +86,9 @@ impl Context {
     /// Places the call in a trace; the server does this for every call that carries a
     /// `traceparent`, and for every call whose span is recorded.
     pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        if trace.is_some() {
+            crate::trace_context::mark_in_use();
+        }
         self.trace = trace.map(Box::new);
         self
     }

@@ -17,6 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::task::futures::TaskLocalFuture;
 
@@ -24,6 +25,19 @@ use crate::context::Context;
 
 tokio::task_local! {
     static CURRENT: TraceContext;
+}
+
+/// Set once any trace context has been made current in this process (a
+/// [`scope`](TraceContext::scope), a call's [`Context`] with a trace): until then
+/// [`TraceContext::current`] is one relaxed load, not two task-local look-ups per call.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a trace context may be current from now on.
+#[inline]
+pub(crate) fn mark_in_use() {
+    if !IN_USE.load(Ordering::Relaxed) {
+        IN_USE.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The metadata key a call's trace context travels under.
@@ -148,7 +162,11 @@ impl TraceContext {
 
     /// The trace a call made here belongs to: the one [`scope`](Self::scope) set, else the
     /// trace of the call being served (see [`Context::trace`]); `None` outside both.
+    #[inline]
     pub fn current() -> Option<Self> {
+        if !IN_USE.load(Ordering::Relaxed) {
+            return None;
+        }
         CURRENT
             .try_with(|trace| *trace)
             .ok()
@@ -167,6 +185,7 @@ impl TraceContext {
     /// # }
     /// ```
     pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<TraceContext, F> {
+        mark_in_use();
         CURRENT.scope(self, future)
     }
 }

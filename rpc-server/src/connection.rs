@@ -374,9 +374,11 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
         let (observe, trace) = ServerCall::start(method, id, &self.peer, &request.metadata, now);
-        let context = Context::new(id, method, deadline, self.peer.clone(), request.metadata)
-            .with_peer_identity(self.identity.clone())
-            .with_trace(trace);
+        let mut context = Context::new(id, method, deadline, self.peer.clone(), request.metadata)
+            .with_peer_identity(self.identity.clone());
+        if trace.is_some() {
+            context = context.with_trace(trace);
+        }
         let reply = Reply::new(self.wire.clone(), id);
         // The service picks its handler inside the call's span.
         let dispatch = observe.in_scope(|| {
