@@ -119,17 +119,18 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
     let text = within("every call counted on the server", async {
         loop {
             let text = http::scrape(metrics_addr).await.expect("scrape");
-            let finished: f64 = ["ok", "stuck", "panics", "count"]
-                .iter()
-                .filter_map(|m| {
-                    let outcome = match *m {
-                        "stuck" => "deadline_exceeded",
-                        "panics" => "handler_panicked",
-                        _ => "ok",
-                    };
-                    sample(&text, "rpc_server_calls_finished_total", &ended(m, outcome))
-                })
-                .sum();
+            let finished: f64 = [
+                ("ok", "ok"),
+                ("stuck", "deadline_exceeded"),
+                ("stuck", "cancelled"),
+                ("panics", "handler_panicked"),
+                ("count", "ok"),
+            ]
+            .iter()
+            .filter_map(|(m, outcome)| {
+                sample(&text, "rpc_server_calls_finished_total", &ended(m, outcome))
+            })
+            .sum();
             if finished >= 9.0 {
                 break text;
             }
@@ -155,16 +156,17 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
                 Some(n),
                 "{side} {method}\n{text}"
             );
-            assert_eq!(
-                sample(&text, &finished, &ended(method, outcome)),
-                Some(n),
-                "{side} {method}\n{text}"
-            );
-            assert_eq!(
-                sample(&text, &duration, &ended(method, outcome)),
-                Some(n),
-                "{side} {method}\n{text}"
-            );
+            // Past the deadline, the client's cancel may reach the server before its own
+            // timer fires (a loaded machine): on the server, either outcome is right.
+            let count = |metric: &str| {
+                let mut n = sample(&text, metric, &ended(method, outcome)).unwrap_or(0.0);
+                if side == "server" && method == "stuck" {
+                    n += sample(&text, metric, &ended(method, "cancelled")).unwrap_or(0.0);
+                }
+                n
+            };
+            assert_eq!(count(&finished), n, "{side} {method}\n{text}");
+            assert_eq!(count(&duration), n, "{side} {method}\n{text}");
             assert_eq!(
                 sample(&text, &in_flight, &call(method)),
                 Some(0.0),

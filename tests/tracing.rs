@@ -184,7 +184,17 @@ async fn each_call_has_one_server_and_one_client_span_with_its_outcome() {
         let (s, c) = (one(&servers, method), one(&clients, method));
         assert_eq!(s.get("rpc.service"), Some("Observed"));
         assert_eq!(c.get("rpc.service"), Some("Observed"));
-        assert_eq!(s.get("outcome"), Some(outcome), "server {method}: {s:?}");
+        // Past the deadline, the client's cancel may reach the server before its own timer
+        // fires (a loaded machine): either end acting first is right.
+        let server_outcomes: &[&str] = match method {
+            "stuck" => &["deadline_exceeded", "cancelled"],
+            _ => &[outcome],
+        };
+        assert!(
+            s.get("outcome")
+                .is_some_and(|o| server_outcomes.contains(&o)),
+            "server {method}: {s:?}"
+        );
         assert_eq!(c.get("outcome"), Some(outcome), "client {method}: {c:?}");
         assert!(s.get("duration_us").is_some() && c.get("duration_us").is_some());
         // Both sides name the same call, and each the other end.
