@@ -21,6 +21,7 @@ use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::method::Method;
 use crate::tls::PeerIdentity;
+use crate::trace_context::TraceContext;
 use crate::transport::PeerAddr;
 
 tokio::task_local! {
@@ -49,6 +50,9 @@ pub struct Context {
     /// Shared by every call of the connection.
     identity: Option<Arc<PeerIdentity>>,
     extensions: Extensions,
+    /// The server's span of this call in its trace (see [`TraceContext`]). Boxed: one word
+    /// in a context that every call moves several times, and most calls have none.
+    trace: Option<Box<TraceContext>>,
 }
 
 impl Context {
@@ -68,6 +72,7 @@ impl Context {
             metadata,
             identity: None,
             extensions: Extensions::default(),
+            trace: None,
         }
     }
 
@@ -77,6 +82,23 @@ impl Context {
     pub fn with_peer_identity(mut self, identity: Option<Arc<PeerIdentity>>) -> Self {
         self.identity = identity;
         self
+    }
+
+    /// Places the call in a trace; the server does this for every call that carries a
+    /// `traceparent`, and for every call whose span is recorded.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        if trace.is_some() {
+            crate::trace_context::mark_in_use();
+        }
+        self.trace = trace.map(Box::new);
+        self
+    }
+
+    /// The trace this call belongs to, with the server's own span id for it: calls the
+    /// handler makes carry it on as their parent. `None` when the caller sent no
+    /// (well-formed) `traceparent` and the server records no span for the call.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace.as_deref().copied()
     }
 
     /// A copy of the context of the call being served, or `None` outside a handler.
