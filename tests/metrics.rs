@@ -2,7 +2,8 @@
 //! of calls (answered, past their deadline, panicked, streamed), the example's HTTP endpoint
 //! (examples/metrics/http.rs) serves the exact counts per service, method and outcome, the
 //! latency histograms' counts, in-flight gauges back at zero, open connections, bytes and
-//! stream items.
+//! stream items; calls through tower layers (`serve_layered`) are counted too, with the
+//! layer's outcome.
 //!
 //! One test in this binary: the recorder is global to the process.
 
@@ -50,6 +51,33 @@ impl Metered for MeteredImpl {
     }
 }
 
+#[rpc::service]
+trait Shedding {
+    /// Waits for the gate.
+    async fn hold(&self);
+    /// Answers at once.
+    async fn ok(&self) -> u32;
+}
+
+#[derive(Clone)]
+struct SheddingImpl {
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Handlers of `hold` that have started.
+    started: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Shedding for SheddingImpl {
+    async fn hold(&self) {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.gate.acquire().await.expect("gate open").forget();
+    }
+
+    async fn ok(&self) -> u32 {
+        2
+    }
+}
+
 /// The value of the sample of `name` carrying every label in `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|line| {
@@ -86,7 +114,21 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let endpoint = tokio::spawn(http::serve(listener, handle, stopped));
 
-    let server = start(rpc::Server::builder().serve(MeteredImpl.into_service())).await;
+    let shedding = SheddingImpl {
+        gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        started: std::sync::Arc::default(),
+    };
+    let server = start(
+        rpc::Server::builder()
+            .serve(MeteredImpl.into_service())
+            .serve_layered(
+                shedding.clone().into_service(),
+                tower::ServiceBuilder::new()
+                    .load_shed()
+                    .concurrency_limit(1),
+            ),
+    )
+    .await;
     let client = MeteredClient::connect(server.addr).await.expect("connect");
     for _ in 0..5 {
         within("ok", client.ok()).await.expect("ok");
@@ -114,6 +156,24 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
     .await;
     assert_eq!(items.len(), 4);
 
+    // Through the layers: two calls pass, and one is shed while `hold` holds the limit.
+    let layered = SheddingClient::connect(server.addr).await.expect("connect");
+    for _ in 0..2 {
+        assert_eq!(within("ok", layered.ok()).await.expect("ok"), 2);
+    }
+    let held = tokio::spawn(layered.clone().hold());
+    support::eventually("hold runs", || {
+        shedding.started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let shed = within("ok", layered.ok()).await;
+    assert!(
+        matches!(shed, Err(rpc::Error::Overloaded { .. })),
+        "{shed:?}"
+    );
+    shedding.gate.add_permits(1);
+    within("hold", held).await.expect("task").expect("hold");
+
     // The server counts a call finished when its handler's future ends, which for a
     // deadline may come a moment after the client gave up: scrape until it has all 9.
     let text = within("every call counted on the server", async {
@@ -131,7 +191,14 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
                 sample(&text, "rpc_server_calls_finished_total", &ended(m, outcome))
             })
             .sum();
-            if finished >= 9.0 {
+            let layered: f64 = [("ok", "ok"), ("ok", "overloaded"), ("hold", "ok")]
+                .iter()
+                .filter_map(|(m, outcome)| {
+                    let labels = [("service", "Shedding"), ("method", m), ("outcome", outcome)];
+                    sample(&text, "rpc_server_calls_finished_total", &labels)
+                })
+                .sum();
+            if finished >= 9.0 && layered >= 4.0 {
                 break text;
             }
             // Polling: how long to wait is not what the test relies on, the count is.
@@ -173,9 +240,41 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
                 "{side} {method}\n{text}"
             );
         }
+        for (method, outcome, n) in [
+            ("ok", "ok", 2.0),
+            ("ok", "overloaded", 1.0),
+            ("hold", "ok", 1.0),
+        ] {
+            let labels = [
+                ("service", "Shedding"),
+                ("method", method),
+                ("outcome", outcome),
+            ];
+            assert_eq!(
+                sample(&text, &finished, &labels),
+                Some(n),
+                "{side} {method} {outcome}\n{text}"
+            );
+            assert_eq!(
+                sample(&text, &duration, &labels),
+                Some(n),
+                "{side} {method} {outcome}\n{text}"
+            );
+        }
+        let labels = [("service", "Shedding"), ("method", "ok")];
+        assert_eq!(
+            sample(&text, &started, &labels),
+            Some(3.0),
+            "{side}\n{text}"
+        );
+        assert_eq!(
+            sample(&text, &in_flight, &labels),
+            Some(0.0),
+            "{side}\n{text}"
+        );
         assert_eq!(
             sample(&text, &format!("rpc_{side}_connections"), &[]),
-            Some(1.0),
+            Some(2.0),
             "{side}\n{text}"
         );
         for bytes in ["sent", "received"] {

@@ -23,6 +23,10 @@ use tokio::time::Instant;
 use tracing::field::{display, Empty};
 use tracing::Span;
 
+/// The side these metrics count.
+#[cfg(feature = "metrics")]
+const SIDE: rpc_core::observe::Side = rpc_core::observe::Side::Client;
+
 /// Whether INFO spans can be recorded at all: the cheap check before anything else. A span
 /// the level filter rules out is `Span::none()` from the start, never a disabled span (which
 /// costs a `log` record and a drop hook when the `tracing/log` feature is on somewhere).
@@ -39,8 +43,9 @@ pub(crate) struct ClientCall(Option<Box<Observed>>);
 struct Observed {
     span: Span,
     start: Instant,
+    /// The method's metric handles, built once (see `MethodMetrics::of`).
     #[cfg(feature = "metrics")]
-    method: Method,
+    metrics: std::sync::Arc<rpc_core::observe::MethodMetrics>,
     done: bool,
 }
 
@@ -102,12 +107,16 @@ impl ClientCall {
             metadata.insert(TRACEPARENT, trace.to_string());
         }
         #[cfg(feature = "metrics")]
-        metrics_impl::started(method);
+        let metrics = {
+            let metrics = rpc_core::observe::MethodMetrics::of(SIDE, method);
+            metrics.started();
+            metrics
+        };
         ClientCall(Some(Box::new(Observed {
             span,
             start: now,
             #[cfg(feature = "metrics")]
-            method,
+            metrics,
             done: false,
         })))
     }
@@ -153,7 +162,7 @@ impl Observed {
             );
         }
         #[cfg(feature = "metrics")]
-        metrics_impl::finished(self.method, name, elapsed);
+        self.metrics.finished(name, elapsed);
     }
 }
 
@@ -200,7 +209,7 @@ pub(crate) fn count_items<T: Send + 'static>(
         },
         count: 0,
         #[cfg(feature = "metrics")]
-        counter: metrics_impl::items(method, direction),
+        counter: rpc_core::observe::MethodMetrics::of(SIDE, method).items(direction == "sent"),
     })
 }
 
@@ -277,39 +286,4 @@ pub(crate) fn count_bytes<R, W>(
 #[inline]
 pub(crate) fn count_bytes<R, W>(reader: R, writer: W) -> (R, W) {
     (reader, writer)
-}
-
-#[cfg(feature = "metrics")]
-mod metrics_impl {
-    use std::time::Duration;
-
-    use rpc_core::Method;
-
-    pub(super) fn started(method: Method) {
-        let labels = [("service", method.service()), ("method", method.name())];
-        metrics::counter!("rpc_client_calls_started_total", &labels).increment(1);
-        metrics::gauge!("rpc_client_calls_in_flight", &labels).increment(1.0);
-    }
-
-    pub(super) fn finished(method: Method, outcome: &'static str, elapsed: Duration) {
-        let labels = [("service", method.service()), ("method", method.name())];
-        metrics::gauge!("rpc_client_calls_in_flight", &labels).decrement(1.0);
-        let labels = [
-            ("service", method.service()),
-            ("method", method.name()),
-            ("outcome", outcome),
-        ];
-        metrics::counter!("rpc_client_calls_finished_total", &labels).increment(1);
-        metrics::histogram!("rpc_client_call_duration_seconds", &labels)
-            .record(elapsed.as_secs_f64());
-    }
-
-    pub(super) fn items(method: Method, direction: &'static str) -> metrics::Counter {
-        let labels = [
-            ("service", method.service()),
-            ("method", method.name()),
-            ("direction", direction),
-        ];
-        metrics::counter!("rpc_client_stream_items_total", &labels)
-    }
 }

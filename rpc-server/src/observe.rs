@@ -18,6 +18,10 @@ use tokio::time::Instant;
 use tracing::field::{display, Empty};
 use tracing::Span;
 
+/// The side these metrics count.
+#[cfg(feature = "metrics")]
+const SIDE: rpc_core::observe::Side = rpc_core::observe::Side::Server;
+
 /// Records a call's place in its trace on its span, in `traceparent`'s hex forms.
 fn record_trace(span: &Span, trace: &TraceContext, parent: Option<&TraceContext>) {
     span.record(
@@ -49,8 +53,9 @@ pub(crate) struct ServerCall(Option<Box<Observed>>);
 struct Observed {
     span: Span,
     start: Instant,
+    /// The method's metric handles, built once (see `MethodMetrics::of`).
     #[cfg(feature = "metrics")]
-    method: Method,
+    metrics: std::sync::Arc<rpc_core::observe::MethodMetrics>,
     done: bool,
 }
 
@@ -109,12 +114,16 @@ impl ServerCall {
             Some(trace)
         };
         #[cfg(feature = "metrics")]
-        metrics_impl::started(method);
+        let metrics = {
+            let metrics = rpc_core::observe::MethodMetrics::of(SIDE, method);
+            metrics.started();
+            metrics
+        };
         let observed = Observed {
             span,
             start: now,
             #[cfg(feature = "metrics")]
-            method,
+            metrics,
             done: false,
         };
         (ServerCall(Some(Box::new(observed))), trace)
@@ -167,7 +176,7 @@ impl Observed {
             );
         }
         #[cfg(feature = "metrics")]
-        metrics_impl::finished(self.method, name, elapsed);
+        self.metrics.finished(name, elapsed);
     }
 }
 
@@ -201,7 +210,7 @@ pub(crate) fn count_items<T: Send + 'static>(
         },
         count: 0,
         #[cfg(feature = "metrics")]
-        counter: metrics_impl::items(method, direction),
+        counter: rpc_core::observe::MethodMetrics::of(SIDE, method).items(direction == "sent"),
     })
 }
 
@@ -278,39 +287,4 @@ pub(crate) fn count_bytes<R, W>(
 #[inline]
 pub(crate) fn count_bytes<R, W>(reader: R, writer: W) -> (R, W) {
     (reader, writer)
-}
-
-#[cfg(feature = "metrics")]
-mod metrics_impl {
-    use std::time::Duration;
-
-    use rpc_core::Method;
-
-    pub(super) fn started(method: Method) {
-        let labels = [("service", method.service()), ("method", method.name())];
-        metrics::counter!("rpc_server_calls_started_total", &labels).increment(1);
-        metrics::gauge!("rpc_server_calls_in_flight", &labels).increment(1.0);
-    }
-
-    pub(super) fn finished(method: Method, outcome: &'static str, elapsed: Duration) {
-        let labels = [("service", method.service()), ("method", method.name())];
-        metrics::gauge!("rpc_server_calls_in_flight", &labels).decrement(1.0);
-        let labels = [
-            ("service", method.service()),
-            ("method", method.name()),
-            ("outcome", outcome),
-        ];
-        metrics::counter!("rpc_server_calls_finished_total", &labels).increment(1);
-        metrics::histogram!("rpc_server_call_duration_seconds", &labels)
-            .record(elapsed.as_secs_f64());
-    }
-
-    pub(super) fn items(method: Method, direction: &'static str) -> metrics::Counter {
-        let labels = [
-            ("service", method.service()),
-            ("method", method.name()),
-            ("direction", direction),
-        ];
-        metrics::counter!("rpc_server_stream_items_total", &labels)
-    }
 }
