@@ -36,16 +36,26 @@ fn spans_enabled() -> bool {
         && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
 }
 
-/// One call as spans and metrics see it: from its first poll to its result. `None` (one
-/// word, nothing to drop) when no span is recorded and metrics are off.
-pub(crate) struct ClientCall(Option<Box<Observed>>);
+/// One call as spans and metrics see it: from its first poll to its result. One word with
+/// nothing to drop when no span is recorded and metrics are off; with metrics and no span,
+/// the call's metrics inline (no allocation).
+pub(crate) struct ClientCall(State);
+
+enum State {
+    /// Not started, or nothing observes the call.
+    Off,
+    /// Metrics only.
+    #[cfg(feature = "metrics")]
+    Metered(rpc_core::observe::MeteredCall),
+    /// A recorded span (and metrics, with the feature).
+    Traced(Box<Observed>),
+}
 
 struct Observed {
     span: Span,
     start: Instant,
-    /// The method's metric handles, built once (see `MethodMetrics::of`).
     #[cfg(feature = "metrics")]
-    metrics: std::sync::Arc<rpc_core::observe::MethodMetrics>,
+    metered: rpc_core::observe::MeteredCall,
     done: bool,
 }
 
@@ -53,43 +63,44 @@ impl ClientCall {
     /// A call not polled yet: nothing is open, nothing is counted.
     #[inline]
     pub(crate) fn idle() -> Self {
-        ClientCall(None)
+        ClientCall(State::Off)
     }
 
     /// Opens the call's span, counts it started, and adds `traceparent` to `metadata` when
     /// the call belongs to a trace.
     #[inline]
     pub(crate) fn start(method: Method, metadata: &mut Metadata, now: Instant) -> Self {
-        if !spans_enabled() && !cfg!(feature = "metrics") {
+        if !spans_enabled() {
             if let Some(trace) = TraceContext::current() {
                 metadata.insert(TRACEPARENT, trace.child().to_string());
             }
-            return ClientCall(None);
+            #[cfg(feature = "metrics")]
+            return ClientCall(State::Metered(rpc_core::observe::MeteredCall::start(
+                SIDE, method, now,
+            )));
+            #[cfg(not(feature = "metrics"))]
+            return ClientCall(State::Off);
         }
-        Self::observed(method, metadata, now)
+        Self::traced(method, metadata, now)
     }
 
     #[cold]
     #[inline(never)]
-    fn observed(method: Method, metadata: &mut Metadata, now: Instant) -> Self {
-        let span = if spans_enabled() {
-            tracing::info_span!(
-                target: "rpc_client",
-                "rpc.client",
-                rpc.service = method.service(),
-                rpc.method = method.name(),
-                call_id = Empty,
-                peer = Empty,
-                trace_id = Empty,
-                span_id = Empty,
-                parent_id = Empty,
-                outcome = Empty,
-                duration_us = Empty,
-                items_received = Empty,
-            )
-        } else {
-            Span::none()
-        };
+    fn traced(method: Method, metadata: &mut Metadata, now: Instant) -> Self {
+        let span = tracing::info_span!(
+            target: "rpc_client",
+            "rpc.client",
+            rpc.service = method.service(),
+            rpc.method = method.name(),
+            call_id = Empty,
+            peer = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+            parent_id = Empty,
+            outcome = Empty,
+            duration_us = Empty,
+            items_received = Empty,
+        );
         if let Some(trace) = rpc_core::observe::client_span_trace(&span) {
             if !span.is_disabled() {
                 span.record(
@@ -106,17 +117,11 @@ impl ClientCall {
             }
             metadata.insert(TRACEPARENT, trace.to_string());
         }
-        #[cfg(feature = "metrics")]
-        let metrics = {
-            let metrics = rpc_core::observe::MethodMetrics::of(SIDE, method);
-            metrics.started();
-            metrics
-        };
-        ClientCall(Some(Box::new(Observed {
+        ClientCall(State::Traced(Box::new(Observed {
             span,
             start: now,
             #[cfg(feature = "metrics")]
-            metrics,
+            metered: rpc_core::observe::MeteredCall::start(SIDE, method, now),
             done: false,
         })))
     }
@@ -124,13 +129,16 @@ impl ClientCall {
     /// Enters the call's span, if it has one, until the guard drops.
     #[inline]
     pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
-        self.0.as_ref().map(|observed| observed.span.enter())
+        match &self.0 {
+            State::Traced(observed) => Some(observed.span.enter()),
+            _ => None,
+        }
     }
 
     /// Records the connection and request id an attempt went out on.
     #[inline]
     pub(crate) fn sent(&self, peer: &PeerAddr, id: u64) {
-        if let Some(observed) = &self.0 {
+        if let State::Traced(observed) = &self.0 {
             if !observed.span.is_disabled() {
                 observed.span.record("peer", display(peer));
                 observed.span.record("call_id", id);
@@ -141,8 +149,11 @@ impl ClientCall {
     /// Records how the call ended.
     #[inline]
     pub(crate) fn finish(&mut self, failure: Option<&Error>) {
-        if let Some(observed) = &mut self.0 {
-            observed.end(failure.map_or(OK, outcome));
+        match &mut self.0 {
+            State::Off => {}
+            #[cfg(feature = "metrics")]
+            State::Metered(metered) => metered.finish(failure.map_or(OK, outcome)),
+            State::Traced(observed) => observed.end(failure.map_or(OK, outcome)),
         }
     }
 }
@@ -162,7 +173,7 @@ impl Observed {
             );
         }
         #[cfg(feature = "metrics")]
-        self.metrics.finished(name, elapsed);
+        self.metered.finish_after(name, elapsed);
     }
 }
 

@@ -46,16 +46,27 @@ pub(crate) fn spans_enabled() -> bool {
         && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
 }
 
-/// One call as spans and metrics see it: from the request read to the reply queued. `None`
-/// (one word, nothing to drop) when no span is recorded and metrics are off.
-pub(crate) struct ServerCall(Option<Box<Observed>>);
+/// One call as spans and metrics see it: from the request read to the reply queued. One
+/// word with nothing to drop when no span is recorded and metrics are off; with metrics and
+/// no span, the call's metrics inline (no allocation).
+pub(crate) struct ServerCall(State);
+
+enum State {
+    /// Nothing observes the call.
+    #[cfg(not(feature = "metrics"))]
+    Off,
+    /// Metrics only.
+    #[cfg(feature = "metrics")]
+    Metered(rpc_core::observe::MeteredCall),
+    /// A recorded span (and metrics, with the feature).
+    Traced(Box<Observed>),
+}
 
 struct Observed {
     span: Span,
     start: Instant,
-    /// The method's metric handles, built once (see `MethodMetrics::of`).
     #[cfg(feature = "metrics")]
-    metrics: std::sync::Arc<rpc_core::observe::MethodMetrics>,
+    metered: rpc_core::observe::MeteredCall,
     done: bool,
 }
 
@@ -72,40 +83,40 @@ impl ServerCall {
         now: Instant,
     ) -> (Self, Option<TraceContext>) {
         let parent = TraceContext::from_metadata(metadata);
-        if !spans_enabled() && !cfg!(feature = "metrics") {
-            return (ServerCall(None), parent.map(|parent| parent.child()));
+        if !spans_enabled() {
+            #[cfg(feature = "metrics")]
+            let state = State::Metered(rpc_core::observe::MeteredCall::start(SIDE, method, now));
+            #[cfg(not(feature = "metrics"))]
+            let state = State::Off;
+            return (ServerCall(state), parent.map(|parent| parent.child()));
         }
-        Self::observed(method, id, peer, parent, now)
+        Self::traced(method, id, peer, parent, now)
     }
 
     #[cold]
     #[inline(never)]
-    fn observed(
+    fn traced(
         method: Method,
         id: u64,
         peer: &PeerAddr,
         parent: Option<TraceContext>,
         now: Instant,
     ) -> (Self, Option<TraceContext>) {
-        let span = if spans_enabled() {
-            tracing::info_span!(
-                target: "rpc_server",
-                "rpc.server",
-                rpc.service = method.service(),
-                rpc.method = method.name(),
-                call_id = id,
-                peer = %peer,
-                trace_id = Empty,
-                span_id = Empty,
-                parent_id = Empty,
-                outcome = Empty,
-                duration_us = Empty,
-                items_sent = Empty,
-                items_received = Empty,
-            )
-        } else {
-            Span::none()
-        };
+        let span = tracing::info_span!(
+            target: "rpc_server",
+            "rpc.server",
+            rpc.service = method.service(),
+            rpc.method = method.name(),
+            call_id = id,
+            peer = %peer,
+            trace_id = Empty,
+            span_id = Empty,
+            parent_id = Empty,
+            outcome = Empty,
+            duration_us = Empty,
+            items_sent = Empty,
+            items_received = Empty,
+        );
         let trace = if span.is_disabled() {
             parent.map(|parent| parent.child())
         } else {
@@ -113,50 +124,54 @@ impl ServerCall {
             record_trace(&span, &trace, parent.as_ref());
             Some(trace)
         };
-        #[cfg(feature = "metrics")]
-        let metrics = {
-            let metrics = rpc_core::observe::MethodMetrics::of(SIDE, method);
-            metrics.started();
-            metrics
-        };
         let observed = Observed {
             span,
             start: now,
             #[cfg(feature = "metrics")]
-            metrics,
+            metered: rpc_core::observe::MeteredCall::start(SIDE, method, now),
             done: false,
         };
-        (ServerCall(Some(Box::new(observed))), trace)
+        (ServerCall(State::Traced(Box::new(observed))), trace)
     }
 
     /// Runs `f` inside the call's span, if it has one.
     #[inline]
     pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.0 {
-            Some(observed) => observed.span.in_scope(f),
-            None => f(),
+            State::Traced(observed) => observed.span.in_scope(f),
+            _ => f(),
         }
     }
 
     /// Enters the call's span, if it has one, until the guard drops.
     #[inline]
     pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
-        self.0.as_ref().map(|observed| observed.span.enter())
+        match &self.0 {
+            State::Traced(observed) => Some(observed.span.enter()),
+            _ => None,
+        }
     }
 
     /// Records a call refused before it ran (the connection's or the server's limits).
     #[inline]
     pub(crate) fn refused(mut self) {
-        if let Some(observed) = &mut self.0 {
-            observed.end(OVERLOADED);
-        }
+        self.end(OVERLOADED);
     }
 
     /// Records how the call ended: `failure` is `None` when the handler's reply was queued.
     #[inline]
     pub(crate) fn finish(&mut self, failure: Option<&Error>) {
-        if let Some(observed) = &mut self.0 {
-            observed.end(failure.map_or(OK, outcome));
+        self.end(failure.map_or(OK, outcome));
+    }
+
+    #[inline]
+    fn end(&mut self, name: &'static str) {
+        match &mut self.0 {
+            #[cfg(not(feature = "metrics"))]
+            State::Off => {}
+            #[cfg(feature = "metrics")]
+            State::Metered(metered) => metered.finish(name),
+            State::Traced(observed) => observed.end(name),
         }
     }
 }
@@ -176,7 +191,7 @@ impl Observed {
             );
         }
         #[cfg(feature = "metrics")]
-        self.metrics.finished(name, elapsed);
+        self.metered.finish_after(name, elapsed);
     }
 }
 
