@@ -78,6 +78,27 @@ impl Shedding for SheddingImpl {
     }
 }
 
+#[rpc::service]
+trait Limited {
+    /// Waits for the gate.
+    async fn hold(&self);
+    /// Answers at once.
+    async fn ok(&self) -> u32;
+}
+
+/// The same handlers, under another service name.
+struct LimitedImpl(SheddingImpl);
+
+impl Limited for LimitedImpl {
+    async fn hold(&self) {
+        self.0.hold().await
+    }
+
+    async fn ok(&self) -> u32 {
+        self.0.ok().await
+    }
+}
+
 /// The value of the sample of `name` carrying every label in `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|line| {
@@ -174,6 +195,32 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
     shedding.gate.add_permits(1);
     within("hold", held).await.expect("task").expect("hold");
 
+    // At the server's own limit (one call per connection, the rest shed): refused unrun.
+    let limited = SheddingImpl {
+        gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        started: std::sync::Arc::default(),
+    };
+    let limited_server = start(
+        rpc::Server::builder()
+            .max_in_flight_per_connection(1)
+            .overload(rpc::Overload::Shed)
+            .serve(LimitedImpl(limited.clone()).into_service()),
+    )
+    .await;
+    let limited_client = LimitedClient::new(support::connect_pinned(limited_server.addr).await);
+    let held = tokio::spawn(limited_client.clone().hold());
+    support::eventually("hold runs", || {
+        limited.started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let refused = within("ok", limited_client.ok()).await;
+    assert!(
+        matches!(refused, Err(rpc::Error::Overloaded { .. })),
+        "{refused:?}"
+    );
+    limited.gate.add_permits(1);
+    within("hold", held).await.expect("task").expect("hold");
+
     // The server counts a call finished when its handler's future ends, which for a
     // deadline may come a moment after the client gave up: scrape until it has all 9.
     let text = within("every call counted on the server", async {
@@ -198,7 +245,16 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
                     sample(&text, "rpc_server_calls_finished_total", &labels)
                 })
                 .sum();
-            if finished >= 9.0 && layered >= 4.0 {
+            let limited = sample(
+                &text,
+                "rpc_server_calls_finished_total",
+                &[
+                    ("service", "Limited"),
+                    ("method", "ok"),
+                    ("outcome", "overloaded"),
+                ],
+            );
+            if finished >= 9.0 && layered >= 4.0 && limited == Some(1.0) {
                 break text;
             }
             // Polling: how long to wait is not what the test relies on, the count is.
@@ -261,6 +317,27 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
                 "{side} {method} {outcome}\n{text}"
             );
         }
+        let labels = [
+            ("service", "Limited"),
+            ("method", "ok"),
+            ("outcome", "overloaded"),
+        ];
+        assert_eq!(
+            sample(&text, &finished, &labels),
+            Some(1.0),
+            "{side}\n{text}"
+        );
+        let labels = [("service", "Limited"), ("method", "ok")];
+        assert_eq!(
+            sample(&text, &started, &labels),
+            Some(1.0),
+            "{side}\n{text}"
+        );
+        assert_eq!(
+            sample(&text, &in_flight, &labels),
+            Some(0.0),
+            "{side}\n{text}"
+        );
         let labels = [("service", "Shedding"), ("method", "ok")];
         assert_eq!(
             sample(&text, &started, &labels),
@@ -274,7 +351,7 @@ async fn a_scrape_after_known_calls_shows_their_exact_counts() {
         );
         assert_eq!(
             sample(&text, &format!("rpc_{side}_connections"), &[]),
-            Some(2.0),
+            Some(3.0),
             "{side}\n{text}"
         );
         for bytes in ["sent", "received"] {
