@@ -12,8 +12,9 @@
 //! Arguments: calls (default 10,000), calls in flight (64), connections (1). With
 //! `INPROC_SPANS=1` a subscriber that takes every INFO span and keeps nothing is installed:
 //! the run then counts what rpc does to open, enter, record and close its call spans (a real
-//! subscriber adds its own work on top). To compare two
-//! versions of the framework, build this file against each (for example in a `git worktree`
+//! subscriber adds its own work on top). Built with `--features rpc/metrics`, rpc's metrics
+//! are compiled in and no recorder is installed: the run counts what they cost when unused.
+//! To compare two versions of the framework, build this file against each (for example in a `git worktree`
 //! of the older commit) and run both under callgrind.
 
 use futures::stream::{FuturesUnordered, StreamExt};
