@@ -37,7 +37,7 @@
 //! | [`extensions`] | typed values an interceptor leaves in a call's [`Context`] for its handler |
 //! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
 //! | [`trace_context`] | W3C trace context: the `traceparent` a call carries, its parsing and span ids |
-//! | [`observe`] | what spans and metrics call a call's outcome |
+//! | [`observe`] | what spans and metrics call a call's outcome; with `metrics`, each method's metric handles and a connection's byte counts |
 
 pub mod budget;
 pub mod codec;
