@@ -50,7 +50,7 @@ pub use rpc_core::stream::Stream;
 #[doc(inline)]
 pub use rpc_core::{
     Context, Error, Extensions, Metadata, Method, MethodId, PeerAddr, PeerIdentity, ProtocolError,
-    TlsError,
+    TlsError, TraceContext,
 };
 #[doc(inline)]
 pub use rpc_server::{
@@ -140,5 +140,8 @@ pub mod tower {
 /// server and the client decode, not as a point where another encoding plugs in.
 pub mod protocol {
     #[doc(inline)]
-    pub use rpc_core::{codec, frame, message, preamble, transport, Bincode, Codec, Transport};
+    pub use rpc_core::{
+        codec, frame, message, observe, preamble, trace_context, transport, Bincode, Codec,
+        Transport,
+    };
 }

@@ -9,8 +9,12 @@
 //! # instructions per call = (total at 25000 - total at 5000) / 20000: start-up cancels out
 //! ```
 //!
-//! Arguments: calls (default 10,000), calls in flight (64), connections (1). To compare two
-//! versions of the framework, build this file against each (for example in a `git worktree`
+//! Arguments: calls (default 10,000), calls in flight (64), connections (1). With
+//! `INPROC_SPANS=1` a subscriber that takes every INFO span and keeps nothing is installed:
+//! the run then counts what rpc does to open, enter, record and close its call spans (a real
+//! subscriber adds its own work on top). Built with `--features rpc/metrics`, rpc's metrics
+//! are compiled in and no recorder is installed: the run counts what they cost when unused.
+//! To compare two versions of the framework, build this file against each (for example in a `git worktree`
 //! of the older commit) and run both under callgrind.
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -35,7 +39,39 @@ fn arg(index: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Takes every span and event at INFO and above, and keeps nothing.
+struct Discard(std::sync::atomic::AtomicU64);
+
+impl tracing::Subscriber for Discard {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::INFO
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::span::Id::from_u64(n + 1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 fn main() {
+    if std::env::var_os("INPROC_SPANS").is_some() {
+        tracing::subscriber::set_global_default(Discard(std::sync::atomic::AtomicU64::new(0)))
+            .expect("the only subscriber");
+    }
     let calls = arg(1, 10_000);
     let depth = arg(2, 64).max(1) as usize;
     let connections = arg(3, 1).max(1);

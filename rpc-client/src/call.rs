@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::connection::{Connection, Reply, SWEEP_MIN};
+use crate::observe::{count_items, ClientCall};
 use crate::permits::Permits;
 
 /// A call to a remote method, returned by the generated stub methods.
@@ -57,6 +58,8 @@ use crate::permits::Permits;
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<Args, Out> {
     state: State<Args, Out>,
+    /// The call's span and metrics, opened at the first poll.
+    observe: ClientCall,
 }
 
 enum State<Args, Out> {
@@ -124,6 +127,7 @@ struct StreamParts {
     id: u64,
     inbound: Arc<Inbound>,
     deadline: Option<Instant>,
+    method: Method,
 }
 
 // No field is ever pinned in place: the boxed future is pinned by its box, and every other
@@ -183,6 +187,7 @@ impl<Args, Out> Call<Args, Out> {
         };
         Call {
             state: State::Direct { plan, sent: None },
+            observe: ClientCall::idle(),
         }
     }
 
@@ -277,18 +282,20 @@ fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result
         id,
         inbound,
         deadline,
+        method,
     } = answer
         .stream
         .ok_or_else(|| Error::closed("stream buffer missing"))?;
     let abandon = conn.clone();
     let receiver =
         Receiver::new(id, inbound, conn.queue.clone()).on_abandon(move || abandon.abandon(id));
-    Ok(Stream::from_results(ResponseStream {
+    let items = Stream::from_results(ResponseStream {
         receiver,
         _upload: answer.upload,
         timer: Timer::new(deadline),
         expired: false,
-    }))
+    });
+    Ok(count_items(items, method, "received"))
 }
 
 /// Sends the request stream from a task of its own, which ends with the call.
@@ -588,6 +595,7 @@ impl<Args, Out> Plan<Args, Out> {
                         id: sent.id,
                         inbound,
                         deadline: self.deadline(),
+                        method: self.request.method,
                     }),
                     upload: sent.upload.take(),
                 };
@@ -670,6 +678,7 @@ where
                 }
                 Err(err) => return Err(err),
             };
+            crate::observe::sent_in_current(&sent.conn.peer, sent.id);
             let reply = std::future::poll_fn(|cx| sent.poll_reply(cx)).await;
             match self.settle(&mut sent, reply) {
                 Settled::Done(outcome) => return outcome,
@@ -696,6 +705,20 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let outcome = std::task::ready!(this.poll_call(cx));
+        this.observe.finish(outcome.as_ref().err());
+        Poll::Ready(outcome)
+    }
+}
+
+impl<Args, Out> Call<Args, Out>
+where
+    Args: Serialize + Send + 'static,
+    Out: Send + 'static,
+{
+    #[inline]
+    fn poll_call(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Out, Error>> {
+        let this = self;
         let State::Direct { plan, sent } = &mut this.state else {
             return this.poll_waiting(cx);
         };
@@ -705,8 +728,13 @@ where
                 // One clock read for the deadline and the request's timeout.
                 let now = Instant::now();
                 plan.fix_deadline(now);
+                let request = &mut plan.request;
+                this.observe = ClientCall::start(request.method, &mut request.metadata, now);
                 match plan.sends_now().then(|| plan.start_now(now)).flatten() {
-                    Some(attempt) => sent.insert(attempt),
+                    Some(attempt) => {
+                        this.observe.sent(&attempt.conn.peer, attempt.id);
+                        sent.insert(attempt)
+                    }
                     None => return this.wait(cx),
                 }
             }
@@ -747,6 +775,7 @@ where
         let State::Waiting(attempts) = &mut self.state else {
             return Poll::Ready(Err(Error::Cancelled));
         };
+        let _entered = self.observe.enter();
         let outcome = std::task::ready!(attempts.as_mut().poll(cx));
         self.state = State::Done;
         Poll::Ready(outcome)

@@ -21,7 +21,7 @@ use rpc_core::preamble::client_handshake;
 use rpc_core::stream::StreamTable;
 use rpc_core::task::AbortOnDrop;
 use rpc_core::writer::WriteQueue;
-use rpc_core::{Error, ProtocolError, Transport};
+use rpc_core::{Error, PeerAddr, ProtocolError, Transport};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -41,6 +41,8 @@ pub(crate) const SWEEP_MIN: Duration = Duration::from_secs(1);
 
 pub(crate) struct Connection {
     pub(crate) queue: Arc<WriteQueue>,
+    /// The server's address, for the calls' spans.
+    pub(crate) peer: PeerAddr,
     pub(crate) permits: Permits,
     /// The permits there are when no call is in flight.
     max_in_flight: usize,
@@ -48,6 +50,7 @@ pub(crate) struct Connection {
     /// The connection task; it ends when the last handle is gone (no client, no call in
     /// flight).
     _task: AbortOnDrop<()>,
+    _observed: crate::observe::ConnectionObserved,
 }
 
 /// State the connection task shares with callers.
@@ -80,7 +83,9 @@ impl Connection {
         config: &ClientConfig,
     ) -> Result<Connection, Error> {
         client_handshake(&mut stream).await?;
+        let peer = stream.peer();
         let (reader, writer) = stream.into_split();
+        let (reader, writer) = crate::observe::count_bytes(reader, writer);
         let queue = Arc::new(WriteQueue::new(
             config.max_frame_len,
             config.write_high_water,
@@ -107,10 +112,12 @@ impl Connection {
         let task = AbortOnDrop::spawn(drive(shared.clone(), frames, writer, keepalive));
         Ok(Connection {
             queue,
+            peer,
             permits: Permits::new(config.max_in_flight.max(1)),
             max_in_flight: config.max_in_flight.max(1),
             shared,
             _task: task,
+            _observed: crate::observe::ConnectionObserved::new(),
         })
     }
 

@@ -22,6 +22,7 @@
 //! | `retry` | the retry budget for calls that may have run |
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
+//! | `observe` | each call's span and `traceparent`, and metrics of calls, connections, bytes, stream items (feature `metrics`) |
 //! | [`tls`] | TLS and mutual TLS on every dial (feature `tls`) |
 //! | [`tower`] | the client as a `tower::Service` of calls (feature `tower`) |
 
@@ -34,6 +35,7 @@ mod connection;
 pub mod discover;
 pub mod endpoint;
 pub mod intercept;
+mod observe;
 mod permits;
 mod retry;
 mod slots;

@@ -21,6 +21,7 @@ use crate::extensions::Extensions;
 use crate::metadata::Metadata;
 use crate::method::Method;
 use crate::tls::PeerIdentity;
+use crate::trace_context::TraceContext;
 use crate::transport::PeerAddr;
 
 tokio::task_local! {
@@ -49,6 +50,9 @@ pub struct Context {
     peer: Arc<Peer>,
     metadata: Metadata,
     extensions: Extensions,
+    /// The server's span of this call in its trace (see [`TraceContext`]). Boxed: one word
+    /// in a context that every call moves several times, and most calls have none.
+    trace: Option<Box<TraceContext>>,
 }
 
 /// Who is at the other end of a connection: its address and, on a mutual-TLS connection,
@@ -112,6 +116,7 @@ impl Context {
             peer,
             metadata,
             extensions: Extensions::default(),
+            trace: None,
         }
     }
 
@@ -120,6 +125,23 @@ impl Context {
     pub fn with_peer_identity(mut self, identity: Option<Arc<PeerIdentity>>) -> Self {
         Arc::make_mut(&mut self.peer).identity = identity;
         self
+    }
+
+    /// Places the call in a trace; the server does this for every call that carries a
+    /// `traceparent`, and for every call whose span is recorded.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        if trace.is_some() {
+            crate::trace_context::mark_in_use();
+        }
+        self.trace = trace.map(Box::new);
+        self
+    }
+
+    /// The trace this call belongs to, with the server's own span id for it: calls the
+    /// handler makes carry it on as their parent. `None` when the caller sent no
+    /// (well-formed) `traceparent` and the server records no span for the call.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace.as_deref().copied()
     }
 
     /// A copy of the context of the call being served, or `None` outside a handler.

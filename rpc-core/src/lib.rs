@@ -36,6 +36,8 @@
 //! | [`tls`] | the peer's verified certificate identity, and why a TLS handshake failed |
 //! | [`extensions`] | typed values an interceptor leaves in a call's [`Context`] for its handler |
 //! | [`ids`] | maps keyed by ids this side chose, with a cheap hash |
+//! | [`trace_context`] | W3C trace context: the `traceparent` a call carries, its parsing and span ids |
+//! | [`observe`] | what spans and metrics call a call's outcome; with `metrics`, each method's metric handles and a connection's byte counts |
 
 pub mod budget;
 pub mod codec;
@@ -50,6 +52,7 @@ pub mod keepalive;
 pub mod message;
 pub mod metadata;
 pub mod method;
+pub mod observe;
 pub mod preamble;
 pub mod reflection;
 pub mod shape;
@@ -57,6 +60,7 @@ pub mod stream;
 pub mod sync;
 pub mod task;
 pub mod tls;
+pub mod trace_context;
 pub mod transport;
 pub mod writer;
 
@@ -67,4 +71,5 @@ pub use extensions::Extensions;
 pub use metadata::Metadata;
 pub use method::{Method, MethodId};
 pub use tls::{PeerIdentity, TlsError};
+pub use trace_context::TraceContext;
 pub use transport::{PeerAddr, Transport};

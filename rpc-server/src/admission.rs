@@ -20,6 +20,7 @@ use std::sync::Arc;
 use rpc_core::budget::Budget;
 use tokio::time::Instant;
 
+use crate::observe::ServerCall;
 use crate::router::RunOn;
 use crate::service::Dispatch;
 use crate::stats::Counters;
@@ -118,6 +119,8 @@ pub(crate) struct Parked {
     /// Whether the call receives a stream from the client.
     pub(crate) stream: bool,
     pub(crate) charge: Charge,
+    /// The call's span and metrics, open since its request was read.
+    pub(crate) observe: ServerCall,
 }
 
 /// The requests of one connection waiting for a call to end, oldest first.

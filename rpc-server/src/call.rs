@@ -22,6 +22,7 @@ use rpc_core::Error;
 use tokio::time::Instant;
 
 use crate::admission::Charge;
+use crate::observe::ServerCall;
 use crate::service::Dispatch;
 use crate::stats::CallGuard;
 
@@ -37,6 +38,8 @@ pub(crate) struct CallTask {
     held: Option<(CallGuard, Charge)>,
     /// Whether a panic's message goes to the caller (`ServerConfig::expose_panic_messages`).
     expose_panics: bool,
+    /// The call's span and metrics.
+    observe: ServerCall,
 }
 
 impl CallTask {
@@ -45,6 +48,7 @@ impl CallTask {
         dispatch: Dispatch,
         deadline: Option<Instant>,
         expose_panics: bool,
+        observe: ServerCall,
     ) -> Self {
         CallTask {
             id,
@@ -52,7 +56,14 @@ impl CallTask {
             timer: Timer::new(deadline),
             held: None,
             expose_panics,
+            observe,
         }
+    }
+
+    /// The call's request id.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Counts the call in the server's in-flight figure, and its bytes in the budgets,
@@ -68,6 +79,7 @@ impl Future for CallTask {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the handler lives in a Box).
         let this = self.get_mut();
+        let entered = this.observe.enter();
         let failure = match Pin::new(&mut this.handler).poll(cx) {
             Poll::Ready(Ok(Ok(()))) => None,
             Poll::Ready(Ok(Err(err))) => Some(err),
@@ -78,6 +90,8 @@ impl Future for CallTask {
                 Some(Error::DeadlineExceeded)
             }
         };
+        drop(entered);
+        this.observe.finish(failure.as_ref());
         Poll::Ready((this.id, failure))
     }
 }

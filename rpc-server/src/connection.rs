@@ -46,6 +46,7 @@ use crate::admission::{Account, Charge, Overload, Parked, ParkedQueue};
 use crate::call::{CallTask, Running, SpawnedCall};
 use crate::calls::CallTable;
 use crate::idle::IdleTimer;
+use crate::observe::{count_bytes, ConnectionObserved, ServerCall};
 use crate::router::RunOn;
 use crate::server::Shared;
 use crate::service::{Reply, Request, Wire};
@@ -56,6 +57,7 @@ use crate::stats::{CallGuard, ConnectionGuard};
 /// answering keepalive pings, or the server shuts down.
 pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     let _open = ConnectionGuard::new(shared.counters.clone());
+    let _observed = ConnectionObserved::new();
     let peer = stream.peer();
     // Verified by the TLS handshake, if any; shared by every call's context.
     let identity = stream.peer_identity().map(Arc::new);
@@ -71,6 +73,7 @@ pub(crate) async fn serve<T: Transport>(mut stream: T, shared: Arc<Shared>) {
     // under load one thread can write replies while another reads and runs calls; this task
     // owns it, and dropping the connection aborts it.
     let (reader, writer) = stream.into_split();
+    let (reader, writer) = count_bytes(reader, writer);
     let mut connection = Connection::new(reader, shared, peer.clone(), identity);
     let wire = connection.wire.clone();
     let mut write = AbortOnDrop::spawn({
@@ -461,13 +464,20 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             .and_then(|micros| now.checked_add(Duration::from_micros(micros)));
         let method = route.method;
         let run = route.run;
-        let context =
+        let (observe, trace) = ServerCall::start(method, id, &self.peer, &request.metadata, now);
+        let mut context =
             Context::on_connection(id, method, deadline, self.caller.clone(), request.metadata);
+        if trace.is_some() {
+            context = context.with_trace(trace);
+        }
         let reply = Reply::new(self.wire.clone(), id);
         let opened = self.wire.streams.inbound_opened();
-        let dispatch = route
-            .service
-            .call(Request::new(method, body, reply, context));
+        // The service picks its handler inside the call's span.
+        let dispatch = observe.in_scope(|| {
+            route
+                .service
+                .call(Request::new(method, body, reply, context))
+        });
         // The client may fill a stream's window at once: it is held from the start.
         let stream = self.wire.streams.inbound_opened() != opened;
         let bytes = frame_len + CALL_OVERHEAD + if stream { self.wire.window } else { 0 };
@@ -478,13 +488,20 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                  ({bytes} more bytes do not fit); the call was not run, try again later"
             )
         } else if self.may_start(stream) {
-            let charge = ToCharge::Due { bytes, stream };
-            self.start(id, dispatch, deadline, run, charge, cx);
+            let call = CallTask::new(
+                id,
+                dispatch,
+                deadline,
+                config.expose_panic_messages,
+                observe,
+            );
+            self.start(call, run, ToCharge::Due { bytes, stream }, cx);
             return Ok(None);
         } else if config.overload == Overload::Shed {
             self.at_limit()
         } else {
             let charge = self.account.charge(bytes, stream);
+            // The call's span and metrics wait with it: its duration counts the wait.
             self.parked.push(Parked {
                 id,
                 dispatch,
@@ -492,6 +509,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 run,
                 stream,
                 charge,
+                observe,
             });
             return Ok(None);
         };
@@ -500,6 +518,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         if stream {
             self.wire.streams.remove(id);
         }
+        observe.refused();
         refuse(ErrorCode::Overloaded, refusal)
     }
 
@@ -541,15 +560,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             else {
                 break;
             };
-            let charge = ToCharge::Taken(parked.charge);
-            self.start(
+            let call = CallTask::new(
                 parked.id,
                 parked.dispatch,
                 parked.deadline,
-                parked.run,
-                charge,
-                cx,
+                config.expose_panic_messages,
+                parked.observe,
             );
+            self.start(call, parked.run, ToCharge::Taken(parked.charge), cx);
             started = true;
         }
         started
@@ -562,19 +580,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     #[inline(always)]
     fn start(
         &mut self,
-        id: u64,
-        dispatch: crate::service::Dispatch,
-        deadline: Option<Instant>,
+        mut call: CallTask,
         run: RunOn,
         charge: ToCharge,
         cx: &mut TaskContext<'_>,
     ) {
-        let mut call = CallTask::new(
-            id,
-            dispatch,
-            deadline,
-            self.shared.config.expose_panic_messages,
-        );
+        let id = call.id();
         if run == RunOn::Connection {
             // Most calls finish right here, costing no timer, no set entry, no wake-up, no
             // charge and no count in the in-flight figure.

@@ -18,6 +18,7 @@
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
 //! | `admission` | which requests run now, wait, or are refused: in-flight limit, stream cap, memory budgets |
 //! | `stats` | live counters and the memory accounting: connections, calls in flight, bytes held |
+//! | `observe` | each call's span, and metrics of calls, connections, bytes, stream items (feature `metrics`) |
 //! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
 //! | [`layer`] | tower layers around each call, server-wide or per service (feature `tower`) |
 
@@ -32,6 +33,7 @@ pub mod intercept;
 #[cfg(feature = "tower")]
 pub mod layer;
 mod listener;
+mod observe;
 mod reflection;
 mod router;
 pub mod server;

@@ -259,6 +259,7 @@ impl Request {
         gated(interceptors, context, async move {
             let args: Args = decode_args(method, body)?;
             let items = handler(args).await;
+            let items = crate::observe::count_items(items, method, "sent");
             reply.stream(items).await
         })
     }
@@ -274,6 +275,7 @@ impl Request {
         Out: Serialize + Send + 'static,
     {
         let input = self.open_input::<In>();
+        let input = crate::observe::count_items(input, self.method, "received");
         let (method, body, reply, context, interceptors) = self.into_parts();
         gated(interceptors, context, async move {
             let _streams = reply.stream_guard();
@@ -293,11 +295,13 @@ impl Request {
         Item: Serialize + Send + 'static,
     {
         let input = self.open_input::<In>();
+        let input = crate::observe::count_items(input, self.method, "received");
         let (method, body, reply, context, interceptors) = self.into_parts();
         gated(interceptors, context, async move {
             let _streams = reply.stream_guard();
             let args: Args = decode_args(method, body)?;
             let items = handler(args, input).await;
+            let items = crate::observe::count_items(items, method, "sent");
             reply.stream(items).await
         })
     }
