@@ -26,6 +26,11 @@ pub struct Extensions {
 }
 
 impl Extensions {
+    /// An empty map.
+    pub const fn new() -> Self {
+        Extensions { map: None }
+    }
+
     /// Stores `value`, replacing any value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
         let map = self.map.get_or_insert_with(Default::default);
