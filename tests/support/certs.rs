@@ -8,7 +8,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use tracing_subscriber::util::SubscriberInitExt;
 
 /// A certificate authority that issues leaf certificates.
 pub(crate) struct Ca {
@@ -107,11 +106,21 @@ pub(crate) fn client_tls(ca: &Ca) -> rpc::tls::ClientTls {
 #[derive(Clone, Default)]
 pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
 
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    /// Where this thread's log lines go while a capture lasts.
+    static SINK: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes a log line to the capturing thread's sink, if it has one.
+struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(buf);
+        SINK.with(|sink| {
+            if let Some(sink) = &*sink.borrow() {
+                sink.lock().expect("log lock").extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -120,18 +129,37 @@ impl Write for LogWriter {
     }
 }
 
+/// Ends a capture: this thread's lines are no longer kept.
+pub(crate) struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        SINK.with(|sink| sink.borrow_mut().take());
+    }
+}
+
 impl Logs {
     /// Captures every log line of this thread until the guard drops.
-    pub(crate) fn capture() -> (Logs, tracing::dispatcher::DefaultGuard) {
+    ///
+    /// One global subscriber routes each line to the sink of the thread that wrote it. A
+    /// subscriber set per thread (`set_default`) lost lines when tests ran in parallel:
+    /// tracing caches per call site whether anyone listens, and a site first reached on a
+    /// thread without a subscriber could be cached as unheard for the others.
+    pub(crate) fn capture() -> (Logs, LogGuard) {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(|| LogWriter)
+                .finish();
+            // Fails only if the test binary set another global subscriber first.
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+        });
         let logs = Logs::default();
-        let sink = logs.0.clone();
-        let guard = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish()
-            .set_default();
-        (logs, guard)
+        SINK.with(|sink| *sink.borrow_mut() = Some(logs.0.clone()));
+        (logs, LogGuard(()))
     }
 
     pub(crate) fn text(&self) -> String {
