@@ -472,12 +472,13 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         }
         let reply = Reply::new(self.wire.clone(), id);
         let opened = self.wire.streams.inbound_opened();
-        // The service picks its handler inside the call's span.
-        let dispatch = observe.in_scope(|| {
-            route
-                .service
-                .call(Request::new(method, body, reply, context))
-        });
+        // The service picks its handler inside the call's span. (A guard, not a closure:
+        // one path for the request's moves, with or without a span.)
+        let entered = observe.enter();
+        let dispatch = route
+            .service
+            .call(Request::new(method, body, reply, context));
+        drop(entered);
         // The client may fill a stream's window at once: it is held from the start.
         let stream = self.wire.streams.inbound_opened() != opened;
         let bytes = frame_len + CALL_OVERHEAD + if stream { self.wire.window } else { 0 };

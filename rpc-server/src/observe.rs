@@ -134,15 +134,6 @@ impl ServerCall {
         (ServerCall(State::Traced(Box::new(observed))), trace)
     }
 
-    /// Runs `f` inside the call's span, if it has one.
-    #[inline]
-    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.0 {
-            State::Traced(observed) => observed.span.in_scope(f),
-            _ => f(),
-        }
-    }
-
     /// Enters the call's span, if it has one, until the guard drops.
     #[inline]
     pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
