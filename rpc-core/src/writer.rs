@@ -11,7 +11,14 @@
 //! buffer holds more than the high-water mark, so a peer that stops reading slows its
 //! producers down instead of growing memory. Control messages (cancel, go-away) skip that
 //! wait; they are small and must not be stuck behind data.
+//!
+//! A large [`Payload`](crate::Payload) is not copied into the buffer: its frame holds its
+//! length, and its bytes are recorded as a *splice* at that position, to be written from
+//! their own memory with a vectored write (see [`payload`](crate::payload)). The queue
+//! counts spliced bytes as queued bytes everywhere: in the frame's length, against the
+//! frame limit, the high-water mark and the budget.
 
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -23,7 +30,8 @@ use serde::Serialize;
 use crate::budget::Budget;
 use crate::codec::{Bincode, Codec, CodecError};
 use crate::error::Error;
-use crate::message::{encode_frame, Header};
+use crate::message::{encode_frame_spliced, Header};
+use crate::payload::{self, spliced_len, Splice};
 
 /// Buffers above this capacity are dropped after a write instead of kept for reuse, so one
 /// huge message does not pin its memory for the rest of the connection. Up to it, a
@@ -48,6 +56,10 @@ pub struct WriteQueue {
 #[derive(Debug)]
 struct State {
     buf: BytesMut,
+    /// Payloads written from their own memory, at positions in `buf`, in order.
+    splices: Vec<Splice>,
+    /// The bytes of `splices`: queued as much as those of `buf`.
+    spliced: usize,
     /// Bytes taken from the budget and not given back: queued, or being written.
     charged: usize,
     closing: bool,
@@ -69,6 +81,8 @@ impl WriteQueue {
         WriteQueue {
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                splices: Vec::new(),
+                spliced: 0,
                 charged: 0,
                 closing: false,
                 failed: None,
@@ -93,7 +107,7 @@ impl WriteQueue {
     /// Whether a producer must wait: this queue is above its high water, or the total it
     /// counts in is full.
     fn must_wait(&self, state: &State) -> bool {
-        state.buf.len() >= self.high_water || self.budget.as_ref().is_some_and(|b| b.is_full())
+        state.queued() >= self.high_water || self.budget.as_ref().is_some_and(|b| b.is_full())
     }
 
     /// Gives `bytes` back to the budget, once they are written or thrown away.
@@ -194,17 +208,33 @@ impl WriteQueue {
         Ok(state)
     }
 
-    /// Encodes one frame into the locked buffer and wakes the writer if it was idle.
+    /// Encodes one frame into the locked buffer and wakes the writer if it was idle. Large
+    /// payloads the body encodes with the codec are spliced.
     fn append(
         &self,
-        mut state: MutexGuard<'_, State>,
+        mut guard: MutexGuard<'_, State>,
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<usize, Error> {
+        let state = &mut *guard;
         let was_empty = state.buf.is_empty();
         let before = state.buf.len();
-        encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
-        let len = state.buf.len() - before;
+        let splices_before = state.splices.len();
+        let mut spliced = 0;
+        let encoded = encode_frame_spliced(&mut state.buf, header, self.max_frame_len, |buf| {
+            payload::splicing(&mut state.splices, || body(buf))?;
+            if state.splices.len() > splices_before {
+                spliced = spliced_len(&state.splices[splices_before..]);
+            }
+            Ok(spliced)
+        });
+        if let Err(err) = encoded {
+            state.splices.truncate(splices_before);
+            return Err(err);
+        }
+        state.spliced += spliced;
+        let len = state.buf.len() - before + spliced;
+        let mut state = guard;
         if let Some(budget) = &self.budget {
             budget.take(len);
             state.charged += len;
@@ -228,7 +258,7 @@ impl WriteQueue {
                 if let Some(err) = &state.failed {
                     return Err(err.clone());
                 }
-                if state.buf.len() >= self.high_water {
+                if state.queued() >= self.high_water {
                     None
                 } else {
                     match &self.budget {
@@ -303,9 +333,11 @@ impl WriteQueue {
             if !state.buf.is_empty() {
                 state.dropped = Some(state.batch);
             }
-            let thrown_away = state.buf.len();
+            let thrown_away = state.queued();
             self.uncharge(&mut state, thrown_away);
             state.buf = BytesMut::new();
+            state.splices = Vec::new();
+            state.spliced = 0;
         }
         self.writer_wake.notify_one();
         self.space.notify_waiters();
@@ -323,16 +355,17 @@ impl WriteQueue {
         std::mem::take(&mut self.lock().buf)
     }
 
-    /// Bytes currently waiting to be written.
+    /// Bytes currently waiting to be written, spliced ones included.
     #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.lock().buf.len()
+        self.lock().queued()
     }
 
     /// The writer loop: runs until [`close`](Self::close) (after writing everything queued),
     /// [`fail`](Self::fail), or a write error (which also fails the queue).
     pub async fn run<W: AsyncWrite + Unpin>(&self, mut io: W) -> Result<(), Error> {
         let mut out = BytesMut::with_capacity(INITIAL_CAPACITY);
+        let mut out_splices = Vec::new();
         loop {
             let notified = self.writer_wake.notified();
             let (has_data, closing) = {
@@ -353,21 +386,29 @@ impl WriteQueue {
             }
             // Let every task that is ready right now add its frame to this write.
             tokio::task::yield_now().await;
-            {
+            let spliced = {
                 let mut state = self.lock();
                 std::mem::swap(&mut state.buf, &mut out);
+                std::mem::swap(&mut state.splices, &mut out_splices);
                 state.batch += 1;
-            }
+                std::mem::take(&mut state.spliced)
+            };
             self.space.notify_waiters();
             let written = async {
-                io.write_all(&out).await?;
+                if out_splices.is_empty() {
+                    io.write_all(&out).await?;
+                } else {
+                    write_spliced(&mut io, &out, &out_splices).await?;
+                }
                 io.flush().await
             }
             .await;
+            // The payloads' memory goes as soon as it is written.
+            out_splices.clear();
             // Only a queue that counts in a budget has anything to give back: the others
             // (every client's) take no second lock per write.
             if self.budget.is_some() {
-                self.uncharge(&mut self.lock(), out.len());
+                self.uncharge(&mut self.lock(), out.len() + spliced);
             }
             if let Err(err) = written {
                 let err = Error::closed_by_io("write failed", err);
@@ -381,6 +422,71 @@ impl WriteQueue {
             }
         }
     }
+}
+
+impl State {
+    /// Bytes queued, spliced ones included.
+    #[inline]
+    fn queued(&self) -> usize {
+        self.buf.len() + self.spliced
+    }
+}
+
+/// The most buffers one vectored write is given (Linux takes up to 1024).
+const MAX_IOVECS: usize = 64;
+
+/// Writes `buf` with `splices` inserted at their positions, with vectored writes, until all
+/// of it is written. Streams without vectored writes (some TLS streams) are given one
+/// buffer at a time, which is what their `write_vectored` takes anyway.
+async fn write_spliced<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &[u8],
+    splices: &[Splice],
+) -> std::io::Result<()> {
+    // The pieces in order: buf up to the first splice, the splice, buf up to the next, ...
+    let piece = |index: usize| -> &[u8] {
+        let k = index / 2;
+        if index % 2 == 1 {
+            return &splices[k].bytes;
+        }
+        let from = k.checked_sub(1).map_or(0, |before| splices[before].at);
+        let to = splices.get(k).map_or(buf.len(), |s| s.at);
+        &buf[from..to]
+    };
+    let pieces = 2 * splices.len() + 1;
+    // The first piece not wholly written, and how much of it is.
+    let (mut next, mut offset) = (0, 0);
+    let mut slices = Vec::with_capacity(MAX_IOVECS.min(pieces));
+    while next < pieces {
+        slices.clear();
+        slices.extend(
+            (next..pieces)
+                .map(piece)
+                .enumerate()
+                .map(|(i, p)| if i == 0 { &p[offset..] } else { p })
+                .filter(|p| !p.is_empty())
+                .take(MAX_IOVECS)
+                .map(IoSlice::new),
+        );
+        if slices.is_empty() {
+            break;
+        }
+        let mut written = io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while next < pieces {
+            let left = piece(next).len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            next += 1;
+            offset = 0;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for WriteQueue {
