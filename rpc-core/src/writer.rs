@@ -501,8 +501,10 @@ impl Drop for WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameDecoder;
+    use crate::frame::{FrameDecoder, PREFIX_LEN};
     use crate::message::decode_frame;
+    use crate::payload::SPLICE_MIN;
+    use crate::Payload;
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
     use tokio_util::codec::Decoder;
@@ -605,6 +607,239 @@ mod tests {
             Err(Error::ConnectionClosed { .. })
         ));
         assert!(queue.ready().await.is_err());
+    }
+
+    /// A writer that takes at most `chunk` bytes a call, vectored or not, recording them.
+    struct Trickle {
+        out: Vec<u8>,
+        chunk: usize,
+        vectored: bool,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.chunk);
+            self.out.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if !self.vectored {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                return self.poll_write(cx, first);
+            }
+            self.calls += 1;
+            let mut left = self.chunk;
+            for buf in bufs {
+                let n = buf.len().min(left);
+                self.out.extend_from_slice(&buf[..n]);
+                left -= n;
+            }
+            std::task::Poll::Ready(Ok(self.chunk - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Frames with payloads below, at and far above the splice threshold, and between them
+    /// frames without any.
+    fn mixed_frames() -> Vec<(Header, (u32, Payload, Payload))> {
+        let payload = |len: usize, seed: u8| {
+            Payload::from((0..len).map(|i| (i as u8) ^ seed).collect::<Vec<_>>())
+        };
+        [0, 1, SPLICE_MIN - 1, SPLICE_MIN, 1 << 20]
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| {
+                let value = (i as u32, payload(len, i as u8), payload(SPLICE_MIN, 7));
+                (cancel(i as u64), value)
+            })
+            .collect()
+    }
+
+    /// What the frames' bytes are without splicing: bincode's plain encoding.
+    fn plain_frames(frames: &[(Header, (u32, Payload, Payload))]) -> Vec<u8> {
+        let mut expected = BytesMut::new();
+        for (header, value) in frames {
+            crate::message::encode_frame(&mut expected, header, usize::MAX, |buf| {
+                Bincode.encode(value, buf)
+            })
+            .expect("encode");
+        }
+        expected.to_vec()
+    }
+
+    #[tokio::test]
+    async fn spliced_payloads_go_out_as_the_bytes_a_copy_would_give() {
+        let frames = mixed_frames();
+        let expected = plain_frames(&frames);
+        for (chunk, vectored) in [(usize::MAX, true), (1000, true), (777, false), (3, true)] {
+            let queue = WriteQueue::new(2 << 20, usize::MAX);
+            let mut lens = 0;
+            for (header, value) in &frames {
+                lens += queue
+                    .push(header, |buf| Bincode.encode(value, buf))
+                    .expect("push");
+            }
+            // Every payload of at least the threshold was spliced: the buffer holds the rest.
+            {
+                let state = queue.lock();
+                assert_eq!(state.splices.len(), 2 * frames.len() - 3);
+                assert_eq!(state.spliced, spliced_len(&state.splices));
+                assert_eq!(state.buf.len() + state.spliced, expected.len());
+                assert!(state.buf.len() < 5 * SPLICE_MIN);
+            }
+            // The lengths pushes report, and the bytes queued, count the spliced bytes.
+            assert_eq!(lens, expected.len());
+            assert_eq!(queue.queued_bytes(), expected.len());
+            queue.close();
+            let mut io = Trickle {
+                out: Vec::new(),
+                chunk,
+                vectored,
+                calls: 0,
+            };
+            queue.run(&mut io).await.expect("written");
+            assert!(
+                io.out == expected,
+                "reads of {chunk} (vectored: {vectored})"
+            );
+            if chunk == usize::MAX {
+                assert_eq!(io.calls, 1, "one vectored write for the batch");
+            }
+        }
+    }
+
+    #[test]
+    fn the_frame_limit_counts_spliced_bytes() {
+        let payload = Payload::from(vec![1u8; 100_000]);
+        let queue = WriteQueue::new(100_000, usize::MAX);
+        let err = queue
+            .push(&cancel(1), |buf| Bincode.encode(&payload, buf))
+            .expect_err("over the limit");
+        let Error::MessageTooLarge { len, max } = err else {
+            panic!("{err:?}");
+        };
+        // Prefix excluded: tag, id, varint length (252 + u32), the bytes.
+        assert_eq!((len, max), (1 + 8 + 5 + 100_000, 100_000));
+        // Nothing was queued, spliced or not; the next frame is whole.
+        assert_eq!(queue.queued_bytes(), 0);
+        assert!(queue.lock().splices.is_empty());
+        let small = Payload::from(vec![2u8; 100_000 - 14]);
+        let len = queue
+            .push(&cancel(2), |buf| Bincode.encode(&small, buf))
+            .expect("at the limit");
+        assert_eq!(len, PREFIX_LEN + 100_000);
+        let mut queued = queue.take_queued_for_test();
+        let state = queue.lock();
+        assert_eq!(state.splices.len(), 1);
+        assert_eq!(state.splices[0].at, PREFIX_LEN + 1 + 8 + 5);
+        // The prefix holds the frame's whole length.
+        assert_eq!(&queued.split_to(PREFIX_LEN)[..], 100_000u32.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn spliced_bytes_count_against_high_water_and_budget() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let queue = Arc::new(WriteQueue::new(4 << 20, 64 * 1024).with_budget(budget.clone()));
+        let payload = Payload::from(vec![3u8; 200_000]);
+        let len = queue
+            .push(&cancel(1), |buf| Bincode.encode(&payload, buf))
+            .expect("push");
+        assert!(len > 200_000);
+        assert_eq!(budget.used(), len);
+        // Above the high-water mark by its spliced bytes alone.
+        assert!(queue.lock().buf.len() < 64);
+        let ready = queue.ready();
+        tokio::pin!(ready);
+        assert!(futures::poll!(ready.as_mut()).is_pending());
+        // Written: everything is given back.
+        queue.close();
+        let mut io = Trickle {
+            out: Vec::new(),
+            chunk: usize::MAX,
+            vectored: true,
+            calls: 0,
+        };
+        queue.run(&mut io).await.expect("written");
+        ready.await.expect("room");
+        assert_eq!(io.out.len(), len);
+        assert_eq!(budget.used(), 0);
+
+        // Thrown away by a failure: given back too.
+        let queue = WriteQueue::new(4 << 20, 64 * 1024).with_budget(budget.clone());
+        queue
+            .push(&cancel(1), |buf| Bincode.encode(&payload, buf))
+            .expect("push");
+        assert!(budget.used() > 200_000);
+        queue.fail(Error::closed("gone"));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_items_payloads_are_spliced_too() {
+        use crate::stream::StreamTable;
+        let table = StreamTable::default();
+        let window = 4 << 20;
+        let outbound = table.open_outbound(9, window);
+        let queue = WriteQueue::new(4 << 20, usize::MAX);
+        let items: Vec<Payload> = [SPLICE_MIN, 1, 300_000]
+            .into_iter()
+            .map(|len| Payload::from(vec![len as u8; len]))
+            .collect();
+        let stream = crate::stream::Stream::iter(items.clone());
+        crate::stream::send(&queue, 9, &outbound, stream)
+            .await
+            .expect("sent");
+        assert_eq!(queue.lock().splices.len(), 2);
+        let mut expected = BytesMut::new();
+        for item in &items {
+            crate::message::encode_frame(
+                &mut expected,
+                &Header::StreamItem { id: 9 },
+                usize::MAX,
+                |buf| Bincode.encode(item, buf),
+            )
+            .expect("encode");
+        }
+        queue.close();
+        let mut io = Trickle {
+            out: Vec::new(),
+            chunk: 5000,
+            vectored: true,
+            calls: 0,
+        };
+        queue.run(&mut io).await.expect("written");
+        assert!(io.out.starts_with(&expected));
     }
 
     #[tokio::test]
