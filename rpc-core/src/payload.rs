@@ -52,6 +52,10 @@ pub const SPLICE_MIN: usize = 16 * 1024;
 pub struct Payload(Bytes);
 
 impl Payload {
+    /// Payloads of at least this many bytes are written from their own memory, not copied
+    /// into the write buffer: [`SPLICE_MIN`].
+    pub const SPLICE_MIN: usize = SPLICE_MIN;
+
     /// An empty payload.
     pub const fn new() -> Self {
         Payload(Bytes::new())
