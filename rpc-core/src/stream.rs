@@ -624,11 +624,10 @@ pub async fn send<T: Serialize + Send>(
             Some(Ok(item)) => {
                 encoded.clear();
                 splices.clear();
-                payload::splicing(&mut splices, || Bincode.encode(&item, &mut encoded))?;
-                let len = PREFIX_LEN
-                    + STREAM_ITEM_HEADER_LEN
-                    + encoded.len()
-                    + payload::spliced_len(&splices);
+                let (encoded_item, spliced) =
+                    payload::splicing(&mut splices, || Bincode.encode(&item, &mut encoded));
+                encoded_item?;
+                let len = PREFIX_LEN + STREAM_ITEM_HEADER_LEN + encoded.len() + spliced;
                 let max = max_item_len(outbound.window);
                 if len > max {
                     let err = Error::MessageTooLarge { len, max };

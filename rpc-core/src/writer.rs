@@ -31,7 +31,7 @@ use crate::budget::Budget;
 use crate::codec::{Bincode, Codec, CodecError};
 use crate::error::Error;
 use crate::message::{encode_frame_spliced, Header};
-use crate::payload::{self, spliced_len, Splice};
+use crate::payload::{self, Splice};
 
 /// Buffers above this capacity are dropped after a write instead of kept for reuse, so one
 /// huge message does not pin its memory for the rest of the connection. Up to it, a
@@ -222,11 +222,9 @@ impl WriteQueue {
         let splices_before = state.splices.len();
         let mut spliced = 0;
         let encoded = encode_frame_spliced(&mut state.buf, header, self.max_frame_len, |buf| {
-            payload::splicing(&mut state.splices, || body(buf))?;
-            if state.splices.len() > splices_before {
-                spliced = spliced_len(&state.splices[splices_before..]);
-            }
-            Ok(spliced)
+            let (encoded, bytes) = payload::splicing(&mut state.splices, || body(buf));
+            spliced = bytes;
+            encoded.map(|()| bytes)
         });
         if let Err(err) = encoded {
             state.splices.truncate(splices_before);
@@ -503,7 +501,7 @@ mod tests {
     use super::*;
     use crate::frame::{FrameDecoder, PREFIX_LEN};
     use crate::message::decode_frame;
-    use crate::payload::SPLICE_MIN;
+    use crate::payload::{spliced_len, SPLICE_MIN};
     use crate::Payload;
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
