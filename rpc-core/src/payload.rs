@@ -29,8 +29,10 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Payloads of at least this many bytes are spliced into the write (not copied into the
-/// write buffer) when a connection sends them. Below it a copy is cheaper than the extra
-/// buffer a vectored write carries and the splice's bookkeeping.
+/// write buffer) when a connection sends them. Below it a copy is cheaper than the splice's
+/// bookkeeping and the extra buffers of the write: queued and written to a sink
+/// (`rpc-bench` micro), a splice cost about 100 ns more than a copy at 1 KiB, 60 ns more at
+/// 4 KiB, and 300 ns less at 16 KiB. At 16 KiB a payload also fills a TLS record of its own.
 pub const SPLICE_MIN: usize = 16 * 1024;
 
 /// A byte buffer for arguments, results and stream items that the framework does not copy:
