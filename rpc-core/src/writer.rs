@@ -14,7 +14,7 @@
 //!
 //! A large [`Payload`](crate::Payload) is not copied into the buffer: its frame holds its
 //! length, and its bytes are recorded as a *splice* at that position, to be written from
-//! their own memory with a vectored write (see [`payload`](crate::payload)). The queue
+//! their own memory with a vectored write (see [`payload`](mod@crate::payload)). The queue
 //! counts spliced bytes as queued bytes everywhere: in the frame's length, against the
 //! frame limit, the high-water mark and the budget.
 
