@@ -7,6 +7,7 @@
 //!   [`Codec::decode_shared`](crate::Codec::decode_shared), which lends the frame's
 //!   [`Bytes`] to the decode (a thread-local, set around the synchronous decode). A payload
 //!   whose bytes lie inside that frame becomes a slice of it: a reference count, no copy.
+//!   (Bodies under [`LEND_MIN`] bytes are not lent: a copy of so few bytes is cheaper.)
 //! * **Encoding.** A payload of at least [`SPLICE_MIN`] bytes, encoded by a connection's
 //!   write queue, writes only its length into the write buffer and hands its `Bytes` to the
 //!   queue, which writes them from where they are with a vectored write (a *splice*). The
@@ -14,7 +15,10 @@
 //!   the bytes.
 //!
 //! Everywhere else (JSON, another bincode encode, shape tracing) a payload is a plain byte
-//! buffer, with the shape of `serde_bytes`' bytes.
+//! buffer, with the shape of `serde_bytes`' bytes. (One exception: a `Serialize` impl that,
+//! while the framework encodes it, serializes a payload with another binary serializer of
+//! its own would get the splice's marker there. Encoding with [`Bincode`](crate::Bincode)
+//! inside is fine: a nested encode never splices.)
 //!
 //! A payload decoded from a frame keeps the frame's memory alive as long as it lives; copy
 //! it ([`Payload::copy_from_slice`]) to keep a small piece of a large message for long.
