@@ -49,8 +49,8 @@ pub use rpc_core::error::SharedIoError;
 pub use rpc_core::stream::Stream;
 #[doc(inline)]
 pub use rpc_core::{
-    Context, Error, Extensions, Metadata, Method, MethodId, PeerAddr, PeerIdentity, ProtocolError,
-    TlsError, TraceContext,
+    Context, Error, Extensions, Metadata, Method, MethodId, Payload, PeerAddr, PeerIdentity,
+    ProtocolError, TlsError, TraceContext,
 };
 #[doc(inline)]
 pub use rpc_server::{

@@ -148,10 +148,12 @@ pub struct Receipt {
     pub checksum: u64,
 }
 
-/// A piece of a file. `serde_bytes` makes it one length and a block copy on the wire, rather
-/// than serde's item-by-item path for a `Vec<u8>`.
+/// A piece of a file. An [`rpc::Payload`] is one length and the bytes on the wire, like
+/// `serde_bytes`, and is not copied by the framework: a received chunk is a slice of its
+/// frame, and a sent one (64 KiB, above [`rpc::Payload::SPLICE_MIN`]) is written from its
+/// own memory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Chunk(#[serde(with = "serde_bytes")] pub Vec<u8>);
+pub struct Chunk(pub rpc::Payload);
 
 /// An item of a download: the data, then the server's receipt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,7 +277,7 @@ impl Files for Dir {
                                     sum.update(&chunk);
                                     let bytes = bytes + chunk.len() as u64;
                                     Some((
-                                        Ok(Piece::Data(Chunk(chunk))),
+                                        Ok(Piece::Data(Chunk(chunk.into()))),
                                         Sending::Data(file, sum, bytes),
                                     ))
                                 }
@@ -354,7 +356,7 @@ async fn upload(
                     sum.update(&chunk);
                     bar.inc(chunk.len() as u64);
                     let bytes = bytes + chunk.len() as u64;
-                    Some((Ok(Chunk(chunk)), Some((file, sum, bytes, sent, bar))))
+                    Some((Ok(Chunk(chunk.into())), Some((file, sum, bytes, sent, bar))))
                 }
                 Ok(_) => {
                     let _ = sent.send(Ok(Receipt {
@@ -600,7 +602,7 @@ async fn demo() -> Result<(), Box<dyn Error>> {
     let refused = files
         .upload(
             "../escape".into(),
-            rpc::Stream::iter([Chunk(b"x".to_vec())]),
+            rpc::Stream::iter([Chunk(rpc::Payload::from_static(b"x"))]),
         )
         .await?;
     println!(
@@ -669,7 +671,7 @@ mod tests {
                 "data.bin".into(),
                 rpc::Stream::iter(
                     data.chunks(CHUNK)
-                        .map(|c| Chunk(c.to_vec()))
+                        .map(|c| Chunk(c.to_vec().into()))
                         .collect::<Vec<_>>(),
                 ),
             )
@@ -716,7 +718,10 @@ mod tests {
             Some(Some(refused()))
         );
         let upload = files
-            .upload("escape".into(), rpc::Stream::iter([Chunk(b"x".to_vec())]))
+            .upload(
+                "escape".into(),
+                rpc::Stream::iter([Chunk(rpc::Payload::from_static(b"x"))]),
+            )
             .await
             .expect("call");
         assert_eq!(upload, Err(refused()));

@@ -1,5 +1,7 @@
-//! Micro-benchmarks without a network: frame + envelope encode/decode, and dispatch (a
-//! whole call through client stub, in-memory transport, server connection and handler).
+//! Micro-benchmarks without a network: frame + envelope encode/decode, large payloads
+//! (`rpc::Payload` against `serde_bytes::ByteBuf`) through decode and through the write
+//! queue, and dispatch (a whole call through client stub, in-memory transport, server
+//! connection and handler).
 //!
 //! `cargo bench --manifest-path rpc-bench/Cargo.toml` (from the repository root).
 
@@ -10,8 +12,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use rpc::protocol::frame::FrameDecoder;
 use rpc::protocol::message::{decode_frame, encode_frame, Header, RequestHeader, Status};
 use rpc::protocol::{Bincode, Codec};
-use rpc::{Metadata, Method};
+use rpc::{Metadata, Method, Payload};
 use rpc_bench::rpc_sys::{Bench, BenchClient, Impl};
+use rpc_core::writer::WriteQueue;
 use serde_bytes::ByteBuf;
 use tokio_util::codec::Decoder;
 
@@ -85,6 +88,69 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
+/// A body of 16 KiB (the splice threshold) to 1 MiB: decoded from its frame, and queued and written by a connection's
+/// write queue (to `tokio::io::sink()`, so what is measured is the framework's share, not the
+/// kernel's copy). `Payload` is sliced out of the frame and spliced into the write;
+/// `ByteBuf` is copied both times.
+fn payload(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("payload");
+    for (name, len) in [
+        ("16 KiB", 16 * 1024),
+        ("64 KiB", 64 * 1024),
+        ("1 MiB", 1024 * 1024),
+    ] {
+        g.throughput(Throughput::Bytes(len as u64));
+        let data = vec![7u8; len];
+
+        let mut frame = BytesMut::new();
+        encode_frame(&mut frame, &request_header(1), MAX, |dst| {
+            Bincode.encode(&(Payload::from(data.clone()),), dst)
+        })
+        .expect("encode");
+        // Without its length prefix, as the frame decoder hands it out.
+        let (_, body) = decode_frame(frame.freeze().slice(4..)).expect("header");
+        g.bench_function(
+            format!("decode {name}: Payload (a slice of the frame)"),
+            |b| {
+                b.iter(|| {
+                    let args: (Payload,) = Bincode.decode_shared(&body).expect("args");
+                    black_box(args)
+                })
+            },
+        );
+        g.bench_function(format!("decode {name}: ByteBuf (a copy)"), |b| {
+            b.iter(|| {
+                let args: (ByteBuf,) = Bincode.decode_shared(&body).expect("args");
+                black_box(args)
+            })
+        });
+
+        let queue_and_write =
+            |value: &dyn Fn(&mut BytesMut) -> Result<(), rpc::protocol::codec::CodecError>| {
+                let queue = WriteQueue::new(MAX, usize::MAX);
+                let header = Header::Response {
+                    id: 1,
+                    status: Status::Ok,
+                };
+                queue.push(&header, value).expect("push");
+                queue.close();
+                rt.block_on(queue.run(tokio::io::sink())).expect("written");
+            };
+        let payload = Payload::from(data.clone());
+        g.bench_function(format!("queue and write {name}: Payload (spliced)"), |b| {
+            b.iter(|| queue_and_write(&|dst| Bincode.encode(&payload, dst)))
+        });
+        let buf = ByteBuf::from(data);
+        g.bench_function(format!("queue and write {name}: ByteBuf (copied)"), |b| {
+            b.iter(|| queue_and_write(&|dst| Bincode.encode(&buf, dst)))
+        });
+    }
+    g.finish();
+}
+
 fn dispatch(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,5 +186,5 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, dispatch);
+criterion_group!(benches, codec, payload, dispatch);
 criterion_main!(benches);

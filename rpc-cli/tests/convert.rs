@@ -400,3 +400,24 @@ fn bytes_that_do_not_fit_are_refused() {
     deep.push(0); // Nil
     assert!(refused(&named("List"), &deep).contains("nest deeper"));
 }
+
+#[test]
+fn a_payload_is_bytes_an_array_of_numbers() {
+    // Traced, a payload is `Shape::Bytes`; its JSON is serde_json's own (an array), and the
+    // converter writes the bytes the codec writes, at any size.
+    let shape = rpc::shape::trace::Tracer::new()
+        .trace::<rpc::Payload>()
+        .expect("traces");
+    assert_eq!(shape, Shape::Bytes);
+    for len in [0, 1, 300, rpc::Payload::SPLICE_MIN + 1] {
+        let payload = rpc::Payload::from((0..len).map(|i| i as u8).collect::<Vec<_>>());
+        same(&shape, &payload);
+        let back: rpc::Payload = Bincode
+            .decode(&encoded(
+                &shape,
+                serde_json::to_value(&payload).expect("json"),
+            ))
+            .expect("decodes");
+        assert_eq!(back, payload);
+    }
+}

@@ -273,7 +273,7 @@ impl<Args, T: DeserializeOwned + Send + 'static> Call<Args, Stream<T>> {
 fn decode_answer<Out: DeserializeOwned>(answer: Answer) -> Result<Out, Error> {
     // A unary reply means the server is done reading any request stream: `upload` is
     // dropped here, which stops it.
-    Ok(Bincode.decode(&answer.body)?)
+    Ok(Bincode.decode_shared(&answer.body)?)
 }
 
 fn stream_answer<T: DeserializeOwned + Send + 'static>(answer: Answer) -> Result<Stream<T>, Error> {

@@ -18,6 +18,7 @@
 //! | [`reflection`] | the built-in reflection service: its name, methods and answers |
 //! | [`error`] | [`Error`], the framework's failures, and the wire error codes |
 //! | [`codec`] | how bodies are encoded: bincode 2, behind the [`Codec`] seam |
+//! | [`payload`] | [`Payload`], bytes decoded as a slice of the frame and written without a copy |
 //!
 //! **Connection machinery both ends share**: written once here, used by the server's and the
 //! client's connection tasks alike.
@@ -53,6 +54,7 @@ pub mod message;
 pub mod metadata;
 pub mod method;
 pub mod observe;
+pub mod payload;
 pub mod preamble;
 pub mod reflection;
 pub mod shape;
@@ -70,6 +72,7 @@ pub use error::{Error, ProtocolError};
 pub use extensions::Extensions;
 pub use metadata::Metadata;
 pub use method::{Method, MethodId};
+pub use payload::Payload;
 pub use tls::{PeerIdentity, TlsError};
 pub use trace_context::TraceContext;
 pub use transport::{PeerAddr, Transport};

@@ -182,11 +182,23 @@ pub fn encode_frame(
     max_frame_len: usize,
     body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
 ) -> Result<(), Error> {
+    encode_frame_spliced(dst, header, max_frame_len, |buf| body(buf).map(|()| 0))
+}
+
+/// Like [`encode_frame`], for a body part of which is written from elsewhere (spliced
+/// payloads, see [`payload`](crate::payload)): `body` returns how many of its bytes are not
+/// in `dst`. They count in the length prefix and against `max_frame_len`.
+pub(crate) fn encode_frame_spliced(
+    dst: &mut BytesMut,
+    header: &Header,
+    max_frame_len: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<usize, CodecError>,
+) -> Result<(), Error> {
     let frame = Rollback::new(dst);
     frame.buf.put_u32(0);
     header.encode(frame.buf)?;
-    body(frame.buf)?;
-    let len = frame.buf.len() - frame.start - PREFIX_LEN;
+    let spliced = body(frame.buf)?;
+    let len = frame.buf.len() - frame.start - PREFIX_LEN + spliced;
     // A match, not `ok_or`: an error built eagerly is also dropped on every good frame.
     let prefix = match u32::try_from(len) {
         Ok(prefix) if len <= max_frame_len => prefix,

@@ -45,6 +45,7 @@ use crate::error::{Error, ProtocolError};
 use crate::frame::PREFIX_LEN;
 use crate::ids::PeerIdMap;
 use crate::message::{Header, Status, STREAM_ITEM_HEADER_LEN};
+use crate::payload;
 use crate::sync::lock;
 use crate::writer::WriteQueue;
 
@@ -500,7 +501,7 @@ impl<T: DeserializeOwned> futures::Stream for Receiver<T> {
                         .queue
                         .push_control(&Header::Credit { id: this.id, bytes });
                 }
-                let decoded = Bincode.decode(&item).map_err(Error::from);
+                let decoded = Bincode.decode_shared(&item).map_err(Error::from);
                 if decoded.is_err() {
                     // The stream cannot be read on: give it up now, as a drop would, so the
                     // peer stops sending and its buffer is released.
@@ -616,15 +617,19 @@ pub async fn send<T: Serialize + Send>(
 ) -> Result<(), Error> {
     let header = Header::StreamItem { id };
     // The item is encoded before it is queued, to learn its size and wait for that much
-    // credit; reused from item to item.
+    // credit; reused from item to item. Its large payloads are spliced, not copied.
     let mut encoded = BytesMut::new();
+    let mut splices = Vec::new();
     loop {
         outbound.room(1).await?;
         match items.next().await {
             Some(Ok(item)) => {
                 encoded.clear();
-                Bincode.encode(&item, &mut encoded)?;
-                let len = PREFIX_LEN + STREAM_ITEM_HEADER_LEN + encoded.len();
+                splices.clear();
+                let (encoded_item, spliced) =
+                    payload::splicing(&mut splices, || Bincode.encode(&item, &mut encoded));
+                encoded_item?;
+                let len = PREFIX_LEN + STREAM_ITEM_HEADER_LEN + encoded.len() + spliced;
                 let max = max_item_len(outbound.window);
                 if len > max {
                     let err = Error::MessageTooLarge { len, max };
@@ -635,7 +640,7 @@ pub async fn send<T: Serialize + Send>(
                 outbound.room(len).await?;
                 let sent = queue
                     .send(&header, |buf| {
-                        buf.extend_from_slice(&encoded);
+                        payload::append_spliced(buf, &encoded, &mut splices);
                         Ok(())
                     })
                     .await?;

@@ -11,7 +11,14 @@
 //! buffer holds more than the high-water mark, so a peer that stops reading slows its
 //! producers down instead of growing memory. Control messages (cancel, go-away) skip that
 //! wait; they are small and must not be stuck behind data.
+//!
+//! A large [`Payload`](crate::Payload) is not copied into the buffer: its frame holds its
+//! length, and its bytes are recorded as a *splice* at that position, to be written from
+//! their own memory with a vectored write (see [`payload`](mod@crate::payload)). The queue
+//! counts spliced bytes as queued bytes everywhere: in the frame's length, against the
+//! frame limit, the high-water mark and the budget.
 
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -23,7 +30,8 @@ use serde::Serialize;
 use crate::budget::Budget;
 use crate::codec::{Bincode, Codec, CodecError};
 use crate::error::Error;
-use crate::message::{encode_frame, Header};
+use crate::message::{encode_frame_spliced, Header};
+use crate::payload::{self, Splice};
 
 /// Buffers above this capacity are dropped after a write instead of kept for reuse, so one
 /// huge message does not pin its memory for the rest of the connection. Up to it, a
@@ -48,6 +56,10 @@ pub struct WriteQueue {
 #[derive(Debug)]
 struct State {
     buf: BytesMut,
+    /// Payloads written from their own memory, at positions in `buf`, in order.
+    splices: Vec<Splice>,
+    /// The bytes of `splices`: queued as much as those of `buf`.
+    spliced: usize,
     /// Bytes taken from the budget and not given back: queued, or being written.
     charged: usize,
     closing: bool,
@@ -69,6 +81,8 @@ impl WriteQueue {
         WriteQueue {
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                splices: Vec::new(),
+                spliced: 0,
                 charged: 0,
                 closing: false,
                 failed: None,
@@ -93,7 +107,7 @@ impl WriteQueue {
     /// Whether a producer must wait: this queue is above its high water, or the total it
     /// counts in is full.
     fn must_wait(&self, state: &State) -> bool {
-        state.buf.len() >= self.high_water || self.budget.as_ref().is_some_and(|b| b.is_full())
+        state.queued() >= self.high_water || self.budget.as_ref().is_some_and(|b| b.is_full())
     }
 
     /// Gives `bytes` back to the budget, once they are written or thrown away.
@@ -194,17 +208,31 @@ impl WriteQueue {
         Ok(state)
     }
 
-    /// Encodes one frame into the locked buffer and wakes the writer if it was idle.
+    /// Encodes one frame into the locked buffer and wakes the writer if it was idle. Large
+    /// payloads the body encodes with the codec are spliced.
     fn append(
         &self,
-        mut state: MutexGuard<'_, State>,
+        mut guard: MutexGuard<'_, State>,
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<usize, Error> {
+        let state = &mut *guard;
         let was_empty = state.buf.is_empty();
         let before = state.buf.len();
-        encode_frame(&mut state.buf, header, self.max_frame_len, body)?;
-        let len = state.buf.len() - before;
+        let splices_before = state.splices.len();
+        let mut spliced = 0;
+        let encoded = encode_frame_spliced(&mut state.buf, header, self.max_frame_len, |buf| {
+            let (encoded, bytes) = payload::splicing(&mut state.splices, || body(buf));
+            spliced = bytes;
+            encoded.map(|()| bytes)
+        });
+        if let Err(err) = encoded {
+            state.splices.truncate(splices_before);
+            return Err(err);
+        }
+        state.spliced += spliced;
+        let len = state.buf.len() - before + spliced;
+        let mut state = guard;
         if let Some(budget) = &self.budget {
             budget.take(len);
             state.charged += len;
@@ -228,7 +256,7 @@ impl WriteQueue {
                 if let Some(err) = &state.failed {
                     return Err(err.clone());
                 }
-                if state.buf.len() >= self.high_water {
+                if state.queued() >= self.high_water {
                     None
                 } else {
                     match &self.budget {
@@ -303,9 +331,11 @@ impl WriteQueue {
             if !state.buf.is_empty() {
                 state.dropped = Some(state.batch);
             }
-            let thrown_away = state.buf.len();
+            let thrown_away = state.queued();
             self.uncharge(&mut state, thrown_away);
             state.buf = BytesMut::new();
+            state.splices = Vec::new();
+            state.spliced = 0;
         }
         self.writer_wake.notify_one();
         self.space.notify_waiters();
@@ -323,16 +353,17 @@ impl WriteQueue {
         std::mem::take(&mut self.lock().buf)
     }
 
-    /// Bytes currently waiting to be written.
+    /// Bytes currently waiting to be written, spliced ones included.
     #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.lock().buf.len()
+        self.lock().queued()
     }
 
     /// The writer loop: runs until [`close`](Self::close) (after writing everything queued),
     /// [`fail`](Self::fail), or a write error (which also fails the queue).
     pub async fn run<W: AsyncWrite + Unpin>(&self, mut io: W) -> Result<(), Error> {
         let mut out = BytesMut::with_capacity(INITIAL_CAPACITY);
+        let mut out_splices = Vec::new();
         loop {
             let notified = self.writer_wake.notified();
             let (has_data, closing) = {
@@ -353,21 +384,29 @@ impl WriteQueue {
             }
             // Let every task that is ready right now add its frame to this write.
             tokio::task::yield_now().await;
-            {
+            let spliced = {
                 let mut state = self.lock();
                 std::mem::swap(&mut state.buf, &mut out);
+                std::mem::swap(&mut state.splices, &mut out_splices);
                 state.batch += 1;
-            }
+                std::mem::take(&mut state.spliced)
+            };
             self.space.notify_waiters();
             let written = async {
-                io.write_all(&out).await?;
+                if out_splices.is_empty() {
+                    io.write_all(&out).await?;
+                } else {
+                    write_spliced(&mut io, &out, &out_splices).await?;
+                }
                 io.flush().await
             }
             .await;
+            // The payloads' memory goes as soon as it is written.
+            out_splices.clear();
             // Only a queue that counts in a budget has anything to give back: the others
             // (every client's) take no second lock per write.
             if self.budget.is_some() {
-                self.uncharge(&mut self.lock(), out.len());
+                self.uncharge(&mut self.lock(), out.len() + spliced);
             }
             if let Err(err) = written {
                 let err = Error::closed_by_io("write failed", err);
@@ -383,6 +422,71 @@ impl WriteQueue {
     }
 }
 
+impl State {
+    /// Bytes queued, spliced ones included.
+    #[inline]
+    fn queued(&self) -> usize {
+        self.buf.len() + self.spliced
+    }
+}
+
+/// The most buffers one vectored write is given (Linux takes up to 1024).
+const MAX_IOVECS: usize = 64;
+
+/// Writes `buf` with `splices` inserted at their positions, with vectored writes, until all
+/// of it is written. Streams without vectored writes (some TLS streams) are given one
+/// buffer at a time, which is what their `write_vectored` takes anyway.
+async fn write_spliced<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &[u8],
+    splices: &[Splice],
+) -> std::io::Result<()> {
+    // The pieces in order: buf up to the first splice, the splice, buf up to the next, ...
+    let piece = |index: usize| -> &[u8] {
+        let k = index / 2;
+        if index % 2 == 1 {
+            return &splices[k].bytes;
+        }
+        let from = k.checked_sub(1).map_or(0, |before| splices[before].at);
+        let to = splices.get(k).map_or(buf.len(), |s| s.at);
+        &buf[from..to]
+    };
+    let pieces = 2 * splices.len() + 1;
+    // The first piece not wholly written, and how much of it is.
+    let (mut next, mut offset) = (0, 0);
+    let mut slices = Vec::with_capacity(MAX_IOVECS.min(pieces));
+    while next < pieces {
+        slices.clear();
+        slices.extend(
+            (next..pieces)
+                .map(piece)
+                .enumerate()
+                .map(|(i, p)| if i == 0 { &p[offset..] } else { p })
+                .filter(|p| !p.is_empty())
+                .take(MAX_IOVECS)
+                .map(IoSlice::new),
+        );
+        if slices.is_empty() {
+            break;
+        }
+        let mut written = io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while next < pieces {
+            let left = piece(next).len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            next += 1;
+            offset = 0;
+        }
+    }
+    Ok(())
+}
+
 impl Drop for WriteQueue {
     fn drop(&mut self) {
         // Bytes still queued, or taken by a writer that was aborted mid-write.
@@ -395,8 +499,10 @@ impl Drop for WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameDecoder;
+    use crate::frame::{FrameDecoder, PREFIX_LEN};
     use crate::message::decode_frame;
+    use crate::payload::{spliced_len, SPLICE_MIN};
+    use crate::Payload;
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
     use tokio_util::codec::Decoder;
@@ -499,6 +605,239 @@ mod tests {
             Err(Error::ConnectionClosed { .. })
         ));
         assert!(queue.ready().await.is_err());
+    }
+
+    /// A writer that takes at most `chunk` bytes a call, vectored or not, recording them.
+    struct Trickle {
+        out: Vec<u8>,
+        chunk: usize,
+        vectored: bool,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.chunk);
+            self.out.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if !self.vectored {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                return self.poll_write(cx, first);
+            }
+            self.calls += 1;
+            let mut left = self.chunk;
+            for buf in bufs {
+                let n = buf.len().min(left);
+                self.out.extend_from_slice(&buf[..n]);
+                left -= n;
+            }
+            std::task::Poll::Ready(Ok(self.chunk - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Frames with payloads below, at and far above the splice threshold, and between them
+    /// frames without any.
+    fn mixed_frames() -> Vec<(Header, (u32, Payload, Payload))> {
+        let payload = |len: usize, seed: u8| {
+            Payload::from((0..len).map(|i| (i as u8) ^ seed).collect::<Vec<_>>())
+        };
+        [0, 1, SPLICE_MIN - 1, SPLICE_MIN, 1 << 20]
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| {
+                let value = (i as u32, payload(len, i as u8), payload(SPLICE_MIN, 7));
+                (cancel(i as u64), value)
+            })
+            .collect()
+    }
+
+    /// What the frames' bytes are without splicing: bincode's plain encoding.
+    fn plain_frames(frames: &[(Header, (u32, Payload, Payload))]) -> Vec<u8> {
+        let mut expected = BytesMut::new();
+        for (header, value) in frames {
+            crate::message::encode_frame(&mut expected, header, usize::MAX, |buf| {
+                Bincode.encode(value, buf)
+            })
+            .expect("encode");
+        }
+        expected.to_vec()
+    }
+
+    #[tokio::test]
+    async fn spliced_payloads_go_out_as_the_bytes_a_copy_would_give() {
+        let frames = mixed_frames();
+        let expected = plain_frames(&frames);
+        for (chunk, vectored) in [(usize::MAX, true), (1000, true), (777, false), (3, true)] {
+            let queue = WriteQueue::new(2 << 20, usize::MAX);
+            let mut lens = 0;
+            for (header, value) in &frames {
+                lens += queue
+                    .push(header, |buf| Bincode.encode(value, buf))
+                    .expect("push");
+            }
+            // Every payload of at least the threshold was spliced: the buffer holds the rest.
+            {
+                let state = queue.lock();
+                assert_eq!(state.splices.len(), 2 * frames.len() - 3);
+                assert_eq!(state.spliced, spliced_len(&state.splices));
+                assert_eq!(state.buf.len() + state.spliced, expected.len());
+                assert!(state.buf.len() < 5 * SPLICE_MIN);
+            }
+            // The lengths pushes report, and the bytes queued, count the spliced bytes.
+            assert_eq!(lens, expected.len());
+            assert_eq!(queue.queued_bytes(), expected.len());
+            queue.close();
+            let mut io = Trickle {
+                out: Vec::new(),
+                chunk,
+                vectored,
+                calls: 0,
+            };
+            queue.run(&mut io).await.expect("written");
+            assert!(
+                io.out == expected,
+                "reads of {chunk} (vectored: {vectored})"
+            );
+            if chunk == usize::MAX {
+                assert_eq!(io.calls, 1, "one vectored write for the batch");
+            }
+        }
+    }
+
+    #[test]
+    fn the_frame_limit_counts_spliced_bytes() {
+        let payload = Payload::from(vec![1u8; 100_000]);
+        let queue = WriteQueue::new(100_000, usize::MAX);
+        let err = queue
+            .push(&cancel(1), |buf| Bincode.encode(&payload, buf))
+            .expect_err("over the limit");
+        let Error::MessageTooLarge { len, max } = err else {
+            panic!("{err:?}");
+        };
+        // Prefix excluded: tag, id, varint length (252 + u32), the bytes.
+        assert_eq!((len, max), (1 + 8 + 5 + 100_000, 100_000));
+        // Nothing was queued, spliced or not; the next frame is whole.
+        assert_eq!(queue.queued_bytes(), 0);
+        assert!(queue.lock().splices.is_empty());
+        let small = Payload::from(vec![2u8; 100_000 - 14]);
+        let len = queue
+            .push(&cancel(2), |buf| Bincode.encode(&small, buf))
+            .expect("at the limit");
+        assert_eq!(len, PREFIX_LEN + 100_000);
+        let mut queued = queue.take_queued_for_test();
+        let state = queue.lock();
+        assert_eq!(state.splices.len(), 1);
+        assert_eq!(state.splices[0].at, PREFIX_LEN + 1 + 8 + 5);
+        // The prefix holds the frame's whole length.
+        assert_eq!(&queued.split_to(PREFIX_LEN)[..], 100_000u32.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn spliced_bytes_count_against_high_water_and_budget() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let queue = Arc::new(WriteQueue::new(4 << 20, 64 * 1024).with_budget(budget.clone()));
+        let payload = Payload::from(vec![3u8; 200_000]);
+        let len = queue
+            .push(&cancel(1), |buf| Bincode.encode(&payload, buf))
+            .expect("push");
+        assert!(len > 200_000);
+        assert_eq!(budget.used(), len);
+        // Above the high-water mark by its spliced bytes alone.
+        assert!(queue.lock().buf.len() < 64);
+        let ready = queue.ready();
+        tokio::pin!(ready);
+        assert!(futures::poll!(ready.as_mut()).is_pending());
+        // Written: everything is given back.
+        queue.close();
+        let mut io = Trickle {
+            out: Vec::new(),
+            chunk: usize::MAX,
+            vectored: true,
+            calls: 0,
+        };
+        queue.run(&mut io).await.expect("written");
+        ready.await.expect("room");
+        assert_eq!(io.out.len(), len);
+        assert_eq!(budget.used(), 0);
+
+        // Thrown away by a failure: given back too.
+        let queue = WriteQueue::new(4 << 20, 64 * 1024).with_budget(budget.clone());
+        queue
+            .push(&cancel(1), |buf| Bincode.encode(&payload, buf))
+            .expect("push");
+        assert!(budget.used() > 200_000);
+        queue.fail(Error::closed("gone"));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_items_payloads_are_spliced_too() {
+        use crate::stream::StreamTable;
+        let table = StreamTable::default();
+        let window = 4 << 20;
+        let outbound = table.open_outbound(9, window);
+        let queue = WriteQueue::new(4 << 20, usize::MAX);
+        let items: Vec<Payload> = [SPLICE_MIN, 1, 300_000]
+            .into_iter()
+            .map(|len| Payload::from(vec![len as u8; len]))
+            .collect();
+        let stream = crate::stream::Stream::iter(items.clone());
+        crate::stream::send(&queue, 9, &outbound, stream)
+            .await
+            .expect("sent");
+        assert_eq!(queue.lock().splices.len(), 2);
+        let mut expected = BytesMut::new();
+        for item in &items {
+            crate::message::encode_frame(
+                &mut expected,
+                &Header::StreamItem { id: 9 },
+                usize::MAX,
+                |buf| Bincode.encode(item, buf),
+            )
+            .expect("encode");
+        }
+        queue.close();
+        let mut io = Trickle {
+            out: Vec::new(),
+            chunk: 5000,
+            vectored: true,
+            calls: 0,
+        };
+        queue.run(&mut io).await.expect("written");
+        assert!(io.out.starts_with(&expected));
     }
 
     #[tokio::test]

@@ -355,10 +355,13 @@ where
 }
 
 fn decode_args<Args: DeserializeOwned>(method: Method, body: Bytes) -> Result<Args, Error> {
-    // The frame's memory is released as soon as the arguments are decoded.
-    Bincode.decode(&body).map_err(|err| Error::BadRequest {
-        reason: format!("arguments of {method} do not decode: {err}"),
-    })
+    // The frame's memory is released as soon as the arguments are decoded, unless a
+    // `Payload` among them shares it.
+    Bincode
+        .decode_shared(&body)
+        .map_err(|err| Error::BadRequest {
+            reason: format!("arguments of {method} do not decode: {err}"),
+        })
 }
 
 /// What the calls of one connection share: the writer, the streams, the stream window.

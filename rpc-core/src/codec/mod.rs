@@ -45,7 +45,7 @@
 
 use std::marker::PhantomData;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -76,6 +76,13 @@ pub trait Codec: Clone + Send + Sync + 'static {
             });
         }
         Ok(value)
+    }
+
+    /// Like [`decode`](Self::decode), from a received frame's bytes: every
+    /// [`Payload`](crate::Payload) in the value is a slice of `src`, not a copy (see
+    /// [`payload`](crate::payload)).
+    fn decode_shared<T: DeserializeOwned>(&self, src: &Bytes) -> Result<T, CodecError> {
+        crate::payload::decoding_from(src, |bytes| self.decode(bytes))
     }
 }
 
@@ -136,10 +143,14 @@ const EXPANSION: usize = 16;
 /// `BytesMut` cost a call and a `memcpy` apiece (about 40 instructions a write, several
 /// writes a message); here the usual sizes become plain stores into `scratch`, and the
 /// `BytesMut` gets one copy per [`SCRATCH`] bytes.
+///
+/// In an encode that splices [`Payload`](crate::Payload)s (a write queue's), an empty write
+/// may be a payload's marker: see [`splice_here`](Self::splice_here).
 struct BytesWriter<'a> {
     dst: &'a mut BytesMut,
     scratch: [u8; SCRATCH],
     len: usize,
+    splicing: bool,
 }
 
 /// Bytes gathered before they go to the `BytesMut`.
@@ -147,11 +158,12 @@ const SCRATCH: usize = 64;
 
 impl<'a> BytesWriter<'a> {
     #[inline]
-    fn new(dst: &'a mut BytesMut) -> Self {
+    fn new(dst: &'a mut BytesMut, splicing: bool) -> Self {
         BytesWriter {
             dst,
             scratch: [0; SCRATCH],
             len: 0,
+            splicing,
         }
     }
 
@@ -183,7 +195,24 @@ impl<'a> BytesWriter<'a> {
     /// Appends `bytes` to the `BytesMut` after what is gathered.
     fn pass(&mut self, bytes: &[u8]) {
         self.flush();
+        if bytes.is_empty() && self.splicing {
+            self.splice_here();
+        }
         self.dst.put_slice(bytes);
+    }
+
+    /// An empty write: an empty string or byte slice, or the marker a spliced payload
+    /// writes after its length (an empty byte slice: its length, a 0, then no bytes). For a
+    /// marker, the 0 is taken back and the payload's bytes are recorded to go here.
+    #[cold]
+    fn splice_here(&mut self) {
+        let Some(bytes) = crate::payload::take_marked() else {
+            return;
+        };
+        if self.dst.last() == Some(&0) {
+            self.dst.truncate(self.dst.len() - 1);
+            crate::payload::record_splice(self.dst.len(), bytes);
+        }
     }
 }
 
@@ -212,10 +241,12 @@ impl Codec for Bincode {
         dst: &mut BytesMut,
     ) -> Result<(), CodecError> {
         let start = dst.len();
-        let mut writer = BytesWriter::new(dst);
+        let begun = crate::payload::begin_encode();
+        let mut writer = BytesWriter::new(dst, begun == crate::payload::Mode::Armed);
         let result =
             bincode::serde::encode_into_writer(value, &mut writer, bincode::config::standard());
         writer.flush();
+        crate::payload::end_encode(begun);
         result.map_err(|err| {
             dst.truncate(start);
             CodecError::Encode {
