@@ -16,6 +16,10 @@
 //! are compiled in and no recorder is installed: the run counts what they cost when unused.
 //! To compare two versions of the framework, build this file against each (for example in a `git worktree`
 //! of the older commit) and run both under callgrind.
+//!
+//! With `INPROC_STREAM=down` (or `up`) the first argument counts 32-byte items of one server
+//! stream (or client stream) of `rpc_bench`'s `Streams` service instead of calls: per item =
+//! (total at 250000 - total at 50000) / 200000.
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -79,6 +83,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(direction) = std::env::var_os("INPROC_STREAM") {
+        runtime.block_on(stream(direction.to_str() == Some("up"), calls));
+        return;
+    }
     runtime.block_on(async move {
         let (server, connector) = rpc::Server::builder().serve(Adder.into_service()).memory();
         tokio::spawn(server.run());
@@ -107,4 +115,37 @@ fn main() {
         }
         println!("{done} calls, {depth} in flight, {connections} connection(s)");
     });
+}
+
+/// `items` 32-byte items of one stream, down (server stream) or up (client stream).
+async fn stream(up: bool, items: u64) {
+    use rpc_bench::load::{item_ok, make_item, payload};
+    use rpc_bench::rpc_sys::{Streams, StreamsClient, StreamsImpl};
+    let (server, connector) = rpc::Server::builder()
+        .serve(StreamsImpl.into_service())
+        .memory();
+    tokio::spawn(server.run());
+    let stream = connector.connect().await.expect("in-memory connection");
+    let client = rpc::Client::builder()
+        .connect_transport(stream)
+        .await
+        .expect("handshake");
+    let stub = StreamsClient::new(client);
+    let template = payload(32);
+    if up {
+        let sent = futures::stream::iter(0..items)
+            .map(move |n| serde_bytes::ByteBuf::from(make_item(n, &template)));
+        let got = stub
+            .upload(rpc::Stream::new(sent))
+            .await
+            .expect("upload");
+        assert_eq!((got.items, got.wrong), (items, 0), "items the server counted");
+    } else {
+        let mut received = stub.download(32).await.expect("download");
+        for n in 0..items {
+            let item = received.next().await.expect("endless").expect("item");
+            assert!(item_ok(n, &template, &item), "item {n} is wrong");
+        }
+    }
+    println!("{items} items {}", if up { "up" } else { "down" });
 }
