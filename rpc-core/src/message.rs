@@ -330,8 +330,11 @@ impl Header {
             }
             Header::GoAway => dst.put_u8(TAG_GO_AWAY),
             Header::StreamItem { id } => {
-                dst.put_u8(TAG_STREAM_ITEM);
-                dst.put_u64_le(*id);
+                // One copy: this runs for every stream item.
+                let mut fixed = [0u8; 9];
+                fixed[0] = TAG_STREAM_ITEM;
+                fixed[1..].copy_from_slice(&id.to_le_bytes());
+                dst.put_slice(&fixed);
             }
             Header::StreamEnd { id, status } => {
                 dst.put_u8(TAG_STREAM_END);

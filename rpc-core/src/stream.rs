@@ -285,11 +285,16 @@ impl StreamTable {
     /// Routes a received item. Items for streams nobody reads any more are dropped; an item
     /// beyond the granted window is a protocol violation.
     fn on_item(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
-        let inbound = lock(&self.state).inbound.get(&id).cloned();
-        match inbound {
-            Some(inbound) => inbound.push(id, item, frame_len),
-            None => Ok(()),
+        // Pushed under the table's lock (the table's, then the buffer's: the only order the
+        // two are ever taken in), so no reference is counted up and down per item.
+        let waker = match lock(&self.state).inbound.get(&id) {
+            Some(inbound) => inbound.push(id, item, frame_len)?,
+            None => return Ok(()),
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
+        Ok(())
     }
 
     /// Routes a received end of stream.
@@ -345,8 +350,6 @@ struct InboundState {
     /// Frame bytes received and not yet handed back as credit. The sender may only send
     /// while its own count of this is under the window, and its count is never smaller.
     outstanding: usize,
-    /// Frame bytes consumed since credit was last sent.
-    consumed: usize,
     end: Option<Result<(), Error>>,
     waker: Option<Waker>,
 }
@@ -359,25 +362,21 @@ impl Inbound {
         }
     }
 
-    fn push(&self, id: u64, item: Bytes, frame_len: usize) -> Result<(), ProtocolError> {
-        let waker = {
-            let mut state = lock(&self.state);
-            // A sender may send a frame only if all of it fits in its credit.
-            if state.outstanding + frame_len > self.window {
-                return Err(ProtocolError::CreditExceeded {
-                    id,
-                    buffered: state.outstanding + frame_len,
-                    window: self.window,
-                });
-            }
-            state.outstanding += frame_len;
-            state.items.push_back((item, frame_len));
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+    /// Buffers an item; returns the reader's waker, for the caller to wake once it has
+    /// let go of its locks.
+    fn push(&self, id: u64, item: Bytes, frame_len: usize) -> Result<Option<Waker>, ProtocolError> {
+        let mut state = lock(&self.state);
+        // A sender may send a frame only if all of it fits in its credit.
+        if state.outstanding + frame_len > self.window {
+            return Err(ProtocolError::CreditExceeded {
+                id,
+                buffered: state.outstanding + frame_len,
+                window: self.window,
+            });
         }
-        Ok(())
+        state.outstanding += frame_len;
+        state.items.push_back((item, frame_len));
+        Ok(state.waker.take())
     }
 
     fn finish(&self, end: Result<(), Error>) {
@@ -394,41 +393,41 @@ impl Inbound {
     }
 }
 
-/// What a reader does with an item: the next one, the end, or nothing yet.
-enum Next {
-    Item(Bytes, Option<u32>),
+/// What a reader found: items (moved into its own queue), the end, or nothing yet.
+enum Taken {
+    Items,
     End(Result<(), Error>),
     Pending,
 }
 
 impl Inbound {
-    fn poll_next(&self, cx: &mut TaskContext<'_>) -> Next {
+    /// Moves every item received so far into `ready` (which is empty), under one lock: the
+    /// reader then consumes them without touching the lock again. They stay counted as
+    /// outstanding until [`release`](Self::release) hands their credit back.
+    fn poll_take(&self, cx: &mut TaskContext<'_>, ready: &mut VecDeque<(Bytes, usize)>) -> Taken {
         let mut state = lock(&self.state);
-        if let Some((item, len)) = state.items.pop_front() {
-            state.consumed += len;
-            // Hand credit back in batches of half a window: fewer frames, and the sender
-            // still never stalls while the reader keeps up.
-            let credit = if state.consumed >= self.window / 2 {
-                let credit = u32::try_from(state.consumed).unwrap_or(u32::MAX);
-                state.consumed -= credit as usize;
-                state.outstanding = state.outstanding.saturating_sub(credit as usize);
-                Some(credit)
-            } else {
-                None
-            };
-            return Next::Item(item, credit);
+        if !state.items.is_empty() {
+            std::mem::swap(&mut state.items, ready);
+            return Taken::Items;
         }
         match state.end.take() {
             Some(end) => {
                 // Leave an Ok end behind so later polls keep returning the end.
                 state.end = Some(Ok(()));
-                Next::End(end)
+                Taken::End(end)
             }
             None => {
                 state.waker = Some(cx.waker().clone());
-                Next::Pending
+                Taken::Pending
             }
         }
+    }
+
+    /// `bytes` of items were consumed and are handed back as credit: the sender may send
+    /// that much more.
+    fn release(&self, bytes: usize) {
+        let mut state = lock(&self.state);
+        state.outstanding = state.outstanding.saturating_sub(bytes);
     }
 }
 
@@ -436,6 +435,10 @@ impl Inbound {
 pub struct Receiver<T> {
     id: u64,
     inbound: Arc<Inbound>,
+    /// Items taken from `inbound` in one batch, not yet read.
+    ready: VecDeque<(Bytes, usize)>,
+    /// Frame bytes read since credit was last handed back.
+    consumed: usize,
     queue: Arc<WriteQueue>,
     done: bool,
     /// Runs when the receiver is dropped before the stream ended, or an item does not decode
@@ -459,6 +462,8 @@ impl<T> Receiver<T> {
         Receiver {
             id,
             inbound,
+            ready: VecDeque::new(),
+            consumed: 0,
             queue,
             done: false,
             on_abandon: None,
@@ -493,14 +498,9 @@ impl<T: DeserializeOwned> futures::Stream for Receiver<T> {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.inbound.poll_next(cx) {
-            Next::Item(item, credit) => {
-                if let Some(bytes) = credit {
-                    // Best effort: if the connection is gone, the next poll reports it.
-                    let _ = this
-                        .queue
-                        .push_control(&Header::Credit { id: this.id, bytes });
-                }
+        loop {
+            if let Some((item, len)) = this.ready.pop_front() {
+                this.consume(len);
                 let decoded = Bincode.decode_shared(&item).map_err(Error::from);
                 if decoded.is_err() {
                     // The stream cannot be read on: give it up now, as a drop would, so the
@@ -510,17 +510,38 @@ impl<T: DeserializeOwned> futures::Stream for Receiver<T> {
                         abandon();
                     }
                 }
-                Poll::Ready(Some(decoded))
+                return Poll::Ready(Some(decoded));
             }
-            Next::End(Ok(())) => {
-                this.done = true;
-                Poll::Ready(None)
+            match this.inbound.poll_take(cx, &mut this.ready) {
+                Taken::Items => continue,
+                Taken::End(Ok(())) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Taken::End(Err(err)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Taken::Pending => return Poll::Pending,
             }
-            Next::End(Err(err)) => {
-                this.done = true;
-                Poll::Ready(Some(Err(err)))
-            }
-            Next::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Counts an item's `len` frame bytes as read, and hands credit back in batches of half
+    /// a window: fewer frames, and the sender still never stalls while the reader keeps up.
+    fn consume(&mut self, len: usize) {
+        self.consumed += len;
+        if self.consumed >= self.inbound.window / 2 {
+            let credit = u32::try_from(self.consumed).unwrap_or(u32::MAX);
+            self.consumed -= credit as usize;
+            self.inbound.release(credit as usize);
+            // Best effort: if the connection is gone, the next poll reports it.
+            let _ = self.queue.push_control(&Header::Credit {
+                id: self.id,
+                bytes: credit,
+            });
         }
     }
 }
@@ -578,6 +599,17 @@ impl Outbound {
         }
     }
 
+    /// Takes `bytes` of credit if the peer has room for them and the stream has not failed.
+    fn try_use_credit(&self, bytes: usize) -> bool {
+        let mut state = lock(&self.state);
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        if state.failed.is_some() || state.credit < bytes {
+            return false;
+        }
+        state.credit -= bytes;
+        true
+    }
+
     fn use_credit(&self, bytes: usize) {
         let mut state = lock(&self.state);
         state.credit = state
@@ -620,17 +652,29 @@ pub async fn send<T: Serialize + Send>(
     // credit; reused from item to item. Its large payloads are spliced, not copied.
     let mut encoded = BytesMut::new();
     let mut splices = Vec::new();
+    let max = max_item_len(outbound.window);
     loop {
         outbound.room(1).await?;
         match items.next().await {
             Some(Ok(item)) => {
+                // Usually the peer and the queue have room: the item is encoded straight
+                // into the queue and its credit taken there, under one lock. Otherwise
+                // (no room yet, too large, an error), the path below finds out which and
+                // does what it says.
+                let pushed = queue.try_push_if(
+                    &header,
+                    |buf| Bincode.encode(&item, buf),
+                    |len| len <= max && outbound.try_use_credit(len),
+                );
+                if let Ok(Some(_)) = pushed {
+                    continue;
+                }
                 encoded.clear();
                 splices.clear();
                 let (encoded_item, spliced) =
                     payload::splicing(&mut splices, || Bincode.encode(&item, &mut encoded));
                 encoded_item?;
                 let len = PREFIX_LEN + STREAM_ITEM_HEADER_LEN + encoded.len() + spliced;
-                let max = max_item_len(outbound.window);
                 if len > max {
                     let err = Error::MessageTooLarge { len, max };
                     let status = Status::from_error(&err);
@@ -683,6 +727,81 @@ mod tests {
             .await;
         assert_eq!(got, (0..10).collect::<Vec<_>>());
         assert!(queue.queued_bytes() > 0, "credit frames were queued");
+    }
+
+    #[tokio::test]
+    async fn credit_goes_back_exactly_for_what_was_read_and_reopens_the_window() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1 << 20));
+        let table = StreamTable::default();
+        let inbound = table.open_inbound(1, 100);
+        let item = || {
+            let mut body = bytes::BytesMut::new();
+            Bincode.encode(&7u32, &mut body).expect("encode");
+            body.freeze()
+        };
+        for _ in 0..5 {
+            table.on_item(1, item(), 20).expect("within the window");
+        }
+        assert!(table.on_item(1, item(), 20).is_err(), "the window is full");
+        let _ = table.open_inbound(2, 100);
+        let mut rx = Receiver::<u32>::new(1, inbound, queue.clone());
+        // Two items read (40 bytes): under half the window, no credit yet.
+        for _ in 0..2 {
+            assert_eq!(rx.next().await.expect("item").expect("decodes"), 7);
+        }
+        assert_eq!(queue.queued_bytes(), 0, "no credit before half a window");
+        assert!(table.on_item(1, item(), 20).is_err(), "still full");
+        // The third makes 60: that much credit goes back, and 60 bytes fit again.
+        assert_eq!(rx.next().await.expect("item").expect("decodes"), 7);
+        let mut frames = crate::frame::FrameDecoder::new(1 << 20);
+        let mut buf = queue.take_queued_for_test();
+        let frame = tokio_util::codec::Decoder::decode(&mut frames, &mut buf)
+            .expect("frame")
+            .expect("one frame");
+        let (header, _) = crate::message::decode_frame(frame).expect("header");
+        assert_eq!(header, Header::Credit { id: 1, bytes: 60 });
+        assert!(buf.is_empty(), "one credit frame");
+        for _ in 0..3 {
+            table
+                .on_item(1, item(), 20)
+                .expect("within the window again");
+        }
+        assert!(table.on_item(1, item(), 1).is_err(), "and no more");
+    }
+
+    #[tokio::test]
+    async fn items_sent_with_room_take_exactly_their_frames_of_credit() {
+        let queue = Arc::new(WriteQueue::new(1 << 20, 1 << 20));
+        let table = StreamTable::default();
+        let outbound = table.open_outbound(1, 1000);
+        send(&queue, 1, &outbound, Stream::iter(0..10u32))
+            .await
+            .expect("sent");
+        let end = crate::frame::PREFIX_LEN + 1 + 8 + 1;
+        let items = queue.queued_bytes() - end;
+        assert_eq!(lock(&outbound.state).credit, 1000 - items as i64);
+        // The queue holds the ten items in order, then the end.
+        let mut frames = crate::frame::FrameDecoder::new(1 << 20);
+        let mut buf = queue.take_queued_for_test();
+        for n in 0..10u32 {
+            let frame = tokio_util::codec::Decoder::decode(&mut frames, &mut buf)
+                .expect("frame")
+                .expect("an item");
+            let (header, body) = crate::message::decode_frame(frame).expect("header");
+            assert_eq!(header, Header::StreamItem { id: 1 });
+            assert_eq!(Bincode.decode_shared::<u32>(&body).expect("decodes"), n);
+        }
+        let frame = tokio_util::codec::Decoder::decode(&mut frames, &mut buf)
+            .expect("frame")
+            .expect("the end");
+        let (header, _) = crate::message::decode_frame(frame).expect("header");
+        assert_eq!(
+            header,
+            Header::StreamEnd {
+                id: 1,
+                status: Status::Ok
+            }
+        );
     }
 
     #[tokio::test]

@@ -216,12 +216,47 @@ impl WriteQueue {
         header: &Header,
         body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<usize, Error> {
-        let state = &mut *guard;
-        let was_empty = state.buf.is_empty();
+        let was_empty = guard.buf.is_empty();
+        let (len, spliced) = Self::encode(&mut guard, header, self.max_frame_len, body)?;
+        self.commit(guard, len, spliced, was_empty);
+        Ok(len)
+    }
+
+    /// Like [`append`](Self::append), then asks `admit` whether a frame of the encoded length
+    /// may go; if not, takes it out again and returns `None`.
+    fn append_if(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        header: &Header,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+        admit: impl FnOnce(usize) -> bool,
+    ) -> Result<Option<usize>, Error> {
+        let was_empty = guard.buf.is_empty();
+        let (before, splices_before) = (guard.buf.len(), guard.splices.len());
+        let (len, spliced) = Self::encode(&mut guard, header, self.max_frame_len, body)?;
+        if !admit(len) {
+            guard.buf.truncate(before);
+            guard.splices.truncate(splices_before);
+            return Ok(None);
+        }
+        self.commit(guard, len, spliced, was_empty);
+        Ok(Some(len))
+    }
+
+    /// Encodes one frame at the end of the buffer, its large payloads spliced; returns its
+    /// length (spliced bytes included) and its spliced bytes. On an error nothing is left
+    /// queued.
+    #[inline(always)]
+    fn encode(
+        state: &mut State,
+        header: &Header,
+        max_frame_len: usize,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+    ) -> Result<(usize, usize), Error> {
         let before = state.buf.len();
         let splices_before = state.splices.len();
         let mut spliced = 0;
-        let encoded = encode_frame_spliced(&mut state.buf, header, self.max_frame_len, |buf| {
+        let encoded = encode_frame_spliced(&mut state.buf, header, max_frame_len, |buf| {
             let (encoded, bytes) = payload::splicing(&mut state.splices, || body(buf));
             spliced = bytes;
             encoded.map(|()| bytes)
@@ -230,9 +265,20 @@ impl WriteQueue {
             state.splices.truncate(splices_before);
             return Err(err);
         }
+        Ok((state.buf.len() - before + spliced, spliced))
+    }
+
+    /// Counts an encoded frame of `len` bytes (`spliced` of them spliced) as queued, and wakes
+    /// the writer if the buffer was empty before it.
+    #[inline(always)]
+    fn commit(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        len: usize,
+        spliced: usize,
+        was_empty: bool,
+    ) {
         state.spliced += spliced;
-        let len = state.buf.len() - before + spliced;
-        let mut state = guard;
         if let Some(budget) = &self.budget {
             budget.take(len);
             state.charged += len;
@@ -241,7 +287,23 @@ impl WriteQueue {
         if was_empty {
             self.writer_wake.notify_one();
         }
-        Ok(len)
+    }
+
+    /// Appends one frame if the buffer is below the high-water mark and `admit` accepts its
+    /// encoded length (with the lock held: a stream sender takes its credit there), with a
+    /// single lock and no waiting. Returns the frame's length, or `None` if nothing was
+    /// queued (no room, or not admitted).
+    pub fn try_push_if(
+        &self,
+        header: &Header,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+        admit: impl FnOnce(usize) -> bool,
+    ) -> Result<Option<usize>, Error> {
+        let state = self.open()?;
+        if self.must_wait(&state) {
+            return Ok(None);
+        }
+        self.append_if(state, header, body, admit)
     }
 
     /// Waits until the buffer is below the high-water mark and the total it counts in has
@@ -801,6 +863,58 @@ mod tests {
         assert!(budget.used() > 200_000);
         queue.fail(Error::closed("gone"));
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_frame_not_admitted_leaves_nothing_behind() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let queue = WriteQueue::new(4 << 20, 1 << 20).with_budget(budget.clone());
+        queue.push_control(&cancel(1)).expect("push");
+        let queued = queue.queued_bytes();
+        let charged = budget.used();
+        // Refused after encoding, a spliced payload among its bytes: all of it is taken out.
+        let payload = Payload::from(vec![5u8; 100_000]);
+        let mut asked = 0;
+        let pushed = queue.try_push_if(
+            &cancel(2),
+            |buf| Bincode.encode(&payload, buf),
+            |len| {
+                asked = len;
+                false
+            },
+        );
+        assert_eq!(pushed.expect("no error"), None);
+        assert!(asked > 100_000, "admit saw the whole frame: {asked}");
+        assert_eq!(queue.queued_bytes(), queued);
+        assert_eq!(budget.used(), charged);
+        assert!(queue.lock().splices.is_empty());
+        // Admitted: the same frame as a plain push makes, counted as one.
+        let len = queue
+            .try_push_if(&cancel(2), |buf| Bincode.encode(&7u32, buf), |_| true)
+            .expect("no error")
+            .expect("admitted");
+        assert_eq!(queue.queued_bytes(), queued + len);
+        assert_eq!(budget.used(), charged + len);
+        let plain = WriteQueue::new(4 << 20, 1 << 20);
+        plain.push_control(&cancel(1)).expect("push");
+        plain
+            .push(&cancel(2), |buf| Bincode.encode(&7u32, buf))
+            .expect("push");
+        assert_eq!(queue.take_queued_for_test(), plain.take_queued_for_test());
+    }
+
+    #[test]
+    fn above_high_water_nothing_is_encoded_or_admitted() {
+        let queue = WriteQueue::new(1 << 20, 10);
+        queue
+            .push(&cancel(1), |buf| Bincode.encode(&[0u8; 32], buf))
+            .expect("push");
+        let pushed = queue.try_push_if(
+            &cancel(2),
+            |_| panic!("encoded with no room"),
+            |_| panic!("asked with no room"),
+        );
+        assert_eq!(pushed.expect("no error"), None);
     }
 
     #[tokio::test]
