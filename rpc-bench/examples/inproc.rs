@@ -135,11 +135,12 @@ async fn stream(up: bool, items: u64) {
     if up {
         let sent = futures::stream::iter(0..items)
             .map(move |n| serde_bytes::ByteBuf::from(make_item(n, &template)));
-        let got = stub
-            .upload(rpc::Stream::new(sent))
-            .await
-            .expect("upload");
-        assert_eq!((got.items, got.wrong), (items, 0), "items the server counted");
+        let got = stub.upload(rpc::Stream::new(sent)).await.expect("upload");
+        assert_eq!(
+            (got.items, got.wrong),
+            (items, 0),
+            "items the server counted"
+        );
     } else {
         let mut received = stub.download(32).await.expect("download");
         for n in 0..items {

@@ -30,11 +30,22 @@ pub enum System {
     /// client, with `ServerBuilder::tls` and `ClientBuilder::tls`. Measured for `pipe` and
     /// `bulk` only.
     RpcTls,
+    /// This project with `rpc::Payload` for the bytes (`echo_payload`, and the `Streams`
+    /// service's `*_payload` methods): the same server as `Rpc`, the type made for bulk
+    /// bytes, decoded as slices of the received frames and written from its own memory.
+    /// Measured for `bulk` and the 64 KiB streams only.
+    RpcPayload,
 }
 
 impl System {
     /// All systems, in table order.
-    pub const ALL: [System; 4] = [System::Rpc, System::Tarpc, System::Floor, System::RpcTls];
+    pub const ALL: [System; 5] = [
+        System::Rpc,
+        System::Tarpc,
+        System::Floor,
+        System::RpcTls,
+        System::RpcPayload,
+    ];
 
     /// The name used on the command line and in tables.
     pub fn name(self) -> &'static str {
@@ -43,6 +54,7 @@ impl System {
             System::Tarpc => "tarpc",
             System::Floor => "floor",
             System::RpcTls => "rpc-tls",
+            System::RpcPayload => "rpc-payload",
         }
     }
 
@@ -51,10 +63,17 @@ impl System {
         System::ALL.into_iter().find(|sys| sys.name() == s)
     }
 
-    /// Whether the system runs the stream workloads ([`BenchStreams`]): tarpc has no
-    /// streams, and `rpc-tls` is measured for `pipe` and `bulk` only.
-    pub fn has_streams(self) -> bool {
-        matches!(self, System::Rpc | System::Floor)
+    /// Whether the system runs `workload`: all of them run every workload but these:
+    /// tarpc and `rpc-tls` have no streams (`rpc-tls` is measured for `pipe` and `bulk`),
+    /// and `rpc-payload` is measured where bytes dominate (`bulk`, 64 KiB streams).
+    pub fn runs(self, workload: load::Workload) -> bool {
+        use load::Workload as W;
+        match self {
+            System::Rpc | System::Floor => true,
+            System::Tarpc => workload.stream().is_none(),
+            System::RpcTls => matches!(workload, W::Pipe | W::Bulk),
+            System::RpcPayload => matches!(workload, W::Bulk | W::StreamDown | W::StreamUp),
+        }
     }
 }
 
@@ -183,6 +202,7 @@ pub fn server_main(system: System, balanced: Option<std::time::Duration>) {
                 Some(slow) => rpc_sys::serve_balanced(slow).await,
                 None => rpc_sys::serve().await,
             },
+            System::RpcPayload => rpc_sys::serve().await,
             System::RpcTls => rpc_sys::serve_tls().await,
             System::Tarpc => tarpc_sys::serve().await,
             System::Floor => floor::serve().await,

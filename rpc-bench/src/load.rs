@@ -204,6 +204,9 @@ pub fn client_main(system: System, workload: Workload, addr: SocketAddr, warm: f
                     run_stream::<rpc_sys::StreamsClient>(addr, dir, size, warm, secs).await
                 }
                 System::Floor => run_stream::<floor::FloorConn>(addr, dir, size, warm, secs).await,
+                System::RpcPayload => {
+                    run_stream::<rpc_sys::PayloadStreamsClient>(addr, dir, size, warm, secs).await
+                }
                 System::Tarpc | System::RpcTls => {
                     Err(format!("{} has no stream workloads", system.name()))
                 }
@@ -214,6 +217,9 @@ pub fn client_main(system: System, workload: Workload, addr: SocketAddr, warm: f
             System::Tarpc => run::<tarpc_sys::TBenchClient>(addr, workload, warm, secs).await,
             System::Floor => run::<floor::FloorConn>(addr, workload, warm, secs).await,
             System::RpcTls => run::<rpc_sys::TlsBenchClient>(addr, workload, warm, secs).await,
+            System::RpcPayload => {
+                run::<rpc_sys::PayloadBenchClient>(addr, workload, warm, secs).await
+            }
         }
     });
     match result {

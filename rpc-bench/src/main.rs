@@ -3,7 +3,7 @@
 //! ```text
 //! rpc-bench [--secs 3] [--warm 1] [--reps 3]
 //!           [--workloads lat,pipe,conns,bulk,stream,stream-small,balanced,mem]
-//!           [--systems rpc,tarpc,floor,rpc-tls] [--no-save]
+//!           [--systems rpc,tarpc,floor,rpc-tls,rpc-payload] [--no-save]
 //! rpc-bench server --system S [--slow-ms N]         (internal)
 //! rpc-bench client --system S --workload W --addr A [--warm 1] [--secs 3]   (internal)
 //! rpc-bench client --system rpc --workload balanced --policy one|p2c|rr --addrs A,B,C
@@ -161,7 +161,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: rpc-bench [--secs 3] [--warm 1] [--reps 3] \
          [--workloads lat,pipe,conns,bulk,stream,stream-small,balanced,mem] \
-         [--systems rpc,tarpc,floor,rpc-tls] [--no-save]\n\
+         [--systems rpc,tarpc,floor,rpc-tls,rpc-payload] [--no-save]\n\
          (stream = stream-down,stream-up: 64 KiB items; \
          stream-small = stream-small-down,stream-small-up: 32-byte items)"
     );

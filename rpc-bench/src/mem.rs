@@ -113,6 +113,7 @@ pub fn client_main(system: System, addr: SocketAddr, conns: usize, calls: usize)
             System::Tarpc => run::<tarpc_sys::TBenchClient>(addr, conns, calls).await,
             System::Floor => run::<floor::FloorConn>(addr, conns, calls).await,
             System::RpcTls => run::<rpc_sys::TlsBenchClient>(addr, conns, calls).await,
+            System::RpcPayload => run::<rpc_sys::PayloadBenchClient>(addr, conns, calls).await,
         };
         if let Err(err) = result {
             eprintln!("memclient: {err}");

@@ -301,7 +301,7 @@ pub fn run(opts: &Options) -> String {
     let mem_results: Vec<(System, MemResult)> = if opts.mem {
         opts.systems
             .iter()
-            .filter(|&&system| system != System::RpcTls)
+            .filter(|&&system| !matches!(system, System::RpcTls | System::RpcPayload))
             .filter_map(|&system| {
                 eprintln!("[mem] {} ...", system.name());
                 let r = mem::measure(system);
@@ -318,20 +318,12 @@ pub fn run(opts: &Options) -> String {
     report(opts, &samples, &balanced, &mem_results)
 }
 
-/// The systems of `systems` that run `workload`: TLS is compared with plaintext where bytes
-/// dominate (bulk) and where calls do (pipe); the stream workloads are for the systems that
-/// have streams.
+/// The systems of `systems` that run `workload` ([`System::runs`]).
 pub fn systems_of(workload: Workload, systems: &[System]) -> Vec<System> {
     systems
         .iter()
         .copied()
-        .filter(|&s| {
-            if workload.stream().is_some() {
-                s.has_streams()
-            } else {
-                s != System::RpcTls || matches!(workload, Workload::Pipe | Workload::Bulk)
-            }
-        })
+        .filter(|&s| s.runs(workload))
         .collect()
 }
 
@@ -469,15 +461,22 @@ fn report(
 fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut String) {
     let has = |s: System| opts.systems.contains(&s);
     let tls = has(System::RpcTls);
+    let with_payload = has(System::RpcPayload);
     let _ = writeln!(
         *out,
-        "| workload | metric | rpc | tarpc | floor | rpc/tarpc | rpc/floor |{}",
-        if tls { " rpc-tls | rpc-tls/rpc |" } else { "" }
+        "| workload | metric | rpc | tarpc | floor | rpc/tarpc | rpc/floor |{}{}",
+        if tls { " rpc-tls | rpc-tls/rpc |" } else { "" },
+        if with_payload {
+            " rpc-payload | rpc-payload/floor |"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         *out,
-        "|---|---|---|---|---|---|---|{}",
-        if tls { "---|---|" } else { "" }
+        "|---|---|---|---|---|---|---|{}{}",
+        if tls { "---|---|" } else { "" },
+        if with_payload { "---|---|" } else { "" }
     );
     for &w in &opts.workloads {
         let runs = systems_of(w, &System::ALL);
@@ -507,9 +506,15 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
             } else {
                 String::new()
             };
+            let payload_cells = if with_payload {
+                let (s, sv) = cell(System::RpcPayload);
+                format!(" {s} | {} |", ratio(sv, fv))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 *out,
-                "| {} | {} | {} | {} | {} | {} | {} |{}",
+                "| {} | {} | {} | {} | {} | {} | {} |{}{}",
                 w.name(),
                 name,
                 r,
@@ -517,7 +522,8 @@ fn load_table(opts: &Options, samples: &[(Workload, System, Sample)], out: &mut 
                 fl,
                 ratio(rv, tv),
                 ratio(rv, fv),
-                tls_cells
+                tls_cells,
+                payload_cells
             );
         }
     }

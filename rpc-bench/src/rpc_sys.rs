@@ -20,6 +20,8 @@ pub trait Bench {
     async fn echo(&self, data: ByteBuf) -> ByteBuf;
     /// Replies `ms` after `ms` milliseconds (memory tests only).
     async fn hold(&self, ms: u64) -> u64;
+    /// Returns `data`, as `rpc::Payload` (the `rpc-payload` system).
+    async fn echo_payload(&self, data: rpc::Payload) -> rpc::Payload;
 }
 
 /// The implementation.
@@ -37,6 +39,9 @@ impl Bench for Impl {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
+    async fn echo_payload(&self, data: rpc::Payload) -> rpc::Payload {
+        data
+    }
 }
 
 /// The largest stream item [`Streams::download`] makes; a larger `size` is cut to it.
@@ -52,6 +57,10 @@ pub trait Streams {
     /// Reads a stream of items until it ends, checking that item `n` is
     /// [`make_item`]`(n, ..)`, and answers with what it counted.
     async fn upload(&self, items: rpc::Stream<ByteBuf>) -> Uploaded;
+    /// [`download`](Self::download) with `rpc::Payload` items (the `rpc-payload` system).
+    async fn download_payload(&self, size: u64) -> rpc::Stream<rpc::Payload>;
+    /// [`upload`](Self::upload) with `rpc::Payload` items (the `rpc-payload` system).
+    async fn upload_payload(&self, items: rpc::Stream<rpc::Payload>) -> Uploaded;
 }
 
 /// The implementation of [`Streams`].
@@ -60,32 +69,52 @@ pub struct StreamsImpl;
 
 impl Streams for StreamsImpl {
     async fn download(&self, size: u64) -> rpc::Stream<ByteBuf> {
-        let size = usize::try_from(size).unwrap_or(MAX_ITEM).clamp(8, MAX_ITEM);
-        let template = payload(size);
-        let mut n = 0;
-        // The API takes each item owned: one buffer and one copy of the payload per item.
-        rpc::Stream::new(futures::stream::repeat_with(move || {
-            let item = make_item(n, &template);
-            n += 1;
-            ByteBuf::from(item)
-        }))
+        rpc::Stream::new(made_items(size).map(ByteBuf::from))
     }
 
-    async fn upload(&self, mut items: rpc::Stream<ByteBuf>) -> Uploaded {
-        let mut got = Uploaded::default();
-        let mut template = Vec::new();
-        while let Some(Ok(item)) = items.next().await {
-            if template.len() != item.len() {
-                template = payload(item.len());
-            }
-            if !item_ok(got.items, &template, &item) {
-                got.wrong += 1;
-            }
-            got.items += 1;
-            got.bytes += item.len() as u64;
-        }
-        got
+    async fn upload(&self, items: rpc::Stream<ByteBuf>) -> Uploaded {
+        count_items(items).await
     }
+
+    async fn download_payload(&self, size: u64) -> rpc::Stream<rpc::Payload> {
+        rpc::Stream::new(made_items(size).map(rpc::Payload::from))
+    }
+
+    async fn upload_payload(&self, items: rpc::Stream<rpc::Payload>) -> Uploaded {
+        count_items(items).await
+    }
+}
+
+/// An endless stream of `size`-byte items (cut to 8..=[`MAX_ITEM`]), item `n` being
+/// [`make_item`]`(n, ..)`. The API takes each item owned: one buffer and one copy of the
+/// payload per item.
+fn made_items(size: u64) -> impl futures::Stream<Item = Vec<u8>> + Send + 'static {
+    let size = usize::try_from(size).unwrap_or(MAX_ITEM).clamp(8, MAX_ITEM);
+    let template = payload(size);
+    let mut n = 0;
+    futures::stream::repeat_with(move || {
+        let item = make_item(n, &template);
+        n += 1;
+        item
+    })
+}
+
+/// Reads `items` until it ends, checking item `n` against [`make_item`]`(n, ..)`.
+async fn count_items<T: AsRef<[u8]>>(mut items: rpc::Stream<T>) -> Uploaded {
+    let mut got = Uploaded::default();
+    let mut template = Vec::new();
+    while let Some(Ok(item)) = items.next().await {
+        let item = item.as_ref();
+        if template.len() != item.len() {
+            template = payload(item.len());
+        }
+        if !item_ok(got.items, &template, item) {
+            got.wrong += 1;
+        }
+        got.items += 1;
+        got.bytes += item.len() as u64;
+    }
+    got
 }
 
 /// The server a user would write. `max_connections` is raised for the 10,000-connection
@@ -149,6 +178,10 @@ impl Bench for Balanced {
     }
     async fn hold(&self, ms: u64) -> u64 {
         Impl.hold(ms).await
+    }
+    async fn echo_payload(&self, data: rpc::Payload) -> rpc::Payload {
+        self.served().await;
+        data
     }
 }
 
@@ -314,5 +347,76 @@ impl BenchConn for TlsBenchClient {
 
     async fn hold(&self, ms: u64) -> Result<u64, String> {
         BenchConn::hold(&self.0, ms).await
+    }
+}
+
+/// The `rpc-payload` system's unary client: [`BenchClient`], with `echo` through
+/// `echo_payload`.
+#[derive(Clone)]
+pub struct PayloadBenchClient(BenchClient);
+
+impl BenchConn for PayloadBenchClient {
+    type Buf = rpc::Payload;
+
+    async fn connect(addr: SocketAddr) -> Result<Self, String> {
+        <BenchClient as BenchConn>::connect(addr)
+            .await
+            .map(PayloadBenchClient)
+    }
+
+    async fn add(&self, a: u64, b: u64) -> Result<u64, String> {
+        BenchConn::add(&self.0, a, b).await
+    }
+
+    async fn echo(&self, data: Vec<u8>) -> Result<rpc::Payload, String> {
+        self.0
+            .echo_payload(rpc::Payload::from(data))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn hold(&self, ms: u64) -> Result<u64, String> {
+        BenchConn::hold(&self.0, ms).await
+    }
+}
+
+/// The `rpc-payload` system's stream client: [`StreamsClient`], with `rpc::Payload` items.
+#[derive(Clone)]
+pub struct PayloadStreamsClient(StreamsClient);
+
+impl BenchStreams for PayloadStreamsClient {
+    type Item = rpc::Payload;
+    type Items = futures::stream::Map<
+        rpc::Stream<rpc::Payload>,
+        fn(Result<rpc::Payload, rpc::Error>) -> Result<rpc::Payload, String>,
+    >;
+
+    async fn connect(addr: SocketAddr) -> Result<Self, String> {
+        <StreamsClient as BenchStreams>::connect(addr)
+            .await
+            .map(PayloadStreamsClient)
+    }
+
+    async fn download(&self, size: usize) -> Result<Self::Items, String> {
+        let items = self
+            .0
+            .download_payload(size as u64)
+            .no_deadline()
+            .await
+            .map_err(|e| e.to_string())?;
+        let to_string: fn(Result<rpc::Payload, rpc::Error>) -> Result<rpc::Payload, String> =
+            |item| item.map_err(|e| e.to_string());
+        Ok(items.map(to_string))
+    }
+
+    async fn upload<S>(&self, items: S) -> Result<Uploaded, String>
+    where
+        S: futures::Stream<Item = Vec<u8>> + Send + 'static,
+    {
+        self.0
+            .upload_payload(rpc::Stream::new(items.map(rpc::Payload::from)))
+            .no_deadline()
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -53,10 +53,13 @@ async fn same_bytes(size: usize, n: u64) {
 async fn same_bytes_inner(size: usize, n: u64) {
     let (rpc, floor) = servers().await;
     let (rpc_down, rpc_up) = both_ways::<rpc_sys::StreamsClient>(rpc, size, n).await;
+    let (payload_down, payload_up) = both_ways::<rpc_sys::PayloadStreamsClient>(rpc, size, n).await;
     let (floor_down, floor_up) = both_ways::<floor::FloorConn>(floor, size, n).await;
     for (system, t) in [
         ("rpc down", &rpc_down),
         ("rpc up", &rpc_up),
+        ("rpc-payload down", &payload_down),
+        ("rpc-payload up", &payload_up),
         ("floor down", &floor_down),
         ("floor up", &floor_up),
     ] {
@@ -68,8 +71,14 @@ async fn same_bytes_inner(size: usize, n: u64) {
         wrong: 0,
     };
     assert_eq!(rpc_up.server, Some(received), "rpc server's count");
+    assert_eq!(
+        payload_up.server,
+        Some(received),
+        "rpc-payload server's count"
+    );
     assert_eq!(floor_up.server, Some(received), "floor server's count");
     assert_eq!(rpc_down.bytes, floor_down.bytes);
+    assert_eq!(payload_down.bytes, floor_down.bytes);
     assert_eq!(rpc_up.bytes, floor_up.bytes);
 }
 
@@ -85,6 +94,20 @@ async fn stream_items_of_32_bytes_move_the_same_bytes_on_rpc_and_floor() {
     same_bytes(SMALL_ITEM, 20_000).await;
 }
 
+#[tokio::test]
+async fn echo_payload_returns_what_it_was_given() {
+    use rpc_bench::BenchConn;
+    let (rpc, _) = servers().await;
+    let conn = rpc_sys::PayloadBenchClient::connect(rpc)
+        .await
+        .expect("connect");
+    for len in [0, 32, 1 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let back = conn.echo(data.clone()).await.expect("echo");
+        assert_eq!(back.as_ref(), &data[..], "{len} bytes");
+    }
+}
+
 #[test]
 fn the_orchestrator_runs_the_stream_workloads_and_skips_tarpc() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
@@ -98,7 +121,7 @@ fn the_orchestrator_runs_the_stream_workloads_and_skips_tarpc() {
             "--workloads",
             "stream,stream-small",
             "--systems",
-            "rpc,tarpc,floor",
+            "rpc,tarpc,floor,rpc-payload",
             "--no-save",
         ])
         .output()
@@ -115,7 +138,13 @@ fn the_orchestrator_runs_the_stream_workloads_and_skips_tarpc() {
         "stream-small-down",
         "stream-small-up",
     ] {
-        for sys in ["rpc", "floor"] {
+        // rpc-payload runs the 64 KiB streams only.
+        let systems: &[&str] = if w.starts_with("stream-small") {
+            &["rpc", "floor"]
+        } else {
+            &["rpc", "floor", "rpc-payload"]
+        };
+        for sys in systems {
             let line = format!("{w} {sys}: ");
             let at = stdout
                 .find(&line)
