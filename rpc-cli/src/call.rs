@@ -1,7 +1,7 @@
 //! `rpc call`: one call, its arguments given as JSON and its reply printed as JSON.
 //!
 //! The arguments are encoded through the method's reflected [`Signature`] (see
-//! [`json`](crate::json)), sent with the signature's fingerprint, so a server whose method has
+//! [`json`]), sent with the signature's fingerprint, so a server whose method has
 //! changed since it was described refuses the call instead of misreading it, and the reply's
 //! bytes are decoded the same way. The bytes travel through `rpc::Client` as [`RawArgs`] and
 //! [`RawReply`].

@@ -23,8 +23,8 @@
 //! | `connection` | one live connection: the reader, the writer, calls awaiting replies |
 //! | `slots` | the table of calls awaiting replies, one reusable slot each |
 //! | `observe` | each call's span and `traceparent`, and metrics of calls, connections, bytes, stream items (feature `metrics`) |
-//! | [`tls`] | TLS and mutual TLS on every dial (feature `tls`) |
-//! | [`tower`] | the client as a `tower::Service` of calls (feature `tower`) |
+//! | `tls` | TLS and mutual TLS on every dial (feature `tls`) |
+//! | `tower` | the client as a `tower::Service` of calls (feature `tower`) |
 
 mod balance;
 pub mod call;

@@ -3,7 +3,7 @@
 //! The settings live in [`ClientConfig::tls`](crate::ClientConfig::tls), so every dial
 //! applies them: the first one, each redial after a broken connection or a go-away, and each
 //! endpoint of a balanced client. A handshake failure is an
-//! [`Error::Tls`](rpc_core::Error::Tls) whose message says what to fix.
+//! [`Error::Tls`] whose message says what to fix.
 
 use std::fmt;
 use std::io;

@@ -160,7 +160,7 @@ pub enum Error {
     },
     /// A tower layer around the call failed it with an error of its own: not a timeout (that
     /// is [`DeadlineExceeded`](Error::DeadlineExceeded)) nor a load shed
-    /// ([`Overloaded`](Error::Overloaded)). See [`Error::from_tower`] (feature `tower`).
+    /// ([`Overloaded`](Error::Overloaded)). See `Error::from_tower` (feature `tower`).
     #[error("a tower layer failed the call: {message}")]
     Layer {
         /// The layer's error, as text.

@@ -19,8 +19,8 @@
 //! | `admission` | which requests run now, wait, or are refused: in-flight limit, stream cap, memory budgets |
 //! | `stats` | live counters and the memory accounting: connections, calls in flight, bytes held |
 //! | `observe` | each call's span, and metrics of calls, connections, bytes, stream items (feature `metrics`) |
-//! | [`tls`] | TLS and mutual TLS on accepted connections (feature `tls`) |
-//! | [`layer`] | tower layers around each call, server-wide or per service (feature `tower`) |
+//! | `tls` | TLS and mutual TLS on accepted connections (feature `tls`) |
+//! | `layer` | tower layers around each call, server-wide or per service (feature `tower`) |
 
 mod admission;
 mod call;
