@@ -208,8 +208,8 @@ mismatch! {
     call(1)
 }
 
-/// A streaming method against a unary one with the same item type (written out: a type
-/// passed through `macro_rules!` is not recognised as an `rpc::Stream`).
+/// A streaming method against a unary one with the same item type (written out: the two
+/// sides differ in more than the types `mismatch!` takes).
 mod unary_vs_server_stream {
     use super::*;
 

@@ -356,3 +356,46 @@ async fn a_panicking_producer_ends_its_stream_once_and_the_connection_goes_on() 
         "a second frame for the panicked call: {header:?}"
     );
 }
+
+/// A service whose stream types reach the macro through `macro_rules!` as `$t:ty` fragments
+/// (invisible groups): still a server stream and a client stream.
+macro_rules! relay_service {
+    ($out:ty, $input:ty) => {
+        #[rpc::service]
+        trait Relay {
+            async fn repeat(&self, n: u64) -> $out;
+            async fn total(&self, items: $input) -> u64;
+        }
+    };
+}
+
+relay_service!(rpc::Stream<u64>, rpc::Stream<u64>);
+
+#[derive(Clone)]
+struct RelayImpl;
+
+impl Relay for RelayImpl {
+    async fn repeat(&self, n: u64) -> rpc::Stream<u64> {
+        rpc::Stream::iter(0..n)
+    }
+
+    async fn total(&self, items: rpc::Stream<u64>) -> u64 {
+        items
+            .map(|item| item.unwrap_or(0))
+            .fold(0, |a, b| async move { a + b })
+            .await
+    }
+}
+
+#[tokio::test]
+async fn stream_types_passed_through_macro_rules_are_streams() {
+    let server = start(rpc::Server::builder().serve(RelayImpl.into_service())).await;
+    let client = RelayClient::connect(server.addr).await.expect("connect");
+    let items = client.repeat(100).await.expect("call");
+    let got: Vec<u64> = within("stream", items.map(|i| i.expect("item")).collect()).await;
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    let total = within("upload", client.total(rpc::Stream::iter(1..=100u64)))
+        .await
+        .expect("call");
+    assert_eq!(total, 5050);
+}

@@ -238,13 +238,15 @@ pub(crate) fn is_idempotent_attr(attr: &Attribute) -> bool {
 }
 
 /// The item type of a stream type as the trait writes it: `Stream<T>`, `rpc::Stream<T>` or
-/// `::rpc::Stream<T>`.
+/// `::rpc::Stream<T>`, also inside parentheses or the invisible group a type passed through
+/// `macro_rules!` as `$t:ty` arrives in.
 pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ty else { return None };
-    if path.qself.is_some() {
-        return None;
+    match ty {
+        Type::Group(group) => stream_item(&group.elem),
+        Type::Paren(paren) => stream_item(&paren.elem),
+        Type::Path(path) if path.qself.is_none() => stream_item_of_path(&path.path),
+        _ => None,
     }
-    stream_item_of_path(&path.path)
 }
 
 /// Like [`stream_item`], for a path.
@@ -345,6 +347,27 @@ mod tests {
                 MethodKind::ClientStream
             ]
         );
+    }
+
+    #[test]
+    fn recognises_a_stream_type_in_an_invisible_group() {
+        // What `macro_rules!` hands on for a `$t:ty` fragment: the type in a group with no
+        // delimiters.
+        let stream: Type = syn::parse_quote!(rpc::Stream<u32>);
+        let grouped = Type::Group(syn::TypeGroup {
+            group_token: Default::default(),
+            elem: Box::new(stream),
+        });
+        let item = stream_item(&grouped).expect("a stream");
+        assert_eq!(quote::ToTokens::to_token_stream(item).to_string(), "u32");
+        let paren: Type = syn::parse_quote!((rpc::Stream<u32>));
+        assert!(stream_item(&paren).is_some());
+        let plain: Type = syn::parse_quote!(Vec<u32>);
+        let grouped = Type::Group(syn::TypeGroup {
+            group_token: Default::default(),
+            elem: Box::new(plain),
+        });
+        assert!(stream_item(&grouped).is_none());
     }
 
     #[test]
