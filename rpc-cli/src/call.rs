@@ -1,4 +1,6 @@
-//! `rpc call`: one call, its arguments given as JSON and its reply printed as JSON.
+//! `rpc call`: one call, its arguments given as JSON and its reply printed as JSON. A
+//! method that takes a stream from the client gets its items as JSON lines, one item per
+//! line.
 //!
 //! The arguments are encoded through the method's reflected [`Signature`] (see
 //! [`json`]), sent with the signature's fingerprint, so a server whose method has
@@ -26,7 +28,11 @@ pub struct Request<'a> {
     /// The method's signature, from reflection.
     pub signature: &'a Signature,
     /// The arguments as JSON: an array with one value per argument (`[]` or nothing for none).
+    /// A client stream is not among them: it is `items`.
     pub args: &'a str,
+    /// For a method that takes a stream from the client, its items as JSON lines: one item
+    /// per line, blank lines skipped. `None` for other methods.
+    pub items: Option<&'a str>,
     /// Metadata pairs sent with the call.
     pub metadata: &'a [(String, String)],
     /// The call's deadline, from when it starts; for a stream, until its end.
@@ -58,19 +64,48 @@ pub fn encode_args(signature: &Signature, args: &str) -> Result<Vec<u8>, CliErro
     Ok(json::encode(&tuple, &signature.registry, &value)?)
 }
 
+/// The encoded items of a client stream from `lines`: one JSON value per line (blank lines
+/// skipped), each fitting the signature's input stream item. Errors name the line.
+pub fn encode_items(signature: &Signature, lines: &str) -> Result<Vec<RawArgs>, CliError> {
+    let Some(input) = &signature.input_stream else {
+        return Ok(Vec::new());
+    };
+    lines
+        .lines()
+        .enumerate()
+        .filter(|(_, text)| !text.trim().is_empty())
+        .map(|(at, text)| {
+            let line = at + 1;
+            let value: Value =
+                serde_json::from_str(text).map_err(|source| CliError::ItemJson { line, source })?;
+            json::encode(&input.shape, &signature.registry, &value)
+                .map(RawArgs)
+                .map_err(|source| CliError::Item { line, source })
+        })
+        .collect()
+}
+
 /// Makes the call and writes the reply to `out` as one line of JSON, or, for a method that
-/// answers with a stream, each item as a line of its own as it arrives.
+/// answers with a stream, each item as a line of its own as it arrives. A client stream's
+/// items are all encoded (and checked) before the call starts.
 pub async fn run(
     client: &rpc::Client,
     request: Request<'_>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let signature = request.signature;
-    if signature.kind.has_input_stream() {
-        return Err(CliError::ClientStream(request.method.to_string()));
+    let kind = signature.kind;
+    if !kind.has_input_stream() && request.items.is_some() {
+        return Err(CliError::NoInputStream(request.method.to_string()));
     }
     let method = method(request.method, signature)?;
     let args = RawArgs(encode_args(signature, request.args)?);
+    let input = if kind.has_input_stream() {
+        let items = encode_items(signature, request.items.unwrap_or_default())?;
+        Some(rpc::Stream::iter(items))
+    } else {
+        None
+    };
     let result = |reply: RawReply| -> Result<Value, CliError> {
         Ok(json::decode(
             &signature.result,
@@ -78,26 +113,33 @@ pub async fn run(
             &reply.0,
         )?)
     };
-    if signature.kind.has_output_stream() {
-        let mut call = client
-            .call_streaming_response::<RawArgs, RawReply>(method, args)
-            .timeout(request.timeout);
-        for (key, value) in request.metadata {
-            call = call.metadata(key.clone(), value.clone().into_bytes());
-        }
-        let mut items = call.await?;
+    if kind.has_output_stream() {
+        let call = match input {
+            Some(input) => client.call_bidi::<RawArgs, RawArgs, RawReply>(method, args, input),
+            None => client.call_streaming_response::<RawArgs, RawReply>(method, args),
+        };
+        let mut items = prepare(call, &request).await?;
         while let Some(item) = items.next().await {
             writeln!(out, "{}", result(item?)?)?;
             out.flush()?;
         }
     } else {
-        let mut call = client
-            .call::<RawArgs, RawReply>(method, args)
-            .timeout(request.timeout);
-        for (key, value) in request.metadata {
-            call = call.metadata(key.clone(), value.clone().into_bytes());
-        }
-        writeln!(out, "{}", result(call.await?)?)?;
+        let call = match input {
+            Some(input) => {
+                client.call_streaming_request::<RawArgs, RawArgs, RawReply>(method, args, input)
+            }
+            None => client.call::<RawArgs, RawReply>(method, args),
+        };
+        writeln!(out, "{}", result(prepare(call, &request).await?)?)?;
     }
     Ok(())
+}
+
+/// `call` with the request's timeout and metadata.
+fn prepare<Out>(call: rpc::Call<RawArgs, Out>, request: &Request<'_>) -> rpc::Call<RawArgs, Out> {
+    let mut call = call.timeout(request.timeout);
+    for (key, value) in request.metadata {
+        call = call.metadata(key.clone(), value.clone().into_bytes());
+    }
+    call
 }

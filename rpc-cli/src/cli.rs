@@ -65,7 +65,9 @@ pub enum Command {
         json: bool,
     },
     /// Calls a method with arguments given as JSON and prints the reply as JSON; a method that
-    /// answers with a stream prints one line per item as it arrives.
+    /// answers with a stream prints one line per item as it arrives. A method that takes a
+    /// stream reads its items as JSON lines, one item per line, from standard input or
+    /// --items FILE.
     Call {
         /// The server, as HOST:PORT.
         addr: String,
@@ -78,6 +80,10 @@ pub enum Command {
         /// A metadata pair sent with the call, as key=value; repeatable.
         #[arg(short, long = "metadata", value_name = "KEY=VALUE", value_parser = parse_pair)]
         metadata: Vec<(String, String)>,
+        /// For a method that takes a stream: the file its items are read from, one JSON value
+        /// per line ('-', or left out: standard input).
+        #[arg(long, value_name = "FILE")]
+        items: Option<std::path::PathBuf>,
     },
 }
 
@@ -166,6 +172,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             method,
             args,
             metadata,
+            items,
         } => {
             let client = connect(&addr, cli.timeout).await?;
             let description = describe(&client, &method, cli.timeout).await?;
@@ -177,10 +184,20 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
                         method: method.clone(),
                         why: description.untraceable.clone(),
                     })?;
+            let items = match (signature.kind.has_input_stream(), items) {
+                (false, None) => None,
+                // Refused by the call, with a message that names the method.
+                (false, Some(_)) => Some(String::new()),
+                (true, Some(path)) if path.as_os_str() != "-" => {
+                    Some(std::fs::read_to_string(path)?)
+                }
+                (true, _) => Some(std::io::read_to_string(std::io::stdin())?),
+            };
             let request = crate::call::Request {
                 method: &method,
                 signature,
                 args: &args,
+                items: items.as_deref(),
                 metadata: &metadata,
                 timeout: cli.timeout,
             };

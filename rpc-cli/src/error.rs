@@ -18,9 +18,25 @@ pub enum CliError {
     /// A method name that is not `Service.method`.
     #[error("`{0}` is not a method name; write it as Service.method (see `rpc list`)")]
     MethodName(String),
-    /// A method that takes a stream from the client, which the tool cannot send.
-    #[error("`{0}` takes a stream from the client; rpc call only makes unary and server-streaming calls")]
-    ClientStream(String),
+    /// A line of a client stream's items is not JSON.
+    #[error("item on line {line} is not valid JSON: {source}")]
+    ItemJson {
+        /// The line, from 1.
+        line: usize,
+        /// What the JSON parser said.
+        source: serde_json::Error,
+    },
+    /// A line of a client stream's items does not fit the stream's item shape.
+    #[error("item on line {line}: {source}")]
+    Item {
+        /// The line, from 1.
+        line: usize,
+        /// Where in the item, and what is wrong there.
+        source: ConvertError,
+    },
+    /// Items given for a method that takes no stream from the client.
+    #[error("`{0}` takes no stream from the client; --items is for client-streaming and bidirectional methods")]
+    NoInputStream(String),
     /// The server does not describe the method.
     #[error("the server has no method `{0}` (see `rpc list`)")]
     NoSuchMethod(String),

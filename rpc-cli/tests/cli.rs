@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{rpc, start};
+use support::{rpc, rpc_with_input, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_reports_each_round_trip_and_a_summary() {
@@ -219,4 +219,79 @@ async fn the_reflection_service_called_through_its_own_shapes_gives_its_typed_an
     let by_shapes: serde_json::Value = serde_json::from_str(&by_shapes.stdout).expect("json");
     let typed: serde_json::Value = serde_json::from_str(&typed.stdout).expect("json");
     assert_eq!(by_shapes, typed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_takes_its_items_as_json_lines_from_stdin_or_a_file() {
+    let server = start().await;
+    let addr = server.addr.to_string();
+    let items = "{\"x\": 1, \"y\": 0}\n\n{\"x\": 2, \"y\": 5}\n{\"x\": 39, \"y\": -1}\n";
+    let run = rpc_with_input(&["call", &addr, "Counter.sum_x", "[100]"], items).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(run.stdout, "142\n");
+
+    let dir = std::env::temp_dir().join(format!("rpc-cli-items-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("points.jsonl");
+    std::fs::write(&file, items).expect("write items");
+    let run = rpc(&[
+        "call",
+        &addr,
+        "Counter.sum_x",
+        "[0]",
+        "--items",
+        file.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(run.stdout, "42\n");
+
+    // No items: an empty stream.
+    let run = rpc(&["call", &addr, "Counter.sum_x", "[7]"]).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(run.stdout, "7\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_call_prints_each_reply_item() {
+    let server = start().await;
+    let run = rpc_with_input(
+        &["call", &server.addr.to_string(), "Counter.doubled"],
+        "1\n-4\n21\n",
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(run.stdout, "2\n-8\n42\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_item_that_does_not_fit_is_refused_naming_its_line() {
+    let server = start().await;
+    let addr = server.addr.to_string();
+    let run = rpc_with_input(
+        &["call", &addr, "Counter.sum_x", "[0]"],
+        "{\"x\": 1, \"y\": 2}\n{\"x\": \"one\", \"y\": 2}\n",
+    )
+    .await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("item on line 2: "), "{}", run.stderr);
+    assert!(run.stderr.contains("$.x"), "{}", run.stderr);
+
+    let run = rpc_with_input(&["call", &addr, "Counter.doubled"], "1\n[2\n").await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("item on line 2 is not valid JSON"),
+        "{}",
+        run.stderr
+    );
+
+    // Items for a method that takes none.
+    let run = rpc(&["call", &addr, "Calculator.add", "[1, 2]", "--items", "-"]).await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("takes no stream from the client"),
+        "{}",
+        run.stderr
+    );
 }

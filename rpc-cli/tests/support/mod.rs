@@ -38,6 +38,10 @@ pub(crate) trait Counter {
     async fn header(&self, key: String) -> Option<String>;
     /// Points, to show structs and maps.
     async fn points(&self, names: Vec<String>) -> BTreeMap<String, Point>;
+    /// `start` plus the sum of the points' `x`: a client stream of structs.
+    async fn sum_x(&self, start: i32, points: rpc::Stream<Point>) -> i32;
+    /// Each number doubled, as it arrives: both ways.
+    async fn doubled(&self, numbers: rpc::Stream<i64>) -> rpc::Stream<i64>;
 }
 
 /// A struct in a reply.
@@ -81,6 +85,18 @@ impl Counter for Count {
             .map(|(name, i)| (name, Point { x: i, y: -i }))
             .collect()
     }
+    async fn sum_x(&self, start: i32, points: rpc::Stream<Point>) -> i32 {
+        use futures::StreamExt;
+        points
+            .fold(start, |sum, point| async move {
+                point.map_or(sum, |p| sum.wrapping_add(p.x))
+            })
+            .await
+    }
+    async fn doubled(&self, numbers: rpc::Stream<i64>) -> rpc::Stream<i64> {
+        use futures::StreamExt;
+        rpc::Stream::from_results(numbers.map(|n| n.map(|n| n.wrapping_mul(2))))
+    }
 }
 
 /// A running server; stopped when dropped.
@@ -117,18 +133,31 @@ pub(crate) struct Run {
     pub(crate) stderr: String,
 }
 
-/// Runs the `rpc` binary with `args`.
+/// Runs the `rpc` binary with `args` (its standard input empty).
 pub(crate) async fn rpc(args: &[&str]) -> Run {
+    rpc_with_input(args, "").await
+}
+
+/// Runs the `rpc` binary with `args`, `input` on its standard input.
+pub(crate) async fn rpc_with_input(args: &[&str], input: &str) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpc"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the rpc binary runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A tool that stops reading early closes the pipe; its exit status tells the test.
+    let _ = stdin.write_all(input.as_bytes()).await;
+    drop(stdin);
     let Output {
         status,
         stdout,
         stderr,
-    } = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpc"))
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("the rpc binary runs");
+    } = child.wait_with_output().await.expect("the rpc binary ends");
     Run {
         ok: status.success(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
