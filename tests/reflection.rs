@@ -69,8 +69,11 @@ async fn list_names_every_service_and_method_kind() {
             summary("nothing", MethodKind::Unary, false),
         ]
     );
-    // The built-in health service is hand-written and does not describe its method.
-    assert_eq!(services[1].methods[0].kind, None);
+    // The built-in health service is hand-written and describes its method too.
+    assert_eq!(
+        services[1].methods,
+        [summary("check", MethodKind::Unary, true)]
+    );
     assert_eq!(services[2].methods.len(), 2);
 }
 

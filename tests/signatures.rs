@@ -490,3 +490,43 @@ async fn one_trait_on_both_sides_carries_the_traced_fingerprint() {
     assert_eq!(signature.args[0].name, "a");
     assert_eq!(signature.fingerprint(), method.fingerprint());
 }
+
+/// The built-in health check carries its fingerprint like a generated method: a peer whose
+/// `HealthStatus` (or argument) differs is refused unread, a caller that sends none is not
+/// checked, and the check is described by reflection.
+#[tokio::test]
+async fn the_health_check_is_checked_like_any_method() {
+    let server = start(rpc::Server::builder()).await;
+    let client = rpc::Client::connect(server.addr).await.expect("connect");
+    let status: rpc::health::HealthStatus =
+        within("a check", client.call(rpc::health::CHECK, (String::new(),)))
+            .await
+            .expect("a matching fingerprint");
+    assert!(status.is_serving());
+
+    // A caller whose HealthStatus has another shape: a u8 in its place.
+    let other = rpc::Method::new(rpc::health::SERVICE, "check")
+        .with_fingerprint(rpc::health::CHECK.fingerprint() ^ 1);
+    let err = within("a mismatch", client.call::<_, u8>(other, (String::new(),)))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, rpc::Error::SignatureMismatch { .. }),
+        "{err:?}"
+    );
+
+    // No fingerprint (0): not checked.
+    let unchecked = rpc::Method::new(rpc::health::SERVICE, "check");
+    let status: u8 = within("unchecked", client.call(unchecked, (String::new(),)))
+        .await
+        .expect("no fingerprint, no check");
+    assert_eq!(status, 0, "Serving is variant 0");
+
+    let description = rpc::reflection::ReflectionClient::new(client)
+        .describe("rpc.Health", "check")
+        .await
+        .expect("describe")
+        .expect("the method exists");
+    let signature = description.signature.expect("described");
+    assert_eq!(signature.fingerprint(), rpc::health::CHECK.fingerprint());
+}

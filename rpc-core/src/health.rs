@@ -10,21 +10,44 @@
 //! answers the check (`rpc-server`), clients and balancers ask it (`rpc::health::HealthClient`
 //! in the facade, or [`CHECK`] with `rpc::Client::call` directly).
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
+use crate::shape::{MethodKind, Signature, TraceError};
 use crate::Method;
 
 /// The health service's name on the wire.
 pub const SERVICE: &str = "rpc.Health";
 
 /// `rpc.Health.check(service: String) -> HealthStatus`. Idempotent: asking twice does no
-/// harm, so a check that may have run can be sent again.
+/// harm, so a check that may have run can be sent again. It carries its signature's
+/// fingerprint ([`signature`]), so a peer whose `HealthStatus` differs is refused with
+/// `SignatureMismatch` instead of misread.
 ///
 /// ```
 /// assert_eq!(rpc::health::CHECK.to_string(), "rpc.Health.check");
 /// assert!(rpc::health::CHECK.is_idempotent());
+/// assert_ne!(rpc::health::CHECK.fingerprint(), 0);
 /// ```
-pub const CHECK: Method = Method::new(SERVICE, "check").idempotent();
+pub const CHECK: Method = Method::new(SERVICE, "check")
+    .idempotent()
+    .with_fingerprint(CHECK_FINGERPRINT);
+
+/// The fingerprint of [`signature`], written out so that [`CHECK`] can be a constant; a test
+/// holds the two together (and `docs/PROTOCOL.md` lists it among its test vectors).
+const CHECK_FINGERPRINT: u64 = 0x71e1_b4b6_f403_387b;
+
+/// The signature of [`CHECK`], traced once: `(service: String) -> HealthStatus`.
+pub fn signature() -> &'static Result<Signature, TraceError> {
+    static SIGNATURE: OnceLock<Result<Signature, TraceError>> = OnceLock::new();
+    SIGNATURE.get_or_init(|| {
+        Signature::builder(MethodKind::Unary)
+            .arg::<String>("service")
+            .result::<HealthStatus>()
+            .build()
+    })
+}
 
 /// What a server says about one service name.
 ///
@@ -53,6 +76,12 @@ impl HealthStatus {
 mod tests {
     use super::*;
     use crate::{Bincode, Codec, MethodId};
+
+    #[test]
+    fn the_check_carries_the_fingerprint_of_its_traced_signature() {
+        let signature = signature().as_ref().expect("traceable");
+        assert_eq!(CHECK.fingerprint(), signature.fingerprint());
+    }
 
     #[test]
     fn the_check_is_named_by_service_and_method() {

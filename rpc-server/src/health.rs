@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rpc_core::health::{HealthStatus, CHECK};
-use rpc_core::Method;
+use rpc_core::shape::{Signature, TraceError};
+use rpc_core::{Method, MethodId};
 use tokio::sync::watch;
 
 use crate::service::{Dispatch, Request, Service};
@@ -80,6 +81,10 @@ impl Service for HealthService {
         }
         let health = self.0.clone();
         request.dispatch(move |(service,): (String,)| async move { health.status(&service) })
+    }
+
+    fn signature(&self, method: MethodId) -> Option<&'static Result<Signature, TraceError>> {
+        (method == CHECK.id()).then(rpc_core::health::signature)
     }
 }
 
