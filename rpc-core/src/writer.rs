@@ -424,7 +424,9 @@ impl WriteQueue {
     /// The writer loop: runs until [`close`](Self::close) (after writing everything queued),
     /// [`fail`](Self::fail), or a write error (which also fails the queue).
     pub async fn run<W: AsyncWrite + Unpin>(&self, mut io: W) -> Result<(), Error> {
-        let mut out = BytesMut::with_capacity(INITIAL_CAPACITY);
+        // Empty until the first write hands it the buffer that was written: a connection
+        // that stays idle holds one buffer, not two.
+        let mut out = BytesMut::new();
         let mut out_splices = Vec::new();
         loop {
             let notified = self.writer_wake.notified();
