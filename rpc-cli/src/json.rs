@@ -145,22 +145,11 @@ impl<'a> Types<'a> {
             Ok(resolved) => resolved,
             Err(_) => return "an unknown type".into(),
         };
+        if let Some(scalar) = shape.scalar_name() {
+            return scalar.into();
+        }
         let name = name.map_or_else(String::new, |n| format!(" {n}"));
         match shape {
-            Shape::Bool => "bool".into(),
-            Shape::I8 => "i8".into(),
-            Shape::I16 => "i16".into(),
-            Shape::I32 => "i32".into(),
-            Shape::I64 => "i64".into(),
-            Shape::I128 => "i128".into(),
-            Shape::U8 => "u8".into(),
-            Shape::U16 => "u16".into(),
-            Shape::U32 => "u32".into(),
-            Shape::U64 => "u64".into(),
-            Shape::U128 => "u128".into(),
-            Shape::F32 => "f32".into(),
-            Shape::F64 => "f64".into(),
-            Shape::Char => "char".into(),
             Shape::Str => "string".into(),
             Shape::Bytes => "bytes".into(),
             Shape::Unit | Shape::UnitStruct => format!("null (unit{name})"),

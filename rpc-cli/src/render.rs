@@ -19,21 +19,10 @@ impl<'a> Types<'a> {
     /// A shape as a Rust-like type: `i64`, `Vec<String>`, `Option<Point>`, `(u8, bool)`,
     /// `Result<i64, MathError>`.
     pub fn shape(&self, shape: &Shape) -> String {
+        if let Some(scalar) = shape.scalar_name() {
+            return scalar.into();
+        }
         match shape {
-            Shape::Bool => "bool".into(),
-            Shape::I8 => "i8".into(),
-            Shape::I16 => "i16".into(),
-            Shape::I32 => "i32".into(),
-            Shape::I64 => "i64".into(),
-            Shape::I128 => "i128".into(),
-            Shape::U8 => "u8".into(),
-            Shape::U16 => "u16".into(),
-            Shape::U32 => "u32".into(),
-            Shape::U64 => "u64".into(),
-            Shape::U128 => "u128".into(),
-            Shape::F32 => "f32".into(),
-            Shape::F64 => "f64".into(),
-            Shape::Char => "char".into(),
             Shape::Str => "String".into(),
             Shape::Bytes => "bytes".into(),
             Shape::Unit => "()".into(),

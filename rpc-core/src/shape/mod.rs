@@ -118,6 +118,36 @@ pub enum Shape {
     Named(String),
 }
 
+impl Shape {
+    /// The Rust name of a scalar shape: `bool`, an integer, a float or `char`; `None` for
+    /// every other shape.
+    ///
+    /// ```
+    /// use rpc::shape::Shape;
+    /// assert_eq!(Shape::I64.scalar_name(), Some("i64"));
+    /// assert_eq!(Shape::Str.scalar_name(), None);
+    /// ```
+    pub fn scalar_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Shape::Bool => "bool",
+            Shape::I8 => "i8",
+            Shape::I16 => "i16",
+            Shape::I32 => "i32",
+            Shape::I64 => "i64",
+            Shape::I128 => "i128",
+            Shape::U8 => "u8",
+            Shape::U16 => "u16",
+            Shape::U32 => "u32",
+            Shape::U64 => "u64",
+            Shape::U128 => "u128",
+            Shape::F32 => "f32",
+            Shape::F64 => "f64",
+            Shape::Char => "char",
+            _ => return None,
+        })
+    }
+}
+
 /// How deeply shapes may nest inside one another (not counting [`Shape::Named`]
 /// references, which end a description) when one is decoded.
 pub const MAX_DEPTH: usize = 128;
