@@ -103,17 +103,8 @@ impl ClientCall {
         );
         if let Some(trace) = rpc_core::observe::client_span_trace(&span) {
             if !span.is_disabled() {
-                span.record(
-                    "trace_id",
-                    display(format_args!("{:032x}", trace.trace_id())),
-                );
-                span.record("span_id", display(format_args!("{:016x}", trace.span_id())));
-                if let Some(parent) = TraceContext::current() {
-                    span.record(
-                        "parent_id",
-                        display(format_args!("{:016x}", parent.span_id())),
-                    );
-                }
+                let parent = TraceContext::current();
+                rpc_core::observe::record_trace(&span, &trace, parent.as_ref());
             }
             metadata.insert(TRACEPARENT, trace.to_string());
         }

@@ -73,6 +73,24 @@ pub fn client_span_trace(span: &tracing::Span) -> Option<TraceContext> {
     TraceContext::current().map(|parent| parent.child())
 }
 
+/// Records a call's place in its trace on its `span`, in `traceparent`'s hex forms: its
+/// trace id, its span id, and `parent`'s span id when it continues a trace (fields
+/// `trace_id`, `span_id`, `parent_id`).
+pub fn record_trace(span: &tracing::Span, trace: &TraceContext, parent: Option<&TraceContext>) {
+    use tracing::field::display;
+    span.record(
+        "trace_id",
+        display(format_args!("{:032x}", trace.trace_id())),
+    );
+    span.record("span_id", display(format_args!("{:016x}", trace.span_id())));
+    if let Some(parent) = parent {
+        span.record(
+            "parent_id",
+            display(format_args!("{:016x}", parent.span_id())),
+        );
+    }
+}
+
 #[cfg(feature = "metrics")]
 pub use counted::Counted;
 

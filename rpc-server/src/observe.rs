@@ -15,27 +15,12 @@ use rpc_core::observe::{outcome, CANCELLED, OK, OVERLOADED};
 use rpc_core::stream::Stream;
 use rpc_core::{Error, Metadata, Method, PeerAddr, TraceContext};
 use tokio::time::Instant;
-use tracing::field::{display, Empty};
+use tracing::field::Empty;
 use tracing::Span;
 
 /// The side these metrics count.
 #[cfg(feature = "metrics")]
 const SIDE: rpc_core::observe::Side = rpc_core::observe::Side::Server;
-
-/// Records a call's place in its trace on its span, in `traceparent`'s hex forms.
-fn record_trace(span: &Span, trace: &TraceContext, parent: Option<&TraceContext>) {
-    span.record(
-        "trace_id",
-        display(format_args!("{:032x}", trace.trace_id())),
-    );
-    span.record("span_id", display(format_args!("{:016x}", trace.span_id())));
-    if let Some(parent) = parent {
-        span.record(
-            "parent_id",
-            display(format_args!("{:016x}", parent.span_id())),
-        );
-    }
-}
 
 /// Whether INFO spans can be recorded at all: the cheap check before anything else. A span
 /// the level filter rules out is `Span::none()` from the start, never a disabled span (which
@@ -121,7 +106,7 @@ impl ServerCall {
             parent.map(|parent| parent.child())
         } else {
             let trace = rpc_core::observe::server_span_trace(&span, parent);
-            record_trace(&span, &trace, parent.as_ref());
+            rpc_core::observe::record_trace(&span, &trace, parent.as_ref());
             Some(trace)
         };
         let observed = Observed {
