@@ -339,3 +339,69 @@ async fn a_newer_client_gets_unknown_method_from_an_older_server_and_keeps_its_c
         None
     );
 }
+
+/// A handler that never finishes and yields at every poll, beside one that answers at once.
+#[rpc::service]
+trait Yielder {
+    async fn spin(&self) -> u64;
+    async fn quick(&self, n: u64) -> u64;
+}
+
+struct YielderImpl;
+
+impl Yielder for YielderImpl {
+    async fn spin(&self) -> u64 {
+        loop {
+            // Wakes itself at once, as a hand-written yield does (tokio's `yield_now`
+            // defers its wake until the task has been polled).
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut yielded, true) {
+                    std::task::Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+    async fn quick(&self, n: u64) -> u64 {
+        n + 1
+    }
+}
+
+/// The connection's task polls the calls it wakes itself again in the same turn, but a
+/// handler that keeps waking itself gets the thread back to the runtime, as a yield does:
+/// on a single-threaded runtime shared with the client, the client's calls on the same
+/// connection still go through. (Were the turn to poll the spinning call for as long as it
+/// wakes, the runtime would never run the client again, and the test would time out.)
+#[test]
+fn a_handler_that_keeps_yielding_leaves_the_thread_to_other_tasks() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let answers = runtime.block_on(async {
+            let server = start(rpc::Server::builder().serve(YielderImpl.into_service())).await;
+            let client = YielderClient::connect(server.addr).await.expect("connect");
+            let spinning = tokio::spawn({
+                let client = client.clone();
+                async move { client.spin().await }
+            });
+            let mut answers = Vec::new();
+            for n in 0..20 {
+                answers.push(client.quick(n).await.expect("quick"));
+            }
+            spinning.abort();
+            answers
+        });
+        let _ = done.send(answers);
+    });
+    let answers = finished
+        .recv_timeout(support::PATIENCE)
+        .expect("the client's calls did not get through beside a yielding handler");
+    assert_eq!(answers, (1..=20).collect::<Vec<u64>>());
+}

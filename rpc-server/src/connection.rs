@@ -52,6 +52,7 @@ use crate::server::Shared;
 use crate::service::{Reply, Request, Wire};
 use crate::shutdown::Drain;
 use crate::stats::{CallGuard, ConnectionGuard};
+use crate::turn::TurnWaker;
 
 /// Serves one accepted stream until the peer leaves, breaks the protocol, idles out, stops
 /// answering keepalive pings, or the server shuts down.
@@ -146,6 +147,9 @@ struct Connection<R> {
     caller: Arc<Peer>,
     /// Calls still pending after their first poll; dropping the connection drops them.
     calls: CallTable,
+    /// What the calls are polled with (see [`turn`](crate::turn)), and its shared state.
+    turn: Arc<TurnWaker>,
+    calls_waker: std::task::Waker,
     /// Requests waiting for a call to end.
     parked: ParkedQueue,
     /// This connection's bytes and streams, in its own budget and the server's.
@@ -174,6 +178,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             streams: StreamTable::default(),
             window: config.stream_window,
         });
+        let (turn, calls_waker) = TurnWaker::new();
         Connection {
             // Of a frame over the limit, at most the header of a request with the largest
             // metadata allowed is read; the rest is skipped.
@@ -190,6 +195,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             caller: Peer::new(peer.clone(), identity),
             peer,
             calls: CallTable::default(),
+            turn,
+            calls_waker,
             parked: ParkedQueue::new(shared.counters.clone()),
             account: Account::new(
                 config.max_inbound_bytes_per_connection,
@@ -240,9 +247,17 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 
         // 2 and 3. Finished calls, then every frame already read, until neither moves: calls
         // started (and perhaps cancelled) by this turn's frames must be polled by the table
-        // before the turn ends, or nothing would wake the task for them.
+        // before the turn ends, or nothing would wake the task for them. The calls are polled
+        // with the turn's waker: a call this turn wakes is polled again in it, without the
+        // task rescheduling itself (see `turn`).
+        let turn_waker = self.turn.clone();
+        let turn = turn_waker.begin(cx.waker());
+        let calls_waker = self.calls_waker.clone();
+        let mut calls_cx = TaskContext::from_waker(&calls_waker);
+        let mut rewakes = 0;
         loop {
-            self.reap_calls(cx);
+            turn.clear();
+            self.reap_calls(&mut calls_cx);
             let mut read_any = false;
             let mut batch_start = None;
             // Under load frames arrive by the dozen: all of them are taken in this turn. The
@@ -259,7 +274,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 // One clock read per batch: deadlines count from when the batch was read.
                 let now = *batch_start.get_or_insert_with(Instant::now);
                 let refusal = match frame {
-                    Frame::Whole(frame) => self.on_frame(frame, draining, now, cx)?,
+                    Frame::Whole(frame) => self.on_frame(frame, draining, now, &mut calls_cx)?,
                     Frame::Oversized(over) => self.on_oversized(&over, now)?,
                 };
                 if let Some(refusal) = refusal {
@@ -267,11 +282,18 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     return Poll::Ready(Ok(Turn::Refuse(refusal)));
                 }
             }
-            if !read_any {
+            if read_any {
+                self.heard = true;
+            } else if turn.woken() && rewakes < MAX_REWAKES {
+                // A call was woken after the table was last polled (by this turn's frames,
+                // or from elsewhere). A call that keeps waking itself (a handler that
+                // yields) is left to the task's own wake when the turn ends.
+                rewakes += 1;
+            } else {
                 break;
             }
-            self.heard = true;
         }
+        drop(turn);
 
         // 4. Keepalive: calls in flight or not, a silent client is pinged, then given up.
         if let Some(keepalive) = &mut self.keepalive {
@@ -609,6 +631,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         self.calls.insert(id, running);
     }
 }
+
+/// How many times a turn that read nothing polls its calls again because one was woken:
+/// beyond, the turn ends and the wake reschedules the task, as a yield does.
+const MAX_REWAKES: usize = 2;
 
 /// What a call costs beyond its request's bytes (its bookkeeping, its handler's future), as
 /// counted against the budgets: so that many tiny requests parked or running add up too.

@@ -13,6 +13,7 @@
 //! | `shutdown` | the shutdown signal, and each connection's drain and go-away |
 //! | `connection` | one connection: read requests, run handlers, write responses |
 //! | `calls` | one connection's calls in flight, by request id |
+//! | `turn` | the waker a connection's calls get, so that a call its own task wakes costs no reschedule |
 //! | [`intercept`] | interceptors: async checks before a handler, server-wide or per service |
 //! | `idle` | the timer that closes an idle connection |
 //! | `call` | one call: deadline, panic capture; in place or as a task of its own |
@@ -42,6 +43,7 @@ mod shutdown;
 mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod turn;
 
 pub use admission::Overload;
 pub use config::ServerConfig;
